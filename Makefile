@@ -1,0 +1,60 @@
+# Fleet: `make run` for a live demo, `make test` for the suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The first Python >= 3.12 found: $PYTHON, then pythonX.Y/python3 on PATH, then pyenv's
+# installed versions (pyenv shims only work with PYENV_VERSION set, so ask pyenv for the prefix).
+FIND_PYTHON = \
+  ok() { "$$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; }; \
+  for c in "$$PYTHON" python3.14 python3.13 python3.12 python3 python; do \
+    [ -n "$$c" ] || continue; p=$$(command -v "$$c" 2>/dev/null) || continue; \
+    if ok "$$p"; then echo "$$p"; exit 0; fi; \
+  done; \
+  if command -v pyenv >/dev/null 2>&1; then \
+    for v in $$(pyenv versions --bare 2>/dev/null | sort -rV); do \
+      p="$$(pyenv prefix "$$v" 2>/dev/null)/bin/python"; \
+      if [ -x "$$p" ] && ok "$$p"; then echo "$$p"; exit 0; fi; \
+    done; \
+  fi; \
+  echo "Fleet needs Python >= 3.12; none found (set PYTHON=/path/to/python3.12)." >&2; exit 1
+
+.PHONY: help venv run test lint format clean-data
+
+help:
+	@echo "make run    - set up, seed the demo, serve http://$(HOST):$(PORT) with the worker"
+	@echo "make test   - run the whole test suite (SQLite, in-memory channel layer)"
+	@echo "make lint   - ruff check and ruff format --check"
+
+$(VENV)/.installed: requirements.txt
+	@set -e; py=$$($(FIND_PYTHON)); \
+	if [ ! -x "$(PY)" ] || ! "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+	  rm -rf "$(VENV)"; echo "Creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py fleet_demo
+	@echo
+	@echo "Fleet is starting on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) manage.py fleet_worker & \
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) fleet.asgi:application
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .

@@ -1,0 +1,1 @@
+"""Git operations over paths, returning plain data. No Django imports here."""

@@ -1,0 +1,90 @@
+"""Basic repository operations: create, commit, worktrees.
+
+Each function opens one ``git.Repo`` and closes it before returning, because
+GitPython keeps ``cat-file`` helper processes alive per Repo object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+
+AUTHOR_ENV = {
+    "GIT_AUTHOR_NAME": "Fleet",
+    "GIT_AUTHOR_EMAIL": "fleet@localhost",
+    "GIT_COMMITTER_NAME": "Fleet",
+    "GIT_COMMITTER_EMAIL": "fleet@localhost",
+}
+
+
+@contextlib.contextmanager
+def open_repo(path: str | Path) -> Iterator[git.Repo]:
+    repo = git.Repo(path)
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def create_with_origin(
+    *, origin: Path, clone: Path, files: dict[str, str], message: str, branch: str = "main"
+) -> str:
+    """A bare ``origin`` and Fleet's clone of it holding one commit of ``files``.
+
+    Returns the commit sha. Safe to call again: existing repositories are kept.
+    """
+    if not origin.exists():
+        origin.parent.mkdir(parents=True, exist_ok=True)
+        git.Repo.init(origin, bare=True, initial_branch=branch).close()
+    if not (clone / ".git").exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        git.Repo.clone_from(str(origin), str(clone)).close()
+        with open_repo(clone) as repo:
+            repo.git.checkout("-B", branch)
+        commit_files(path=clone, files=files, message=message)
+        with open_repo(clone) as repo:
+            repo.git.push("origin", f"{branch}:{branch}")
+    return head_sha(clone)
+
+
+def commit_files(*, path: Path, files: dict[str, str], message: str) -> str:
+    """Write ``files`` (relative path → text) into the work tree and commit them."""
+    for rel, text in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    with open_repo(path) as repo:
+        repo.git.add("--", *files)
+        repo.git.commit("-m", message, env=AUTHOR_ENV)
+        return repo.head.commit.hexsha
+
+
+def push(*, path: Path, branch: str, remote: str = "origin") -> None:
+    with open_repo(path) as repo:
+        repo.git.push(remote, f"{branch}:{branch}")
+
+
+def head_sha(path: str | Path, ref: str = "HEAD") -> str:
+    with open_repo(path) as repo:
+        return repo.git.rev_parse(ref)
+
+
+def log_subjects(path: str | Path, ref: str = "HEAD") -> list[str]:
+    with open_repo(path) as repo:
+        return repo.git.log("--format=%s", ref).splitlines()
+
+
+def add_worktree(*, repo_path: Path, worktree: Path, branch: str, base: str) -> str:
+    """Create ``worktree`` on a new ``branch`` from ``base`` (no upstream tracking).
+
+    Returns the base commit sha. An existing worktree on that branch is kept.
+    """
+    with open_repo(repo_path) as repo:
+        base_sha = repo.git.rev_parse(base)
+        if not worktree.exists():
+            worktree.parent.mkdir(parents=True, exist_ok=True)
+            repo.git.worktree("add", "--no-track", "-b", branch, str(worktree), base_sha)
+        return base_sha

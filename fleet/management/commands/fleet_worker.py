@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from fleet.worker import Worker
+
+
+class Command(BaseCommand):
+    help = "Run Fleet's worker: lease and heartbeat sweeps (the merge queue arrives later)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--once", action="store_true", help="run one tick and exit")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=settings.FLEET_WORKER_INTERVAL,
+            help="seconds between ticks (default: %(default)s)",
+        )
+
+    def handle(self, *args: Any, once: bool, interval: float, **options: Any) -> None:
+        if interval <= 0:
+            self.stderr.write("--interval must be positive")
+            raise SystemExit(2)
+        logging.getLogger("fleet.worker").setLevel(logging.INFO)
+        worker = Worker(interval=interval)
+        worker.install_signal_handlers()
+        self.stdout.write(f"fleet_worker: started (interval {interval:g}s)")
+        self.stdout.flush()
+        ticks = worker.run(once=once)
+        self.stdout.write(f"fleet_worker: stopped after {ticks} tick(s)")

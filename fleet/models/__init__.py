@@ -1,0 +1,38 @@
+"""Fleet's domain model.
+
+Behaviour on one row lives on the model (state transitions are methods);
+behaviour on many rows lives on QuerySets exposed with ``as_manager()``.
+Every transition checks, changes, saves with ``update_fields`` and appends an
+``Event`` inside one transaction; an illegal one raises ``TransitionError`` and
+changes nothing.
+"""
+
+from fleet.models.agents import Agent, AgentSession, JournalEntry, Learning, Message, hash_token
+from fleet.models.base import Event, StateMachine, TransitionError
+from fleet.models.review import CheckRun, Finding, MergeRequest, Review
+from fleet.models.spend import Budget, SpendEvent
+from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave
+
+__all__ = [
+    "Agent",
+    "AgentSession",
+    "Budget",
+    "CheckRun",
+    "Event",
+    "FileClaim",
+    "Finding",
+    "JournalEntry",
+    "Learning",
+    "Message",
+    "MergeRequest",
+    "Plan",
+    "Repository",
+    "Review",
+    "SharedFile",
+    "SpendEvent",
+    "StateMachine",
+    "Task",
+    "TransitionError",
+    "Wave",
+    "hash_token",
+]

@@ -1,0 +1,280 @@
+"""Agents, their sessions, journal, inbox, and learnings."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.models.base import Event, StateMachine, TransitionError
+from fleet.models.work import Repository, Task, slug_validator
+
+# --- agents ---------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AgentQuerySet(models.QuerySet):
+    def stale(self, now) -> AgentQuerySet:
+        """Agents that should be heartbeating but whose lease has lapsed."""
+        cutoff = now - timedelta(seconds=settings.FLEET_HEARTBEAT_TTL)
+        return self.filter(
+            status__in=[Agent.IDLE, Agent.WORKING, Agent.REVIEWING, Agent.ROTATING],
+        ).filter(Q(last_heartbeat_at__lt=cutoff) | Q(last_heartbeat_at__isnull=True))
+
+    def live(self) -> AgentQuerySet:
+        return self.exclude(status__in=[Agent.STOPPED])
+
+    def by_token(self, token: str) -> AgentQuerySet:
+        return self.filter(token_hash=hash_token(token), token_revoked_at__isnull=True)
+
+
+class Agent(StateMachine):
+    ORCHESTRATOR, BUILDER, REVIEWER = "orchestrator", "builder", "reviewer"
+    ROLE_CHOICES = [(r, r) for r in (ORCHESTRATOR, BUILDER, REVIEWER)]
+    IDLE, WORKING, REVIEWING, ROTATING, STALE, STOPPED = (
+        "idle",
+        "working",
+        "reviewing",
+        "rotating",
+        "stale",
+        "stopped",
+    )
+    STATUS_CHOICES = [(s, s) for s in (IDLE, WORKING, REVIEWING, ROTATING, STALE, STOPPED)]
+    ACTIVE = frozenset({IDLE, WORKING, REVIEWING, ROTATING})
+    TRANSITIONS = {
+        "start_work": (frozenset({IDLE}), WORKING),
+        "start_review": (frozenset({IDLE}), REVIEWING),
+        "finish": (frozenset({WORKING, REVIEWING}), IDLE),
+        "rotate": (frozenset({IDLE, WORKING, REVIEWING}), ROTATING),
+        "complete_rotation": (frozenset({ROTATING}), IDLE),
+        "mark_stale": (ACTIVE, STALE),
+        "revive": (frozenset({STALE}), IDLE),
+        "stop": (ACTIVE | {STALE}, STOPPED),
+        "resume": (frozenset({STOPPED}), IDLE),
+    }
+    EVENT_PREFIX = "agent"
+    STOP_REASONS = ["budget", "timeout", "person", "revoked"]
+    CAPABILITIES = {
+        ORCHESTRATOR: ["boot", "heartbeat", "journal", "inbox", "plan", "message"],
+        BUILDER: ["boot", "heartbeat", "journal", "inbox", "claim", "submit", "work"],
+        REVIEWER: ["boot", "heartbeat", "journal", "inbox", "review", "work"],
+    }
+
+    name = models.CharField(max_length=60, unique=True, validators=[slug_validator])
+    role = models.CharField(max_length=16, choices=ROLE_CHOICES)
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.SET_NULL, related_name="agents"
+    )
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    token_revoked_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=IDLE)
+    stop_reason = models.CharField(max_length=16, blank=True)
+    status_line = models.CharField(max_length=200, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    context_pct = models.PositiveSmallIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    current_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    spent_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    tokens_used = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = AgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(context_pct__gte=0) & Q(context_pct__lte=100), name="agent_context_pct"
+            ),
+            models.UniqueConstraint(
+                fields=["current_task"],
+                condition=Q(current_task__isnull=False),
+                name="agent_one_per_task",
+            ),
+            models.CheckConstraint(
+                condition=Q(spent_usd__gte=0) & Q(tokens_used__gte=0), name="agent_spend_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="stopped") | Q(stop_reason=""), name="agent_stop_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def capabilities(self) -> list[str]:
+        return list(self.CAPABILITIES.get(self.role, []))
+
+    def _event_subjects(self) -> dict[str, Any]:
+        return {"agent": self, "repository_id": self.repository_id}
+
+    def issue_token(self, *, by: Any = None) -> str:
+        """Make a new token, store only its hash, and return it (shown once)."""
+        token = "flt_" + secrets.token_urlsafe(32)
+        with transaction.atomic():
+            self.token_hash = hash_token(token)
+            self.token_revoked_at = None
+            self.save(update_fields=["token_hash", "token_revoked_at"])
+            Event.objects.record("agent.token_issued", by=by, agent=self)
+        return token
+
+    def revoke_token(self, *, by: Any) -> None:
+        with transaction.atomic():
+            self.token_revoked_at = timezone.now()
+            self.save(update_fields=["token_revoked_at"])
+            Event.objects.record("agent.token_revoked", by=by, agent=self)
+
+    def heartbeat_age(self, now=None) -> float | None:
+        if self.last_heartbeat_at is None:
+            return None
+        return ((now or timezone.now()) - self.last_heartbeat_at).total_seconds()
+
+    @staticmethod
+    def _resting_status(current: Agent) -> str:
+        """Where an agent returns to after rotating, reviving or resuming."""
+        if current.current_task_id is None:
+            return Agent.IDLE
+        return Agent.REVIEWING if current.role == Agent.REVIEWER else Agent.WORKING
+
+    def start_work(self, *, task: Task, by: Any = None) -> Event:
+        return self._transition(
+            "start_work", by=by or self, changes={"current_task": task}, payload={"task": task.key}
+        )
+
+    def start_review(self, *, task: Task | None = None, by: Any = None) -> Event:
+        return self._transition(
+            "start_review",
+            by=by or self,
+            changes={"current_task": task},
+            payload={"task": task.key if task else None},
+        )
+
+    def finish(self, *, by: Any = None) -> Event:
+        return self._transition("finish", by=by or self, changes={"current_task": None})
+
+    def rotate(self, *, by: Any = None) -> Event:
+        return self._transition("rotate", by=by)
+
+    def complete_rotation(self, *, by: Any = None) -> Event:
+        return self._transition("complete_rotation", by=by, target=self._resting_status)
+
+    def mark_stale(self, *, by: Any = None) -> Event:
+        return self._transition("mark_stale", by=by)
+
+    def revive(self, *, by: Any = None) -> Event:
+        return self._transition("revive", by=by or self, target=self._resting_status)
+
+    def stop(self, *, reason: str, by: Any = None) -> Event:
+        if reason not in self.STOP_REASONS:
+            raise TransitionError(f"Unknown stop reason {reason!r}", code="bad_reason")
+        return self._transition(
+            "stop", by=by, changes={"stop_reason": reason}, payload={"reason": reason}
+        )
+
+    def resume(self, *, by: Any) -> Event:
+        return self._transition(
+            "resume", by=by, changes={"stop_reason": ""}, target=self._resting_status
+        )
+
+
+class AgentSession(models.Model):
+    END_REASONS = ["rotated", "budget", "timeout", "crashed", "stopped"]
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, blank=True, choices=[(r, r) for r in END_REASONS])
+    model_name = models.CharField(max_length=100, blank=True)
+    context_pct = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent"], condition=Q(ended_at__isnull=True), name="session_one_open"
+            ),
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True, end_reason="")
+                | (Q(ended_at__isnull=False) & ~Q(end_reason="")),
+                name="session_end_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} session {self.pk}"
+
+
+class JournalEntry(models.Model):
+    KINDS = ["done", "learned", "next", "note"]
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="journal")
+    session = models.ForeignKey(
+        AgentSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="journal"
+    )
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="journal"
+    )
+    kind = models.CharField(max_length=16, choices=[(k, k) for k in KINDS])
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "journal entries"
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.kind}: {self.body[:40]}"
+
+
+class Message(models.Model):
+    recipient = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="inbox")
+    sender_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    sender_agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="sent"
+    )
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL)
+    subject = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    acked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"to {self.recipient}: {self.subject}"
+
+
+class Learning(models.Model):
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.SET_NULL, related_name="learnings"
+    )
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL)
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+    tags = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title

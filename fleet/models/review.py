@@ -1,0 +1,135 @@
+"""Reviews and findings, checks, and the merge queue's requests."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.models.agents import Agent, AgentSession
+from fleet.models.work import Repository, Task
+
+# --- review ---------------------------------------------------------------
+
+
+class Review(models.Model):
+    OPEN, CLOSED = "open", "closed"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="reviews")
+    commit_sha = models.CharField(max_length=40)
+    reviewer = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="reviews"
+    )
+    session = models.ForeignKey(AgentSession, null=True, blank=True, on_delete=models.SET_NULL)
+    provenance = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=[(OPEN, OPEN), (CLOSED, CLOSED)], default=OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"review of {self.task.key} @ {self.commit_sha[:8]}"
+
+
+class FindingQuerySet(models.QuerySet):
+    def pending(self) -> FindingQuerySet:
+        return self.filter(verdict=Finding.PENDING)
+
+
+class Finding(models.Model):
+    PENDING, ACCEPTED, OVERRULED = "pending", "accepted", "overruled"
+    SEVERITIES = ["info", "minor", "major", "critical"]
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="findings")
+    path = models.CharField(max_length=500)
+    line_start = models.PositiveIntegerField(null=True, blank=True)
+    line_end = models.PositiveIntegerField(null=True, blank=True)
+    severity = models.CharField(max_length=10, choices=[(s, s) for s in SEVERITIES])
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    suggested_fix = models.TextField(blank=True)
+    verdict = models.CharField(
+        max_length=10,
+        choices=[(v, v) for v in (PENDING, ACCEPTED, OVERRULED)],
+        default=PENDING,
+    )
+    reason = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    resolved_in_commit = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = FindingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["review", "path", "line_start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(verdict="overruled") | ~Q(reason=""),
+                name="finding_overrule_needs_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(line_end__isnull=True)
+                | Q(line_start__isnull=False, line_end__gte=models.F("line_start")),
+                name="finding_line_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.title}"
+
+
+class CheckRun(models.Model):
+    STATUSES = ["pending", "running", "passed", "failed", "error"]
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="checks")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
+    )
+    name = models.CharField(max_length=100)
+    commit_sha = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=[(s, s) for s in STATUSES], default="pending")
+    url = models.URLField(blank=True)
+    log = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.status} @ {self.commit_sha[:8]}"
+
+
+class MergeRequest(models.Model):
+    STEPS = ["queued", "candidate", "testing", "updating", "pushing", "cleanup", "done"]
+    RESULTS = ["pending", "merged", "failed"]
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="merge_requests")
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="merges")
+    position = models.PositiveIntegerField()
+    candidate_sha = models.CharField(max_length=40, blank=True)
+    step = models.CharField(max_length=10, choices=[(s, s) for s in STEPS], default="queued")
+    result = models.CharField(max_length=10, choices=[(r, r) for r in RESULTS], default="pending")
+    log = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["repository", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task"], condition=Q(result="pending"), name="merge_one_pending_per_task"
+            ),
+            models.UniqueConstraint(
+                fields=["repository", "position"], name="merge_unique_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"merge {self.task.key} ({self.step}, {self.result})"

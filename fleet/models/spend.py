@@ -1,0 +1,103 @@
+"""Spend events and budgets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.models.agents import Agent, AgentSession
+from fleet.models.work import Plan, Repository, Task, Wave
+
+# --- spend ----------------------------------------------------------------
+
+
+class SpendEvent(models.Model):
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="spend")
+    session = models.ForeignKey(AgentSession, null=True, blank=True, on_delete=models.SET_NULL)
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="spend"
+    )
+    model_name = models.CharField(max_length=100, blank=True)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(tokens_in__gte=0) & Q(tokens_out__gte=0) & Q(cost_usd__gte=0),
+                name="spend_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} ${self.cost_usd}"
+
+
+class Budget(models.Model):
+    SCOPES = ["fleet", "plan", "wave", "repository", "agent"]
+
+    scope = models.CharField(max_length=12, choices=[(s, s) for s in SCOPES])
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.CASCADE)
+    wave = models.ForeignKey(Wave, null=True, blank=True, on_delete=models.CASCADE)
+    repository = models.ForeignKey(Repository, null=True, blank=True, on_delete=models.CASCADE)
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE)
+    limit_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    limit_tokens = models.BigIntegerField(null=True, blank=True)
+    spent_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    spent_tokens = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # The last line of defence: a stored total above its cap is impossible.
+            models.CheckConstraint(
+                condition=Q(limit_usd__isnull=True) | Q(spent_usd__lte=models.F("limit_usd")),
+                name="budget_usd_within_cap",
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_tokens__isnull=True)
+                | Q(spent_tokens__lte=models.F("limit_tokens")),
+                name="budget_tokens_within_cap",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(scope="fleet", plan=None, wave=None, repository=None, agent=None)
+                    | Q(scope="plan", plan__isnull=False, wave=None, repository=None, agent=None)
+                    | Q(scope="wave", wave__isnull=False, plan=None, repository=None, agent=None)
+                    | Q(
+                        scope="repository",
+                        repository__isnull=False,
+                        plan=None,
+                        wave=None,
+                        agent=None,
+                    )
+                    | Q(scope="agent", agent__isnull=False, plan=None, wave=None, repository=None)
+                ),
+                name="budget_scope_matches_target",
+            ),
+            models.UniqueConstraint(
+                fields=["scope"], condition=Q(scope="fleet"), name="budget_one_fleet"
+            ),
+            models.UniqueConstraint(fields=["plan"], name="budget_one_per_plan"),
+            models.UniqueConstraint(fields=["wave"], name="budget_one_per_wave"),
+            models.UniqueConstraint(fields=["repository"], name="budget_one_per_repository"),
+            models.UniqueConstraint(fields=["agent"], name="budget_one_per_agent"),
+        ]
+
+    def __str__(self) -> str:
+        target = self.plan or self.wave or self.repository or self.agent or "fleet"
+        return f"budget {self.scope}: {target}"
+
+    @property
+    def fraction_used(self) -> float | None:
+        if self.limit_usd:
+            return float(self.spent_usd / self.limit_usd)
+        if self.limit_tokens:
+            return self.spent_tokens / self.limit_tokens
+        return None

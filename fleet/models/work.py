@@ -1,0 +1,497 @@
+"""Repositories, plans, waves and tasks: the work and its state machines."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.models.base import Event, StateMachine, TransitionError
+
+if TYPE_CHECKING:
+    from fleet.models.agents import Agent
+
+
+# --- repositories, plans, waves -------------------------------------------
+
+slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]*$", "Use lowercase letters, digits and '-'.")
+
+
+class Repository(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=60, unique=True, validators=[slug_validator])
+    path = models.CharField(max_length=500, help_text="Fleet's own clone of the repository")
+    remote_name = models.CharField(max_length=60, blank=True, default="origin")
+    default_branch = models.CharField(max_length=100, default="main")
+    check_command = models.CharField(max_length=500, blank=True)
+    worktree_root = models.CharField(max_length=500, blank=True)
+    dod_items = models.JSONField(
+        default=list, blank=True, help_text="Definition-of-done checklist items"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Plan(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=60, unique=True, validators=[slug_validator])
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WaveQuerySet(models.QuerySet):
+    def for_plan(self, plan: Plan) -> WaveQuerySet:
+        return self.filter(plan=plan).order_by("number")
+
+    def active(self) -> WaveQuerySet:
+        return self.filter(status__in=[Wave.APPROVED, Wave.RUNNING, Wave.BLOCKED])
+
+    def with_progress(self) -> WaveQuerySet:
+        return self.annotate(
+            task_total=models.Count("tasks"),
+            task_done=models.Count(
+                "tasks", filter=Q(tasks__status__in=[Task.MERGED, Task.CANCELLED])
+            ),
+        )
+
+
+class Wave(StateMachine):
+    DRAFT, APPROVED, RUNNING, BLOCKED, MERGED, VERIFIED = (
+        "draft",
+        "approved",
+        "running",
+        "blocked",
+        "merged",
+        "verified",
+    )
+    STATUS_CHOICES = [(s, s) for s in (DRAFT, APPROVED, RUNNING, BLOCKED, MERGED, VERIFIED)]
+    TRANSITIONS = {
+        "approve": (frozenset({DRAFT}), APPROVED),
+        "start": (frozenset({APPROVED}), RUNNING),
+        "block": (frozenset({RUNNING}), BLOCKED),
+        "unblock": (frozenset({BLOCKED}), RUNNING),
+        "mark_merged": (frozenset({RUNNING}), MERGED),
+        "verify": (frozenset({MERGED}), VERIFIED),
+    }
+    EVENT_PREFIX = "wave"
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="waves")
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=DRAFT)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = WaveQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["plan", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "number"], name="wave_unique_number"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="wave_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan} · wave {self.number}" + (f" ({self.name})" if self.name else "")
+
+    def _event_subjects(self) -> dict[str, Any]:
+        return {"wave": self, "plan_id": self.plan_id}
+
+    def previous(self) -> Wave | None:
+        return (
+            Wave.objects.filter(plan_id=self.plan_id, number__lt=self.number)
+            .order_by("-number")
+            .first()
+        )
+
+    def preflight(self) -> list[str]:
+        """Reasons the wave cannot be approved yet; empty when it can."""
+        problems = []
+        if not self.tasks.exists():
+            problems.append("The wave has no tasks.")
+        unresolved = self.shared_files.filter(strategy="").values_list("path", flat=True)
+        for path in unresolved:
+            problems.append(f"Shared file {path} has no strategy yet.")
+        return problems
+
+    def approve(self, *, by: Any) -> Event:
+        def check(current: Wave) -> None:
+            problems = current.preflight()
+            if problems:
+                raise TransitionError("Preflight failed: " + " ".join(problems), code="preflight")
+
+        return self._transition(
+            "approve",
+            by=by,
+            check=check,
+            changes={"approved_by": by, "approved_at": timezone.now()},
+        )
+
+    def start(self, *, by: Any = None) -> Event:
+        def check(current: Wave) -> None:
+            previous = current.previous()
+            if previous is not None and previous.status != Wave.VERIFIED:
+                raise TransitionError(
+                    f"Wave {current.number} can start only after wave {previous.number}"
+                    f" is verified (it is {previous.status}).",
+                    code="previous_wave",
+                )
+
+        return self._transition("start", by=by, check=check)
+
+    def block(self, *, by: Any = None, reason: str = "") -> Event:
+        return self._transition("block", by=by, payload={"reason": reason})
+
+    def unblock(self, *, by: Any) -> Event:
+        return self._transition("unblock", by=by)
+
+    def mark_merged(self, *, by: Any = None) -> Event:
+        def check(current: Wave) -> None:
+            open_tasks = current.tasks.exclude(status__in=[Task.MERGED, Task.CANCELLED])
+            if open_tasks.exists():
+                keys = ", ".join(open_tasks.values_list("key", flat=True)[:10])
+                raise TransitionError(f"Tasks not merged yet: {keys}", code="tasks_open")
+
+        return self._transition("mark_merged", by=by, check=check)
+
+    def verify(self, *, by: Any) -> Event:
+        return self._transition("verify", by=by)
+
+
+# --- tasks ----------------------------------------------------------------
+
+
+class TaskQuerySet(models.QuerySet):
+    def ready(self) -> TaskQuerySet:
+        return self.filter(status=Task.READY, wave__status=Wave.RUNNING).order_by(
+            "wave__number", "id"
+        )
+
+    def for_wave(self, wave: Wave) -> TaskQuerySet:
+        return self.filter(wave=wave)
+
+    def leased(self) -> TaskQuerySet:
+        return self.filter(status__in=Task.LEASED_STATES)
+
+    def lease_expired(self, now) -> TaskQuerySet:
+        return self.leased().filter(lease_expires_at__lt=now)
+
+    def open(self) -> TaskQuerySet:
+        return self.exclude(status__in=Task.FINAL_STATES)
+
+
+key_validator = RegexValidator(r"^[A-Z][A-Z0-9]*-\d+$", "A key looks like T-12.")
+
+
+class Task(StateMachine):
+    DRAFT = "draft"
+    READY = "ready"
+    ASSIGNED = "assigned"
+    WORKING = "working"
+    IN_REVIEW = "in_review"
+    CHANGES_REQUESTED = "changes_requested"
+    APPROVED = "approved"
+    MERGING = "merging"
+    MERGED = "merged"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STATUS_CHOICES = [
+        (s, s.replace("_", " "))
+        for s in (
+            DRAFT,
+            READY,
+            ASSIGNED,
+            WORKING,
+            IN_REVIEW,
+            CHANGES_REQUESTED,
+            APPROVED,
+            MERGING,
+            MERGED,
+            FAILED,
+            CANCELLED,
+        )
+    ]
+    LEASED_STATES = (ASSIGNED, WORKING)
+    FINAL_STATES = (MERGED, FAILED, CANCELLED)
+    OPEN_STATES = frozenset(s for s, _ in STATUS_CHOICES) - frozenset(FINAL_STATES)
+    TRANSITIONS = {
+        "make_ready": (frozenset({DRAFT}), READY),
+        "assign": (frozenset({READY}), ASSIGNED),
+        "start": (frozenset({ASSIGNED}), WORKING),
+        "submit": (frozenset({WORKING}), IN_REVIEW),
+        "request_changes": (frozenset({IN_REVIEW, MERGING}), CHANGES_REQUESTED),
+        "resume": (frozenset({CHANGES_REQUESTED}), WORKING),
+        "approve": (frozenset({IN_REVIEW}), APPROVED),
+        "enqueue_merge": (frozenset({APPROVED}), MERGING),
+        "mark_merged": (frozenset({MERGING}), MERGED),
+        "expire_lease": (frozenset(LEASED_STATES), READY),
+        "fail": (OPEN_STATES, FAILED),
+        "cancel": (OPEN_STATES, CANCELLED),
+    }
+    EVENT_PREFIX = "task"
+    KINDS = ["feat", "fix", "chore", "docs", "refactor", "test"]
+
+    key = models.CharField(max_length=20, unique=True, validators=[key_validator])
+    wave = models.ForeignKey(Wave, on_delete=models.CASCADE, related_name="tasks")
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="tasks")
+    kind = models.CharField(max_length=16, choices=[(k, k) for k in KINDS], default="feat")
+    title = models.CharField(max_length=200)
+    spec = models.TextField(blank=True, help_text="Requirements and acceptance criteria")
+    spec_version = models.PositiveIntegerField(default=1)
+    declared_paths = models.JSONField(default=list, blank=True, help_text="Globs this task edits")
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=DRAFT)
+    base_sha = models.CharField(max_length=40, blank=True)
+    head_sha = models.CharField(max_length=40, blank=True)
+    worktree_path = models.CharField(max_length=500, blank=True)
+    assignee = models.ForeignKey(
+        "Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_tasks"
+    )
+    attempt = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_epoch = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["wave__number", "id"]
+        constraints = [
+            # One live lease per task, held by exactly its assignee: a leased
+            # state needs both, and no other state may carry either.
+            models.CheckConstraint(
+                condition=(
+                    Q(status__in=["assigned", "working"])
+                    & Q(assignee__isnull=False)
+                    & Q(lease_expires_at__isnull=False)
+                )
+                | (~Q(status__in=["assigned", "working"]) & Q(lease_expires_at__isnull=True)),
+                name="task_lease_matches_status",
+            ),
+            models.CheckConstraint(condition=Q(spec_version__gte=1), name="task_spec_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.title}"
+
+    @property
+    def branch(self) -> str:
+        return f"{self.kind}/{self.key}"
+
+    def _event_subjects(self) -> dict[str, Any]:
+        return {"task": self, "wave_id": self.wave_id, "repository_id": self.repository_id}
+
+    def lease_is_live(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.lease_expires_at is not None and self.lease_expires_at > now
+
+    def make_ready(self, *, by: Any) -> Event:
+        return self._transition("make_ready", by=by)
+
+    def assign(self, *, agent: Agent, by: Any = None, ttl: int | None = None) -> Event:
+        ttl = ttl or settings.FLEET_LEASE_TTL
+
+        def check(current: Task) -> None:
+            if agent.role != "builder":
+                raise TransitionError(f"{agent} is a {agent.role}, not a builder", code="role")
+
+        return self._transition(
+            "assign",
+            by=by or agent,
+            check=check,
+            changes={
+                "assignee": agent,
+                "lease_expires_at": timezone.now() + timedelta(seconds=ttl),
+                "lease_epoch": models.F("lease_epoch") + 1,
+                "attempt": models.F("attempt") + 1,
+            },
+            payload={"agent": agent.name},
+        )
+
+    def start(self, *, by: Any) -> Event:
+        return self._transition("start", by=by)
+
+    def renew_lease(self, *, agent: Agent, epoch: int, ttl: int | None = None) -> None:
+        """Extend the lease; a stale epoch (the lease was lost meanwhile) is refused."""
+        ttl = ttl or settings.FLEET_LEASE_TTL
+        with transaction.atomic():
+            current = Task.objects.select_for_update().get(pk=self.pk)
+            if (
+                current.status not in self.LEASED_STATES
+                or current.assignee_id != agent.pk
+                or current.lease_epoch != epoch
+            ):
+                raise TransitionError(
+                    f"{self.key}: lease epoch {epoch} is no longer held by {agent.name}",
+                    code="stale_lease",
+                )
+            current.lease_expires_at = timezone.now() + timedelta(seconds=ttl)
+            current.save(update_fields=["lease_expires_at"])
+        self.lease_expires_at = current.lease_expires_at
+
+    def submit(self, *, commit: str, by: Any) -> Event:
+        return self._transition(
+            "submit",
+            by=by,
+            changes={"head_sha": commit, "lease_expires_at": None},
+            payload={"commit": commit},
+        )
+
+    def request_changes(self, *, by: Any, reason: str = "") -> Event:
+        return self._transition("request_changes", by=by, payload={"reason": reason})
+
+    def resume(self, *, by: Any, ttl: int | None = None) -> Event:
+        ttl = ttl or settings.FLEET_LEASE_TTL
+
+        def check(current: Task) -> None:
+            if current.assignee_id is None:
+                raise TransitionError(f"{self.key} has no builder to resume it", code="no_assignee")
+
+        return self._transition(
+            "resume",
+            by=by,
+            check=check,
+            changes={
+                "lease_expires_at": timezone.now() + timedelta(seconds=ttl),
+                "lease_epoch": models.F("lease_epoch") + 1,
+            },
+        )
+
+    def approve(self, *, by: Any) -> Event:
+        return self._transition("approve", by=by)
+
+    def enqueue_merge(self, *, by: Any) -> Event:
+        return self._transition("enqueue_merge", by=by)
+
+    def mark_merged(self, *, by: Any = None, commit: str = "") -> Event:
+        return self._transition("mark_merged", by=by, payload={"commit": commit})
+
+    def expire_lease(self, *, by: Any = None, now=None) -> Event:
+        """Return a task whose lease lapsed to ``ready`` (branch and worktree kept)."""
+        now = now or timezone.now()
+
+        def check(current: Task) -> None:
+            if current.lease_is_live(now):
+                raise TransitionError(f"{self.key}: the lease is still live", code="lease_live")
+
+        return self._transition(
+            "expire_lease",
+            by=by,
+            check=check,
+            changes={"assignee": None, "lease_expires_at": None},
+            payload={"agent": self.assignee.name if self.assignee_id else None},
+        )
+
+    def fail(self, *, by: Any, reason: str) -> Event:
+        return self._transition(
+            "fail", by=by, changes={"lease_expires_at": None}, payload={"reason": reason}
+        )
+
+    def cancel(self, *, by: Any, reason: str = "") -> Event:
+        return self._transition(
+            "cancel", by=by, changes={"lease_expires_at": None}, payload={"reason": reason}
+        )
+
+
+# --- files ----------------------------------------------------------------
+
+
+class FileClaimQuerySet(models.QuerySet):
+    def live(self, now) -> FileClaimQuerySet:
+        return self.filter(released_at__isnull=True, expires_at__gt=now)
+
+
+class FileClaim(models.Model):
+    WRITE, READ = "write", "read"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="claims")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="claims")
+    agent = models.ForeignKey("Agent", on_delete=models.CASCADE, related_name="claims")
+    path = models.CharField(max_length=500)
+    mode = models.CharField(max_length=8, choices=[(WRITE, WRITE), (READ, READ)], default=WRITE)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    objects = FileClaimQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [
+            # At most one unreleased write claim per path; an expired one is
+            # released by whoever takes the path over, in the same transaction.
+            models.UniqueConstraint(
+                fields=["repository", "path"],
+                condition=Q(released_at__isnull=True, mode="write"),
+                name="claim_one_writer_per_path",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=models.F("created_at")), name="claim_expires_after"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.mode}) by {self.agent}"
+
+
+class SharedFile(models.Model):
+    OWNER, SEQUENCE, CONTRACT = "owner", "sequence", "contract"
+    STRATEGY_CHOICES = [
+        ("", "unresolved"),
+        (OWNER, OWNER),
+        (SEQUENCE, SEQUENCE),
+        (CONTRACT, CONTRACT),
+    ]
+
+    wave = models.ForeignKey(Wave, on_delete=models.CASCADE, related_name="shared_files")
+    path = models.CharField(max_length=500)
+    tasks = models.ManyToManyField(Task, related_name="shared_files")
+    strategy = models.CharField(max_length=16, choices=STRATEGY_CHOICES, blank=True)
+    owner_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_shared_files"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [
+            models.UniqueConstraint(fields=["wave", "path"], name="shared_file_unique_path"),
+            models.CheckConstraint(
+                condition=~Q(strategy__in=["owner", "contract"]) | Q(owner_task__isnull=False),
+                name="shared_file_owner_needed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} in {self.wave}"

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def age(seconds: float | None) -> str:
+    """A short, human heartbeat age: "8s ago", "3m ago", "2h ago", "never"."""
+    if seconds is None:
+        return "never"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from fleet import views
+
+urlpatterns = [
+    path("", views.overview, name="fleet-overview"),
+    path("activity/", views.activity, name="fleet-activity"),
+    path("healthz", views.healthz, name="fleet-healthz"),
+    # accounts/
+    path(
+        "accounts/",
+        include(
+            [
+                path("login/", auth_views.LoginView.as_view(), name="fleet-login"),
+                path("logout/", auth_views.LogoutView.as_view(), name="fleet-logout"),
+            ]
+        ),
+    ),
+    path("admin/", admin.site.urls),
+]

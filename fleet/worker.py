@@ -1,0 +1,92 @@
+"""The worker: periodic sweeps now, the merge queue later.
+
+Driven by ``manage.py fleet_worker``; modelled on healthchecks' ``sendalerts``:
+a plain loop, one tick at a time, stopping cleanly between ticks on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from fleet.models import Agent, Task, TransitionError
+
+log = logging.getLogger("fleet.worker")
+
+
+def expire_leases(now) -> int:
+    """Return tasks whose lease lapsed to ``ready``, keeping branch and worktree."""
+    count = 0
+    for task in Task.objects.lease_expired(now).select_related("assignee"):
+        agent_id = task.assignee_id
+        try:
+            task.expire_lease(now=now)
+        except TransitionError:
+            continue  # renewed or moved on since we looked; nothing to do
+        Agent.objects.filter(pk=agent_id, current_task=task).update(current_task=None)
+        count += 1
+    return count
+
+
+def mark_stale_agents(now) -> int:
+    count = 0
+    for agent in Agent.objects.stale(now):
+        try:
+            agent.mark_stale()
+        except TransitionError:
+            continue
+        count += 1
+    return count
+
+
+SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
+    ("expired_leases", expire_leases),
+    ("stale_agents", mark_stale_agents),
+]
+
+
+@dataclass
+class Worker:
+    interval: float = 5.0
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+
+    def tick(self, now=None) -> dict[str, int]:
+        now = now or timezone.now()
+        results = {}
+        for name, sweep in SWEEPS:
+            try:
+                results[name] = sweep(now)
+            except Exception:
+                # One failing sweep must not stop the others or the loop.
+                log.exception("sweep %s failed", name)
+                results[name] = -1
+        return results
+
+    def request_stop(self, signum: int | None = None, frame: Any = None) -> None:
+        log.info("stop requested (signal %s); finishing the current tick", signum)
+        self.stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, *, once: bool = False) -> int:
+        ticks = 0
+        while not self.stop_requested.is_set():
+            # A long-running process must drop connections the database closed.
+            close_old_connections()
+            results = self.tick()
+            ticks += 1
+            if any(results.values()):
+                log.info("tick %d: %s", ticks, results)
+            if once:
+                break
+            self.stop_requested.wait(self.interval)
+        return ticks

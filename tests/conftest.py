@@ -1,0 +1,74 @@
+"""Shared fixtures and small ``make_*`` helpers. Git is real, never mocked."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from fleet.git import repo as gitrepo
+from fleet.models import Agent, Plan, Repository, Task, Wave
+
+_seq = itertools.count(1)
+
+
+def make_user(username: str | None = None, *roles: str, password: str = "pw-for-tests") -> User:
+    user = User.objects.create_user(username or f"user{next(_seq)}", password=password)
+    for role in roles:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+def make_repository(path: str = "/nonexistent", **fields) -> Repository:
+    n = next(_seq)
+    return Repository.objects.create(
+        name=fields.pop("name", f"Repo {n}"),
+        slug=fields.pop("slug", f"repo-{n}"),
+        path=path,
+        **fields,
+    )
+
+
+def make_plan(**fields) -> Plan:
+    n = next(_seq)
+    return Plan.objects.create(name=f"Plan {n}", slug=f"plan-{n}", **fields)
+
+
+def make_wave(plan: Plan | None = None, number: int = 1, **fields) -> Wave:
+    return Wave.objects.create(plan=plan or make_plan(), number=number, **fields)
+
+
+def make_task(wave: Wave | None = None, repository: Repository | None = None, **fields) -> Task:
+    n = next(_seq)
+    return Task.objects.create(
+        key=fields.pop("key", f"T-{n}"),
+        wave=wave or make_wave(),
+        repository=repository or make_repository(),
+        title=fields.pop("title", f"Task {n}"),
+        **fields,
+    )
+
+
+def make_agent(role: str = Agent.BUILDER, **fields) -> Agent:
+    return Agent.objects.create(name=fields.pop("name", f"agent-{next(_seq)}"), role=role, **fields)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, settings) -> Path:
+    """Point FLEET_DATA_DIR at a fresh temporary directory for this test."""
+    path = tmp_path / "data"
+    path.mkdir()
+    settings.FLEET_DATA_DIR = path
+    return path
+
+
+@pytest.fixture
+def git_origin(tmp_path: Path) -> tuple[Path, Path]:
+    """A real bare "origin" and a clone of it with one commit on main."""
+    origin, clone = tmp_path / "origin.git", tmp_path / "clone"
+    gitrepo.create_with_origin(
+        origin=origin, clone=clone, files={"README.md": "hello\n"}, message="initial"
+    )
+    return origin, clone

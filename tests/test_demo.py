@@ -1,0 +1,74 @@
+"""fleet_demo builds a real repository and a populated fleet, and is idempotent."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+from fleet.git import repo as gitrepo
+from fleet.models import Agent, Finding, Repository, Task
+
+pytestmark = pytest.mark.django_db
+
+
+def fleet_state() -> dict:
+    """Every Fleet row (minus timestamps) plus users, for comparing two runs."""
+    state = {}
+    for model in apps.get_app_config("fleet").get_models():
+        rows = model.objects.order_by("pk").values()
+        state[model.__name__] = [
+            {k: v for k, v in row.items() if not k.endswith("_at")} for row in rows
+        ]
+    state["users"] = list(User.objects.order_by("pk").values("username", "password", "is_staff"))
+    return state
+
+
+def test_demo_twice_leaves_the_same_data(data_dir):
+    out = StringIO()
+    call_command("fleet_demo", stdout=out)
+    assert "Demo fleet created" in out.getvalue()
+    first = fleet_state()
+    out = StringIO()
+    call_command("fleet_demo", stdout=out)
+    assert "nothing changed" in out.getvalue()
+    assert fleet_state() == first
+
+
+def test_demo_builds_a_real_repository_and_a_fleet_in_several_states(data_dir):
+    out = StringIO()
+    call_command("fleet_demo", stdout=out)
+    repo = Repository.objects.get(slug="demo-shop")
+    clone = Path(repo.path)
+    assert clone.is_relative_to(data_dir)
+    # main was pushed to the bare origin and carries T-1's squashed commit.
+    origin = data_dir / "origins" / "demo-shop.git"
+    assert gitrepo.head_sha(origin, "main") == gitrepo.head_sha(clone, "main")
+    assert gitrepo.log_subjects(clone, "main")[0] == "T-1: Product catalogue"
+    # ada works on T-2 in a real worktree on its own branch, off that main.
+    t2 = Task.objects.get(key="T-2")
+    assert Path(t2.worktree_path, "README.md").exists()
+    assert gitrepo.head_sha(t2.worktree_path) == t2.base_sha == gitrepo.head_sha(clone, "main")
+    with gitrepo.open_repo(t2.worktree_path) as wt:
+        assert wt.active_branch.name == "feat/T-2"
+
+    statuses = set(Agent.objects.values_list("status", flat=True))
+    assert {"working", "stale", "rotating", "reviewing", "stopped", "idle"} <= statuses
+    assert set(Finding.objects.values_list("verdict", flat=True)) == {
+        "pending",
+        "accepted",
+        "overruled",
+    }
+    # Logins are printed and kept out of the source tree, readable only by the owner.
+    logins = json.loads((data_dir / "demo-logins.json").read_text())
+    assert set(logins) == {"lead", "reviewer", "manager"}
+    assert (data_dir / "demo-logins.json").stat().st_mode & 0o077 == 0
+    for username, password in logins.items():
+        assert f"{username:<9} {password}" in out.getvalue()
+        assert User.objects.get(username=username).check_password(password)
+        assert User.objects.get(username=username).groups.filter(name=username).exists()
