@@ -44,9 +44,10 @@ run: venv
 	$(PY) manage.py fleet_demo
 	@echo
 	@echo "Fleet is starting on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) manage.py fleet_worker & \
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) fleet.asgi:application
+	@$(PY) manage.py fleet_worker & worker=$$!; \
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) fleet.asgi:application & web=$$!; \
+	trap 'kill -TERM $$worker $$web 2>/dev/null' INT TERM; \
+	wait $$web; kill -TERM $$worker 2>/dev/null; wait $$worker; echo "Fleet stopped."
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
