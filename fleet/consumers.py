@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from fleet.events import FLEET_GROUP
+from fleet.roles import user_roles
 
 
 class FleetConsumer(AsyncWebsocketConsumer):
@@ -14,6 +16,10 @@ class FleetConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
+            return
+        # The same rule as the pages: a person without a role sees nothing live.
+        if not await database_sync_to_async(user_roles)(user):
+            await self.close(code=4403)
             return
         self.joined = [FLEET_GROUP]
         for group in self.joined:

@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -77,16 +77,24 @@ def ensure_users() -> list[Login]:
     stored = json.loads(path.read_text()) if path.exists() else {}
     logins = []
     for role in ROLES:
+        group = Group.objects.get_or_create(name=role)[0]
         user, created = User.objects.get_or_create(username=role)
-        password = stored.get(role) or os.environ.get("FLEET_DEMO_PASSWORD") or ""
-        if created or not stored.get(role):
-            password = password or secrets.token_urlsafe(9)
+        if created:
+            password = os.environ.get("FLEET_DEMO_PASSWORD") or secrets.token_urlsafe(9)
             user.set_password(password)
             user.is_staff = role == "lead"
             user.save()
-        user.groups.add(Group.objects.get_or_create(name=role)[0])
-        stored[role] = password
-        logins.append(Login(role, password, role))
+            stored[role] = password
+        user.groups.add(group)
+        # An account that existed before the demo keeps its password.
+        logins.append(Login(role, stored.get(role, "(existing account, unchanged)"), role))
+    # Leads run the admin: give their group Fleet's model permissions.
+    lead_group = Group.objects.get(name="lead")
+    lead_group.permissions.add(
+        *Permission.objects.filter(content_type__app_label="fleet").exclude(
+            content_type__model="event", codename__regex=r"^(add|change|delete)_"
+        )
+    )
     path.write_text(json.dumps(stored, indent=2))
     path.chmod(0o600)
     return logins
@@ -192,12 +200,16 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
     t1.submit(commit=base, by=dee)
     t1.approve(by=reviewer_user)
     t1.enqueue_merge(by=lead)
-    merged = gitrepo.commit_files(
-        path=Path(repo.path),
-        files={"shop/catalogue.py": "CATALOGUE = []\n"},
-        message="T-1: Product catalogue",
-    )
-    gitrepo.push(path=Path(repo.path), branch=repo.default_branch)
+    # The git side may survive a database reset (a new DATABASE_URL, a deleted
+    # SQLite file): reuse T-1's commit when main already has it.
+    merged = gitrepo.find_commit(repo.path, subject="T-1: Product catalogue")
+    if merged is None:
+        merged = gitrepo.commit_files(
+            path=Path(repo.path),
+            files={"shop/catalogue.py": "CATALOGUE = []\n"},
+            message="T-1: Product catalogue",
+        )
+        gitrepo.push(path=Path(repo.path), branch=repo.default_branch)
     t1.mark_merged(commit=merged)
     CheckRun.objects.create(
         repository=repo,

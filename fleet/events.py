@@ -3,6 +3,9 @@
 Events themselves are appended with ``Event.objects.record`` inside the
 transaction that changes state (see ``fleet.models``). The event pump that
 tails the table and renders partials arrives with the live-dashboard work.
+Note for it: on PostgreSQL, sequence ids can become visible out of order
+(a lower id commits after a higher one), so tailing ``id > last_seen`` alone
+can skip events; re-read a short window behind the last id.
 """
 
 from __future__ import annotations

@@ -41,10 +41,11 @@ def make_wave(plan: Plan | None = None, number: int = 1, **fields) -> Wave:
 
 
 def make_task(wave: Wave | None = None, repository: Repository | None = None, **fields) -> Task:
+    """A task in a running wave unless told otherwise (tasks are worked on there)."""
     n = next(_seq)
     return Task.objects.create(
         key=fields.pop("key", f"T-{n}"),
-        wave=wave or make_wave(),
+        wave=wave or make_wave(status=Wave.RUNNING),
         repository=repository or make_repository(),
         title=fields.pop("title", f"Task {n}"),
         **fields,

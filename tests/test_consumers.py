@@ -40,6 +40,15 @@ async def test_anonymous_connections_are_refused():
     await comm.disconnect()
 
 
+async def test_people_without_a_role_are_refused():
+    user = await sync_to_async(make_user)("norole")
+    cookie = await sync_to_async(session_cookie_for)(user)
+    comm = communicator(cookie)
+    connected, code = await comm.connect()
+    assert not connected and code == 4403
+    await comm.disconnect()
+
+
 async def test_foreign_origins_are_refused():
     user = await sync_to_async(make_user)("wsx", "lead")
     cookie = await sync_to_async(session_cookie_for)(user)

@@ -40,6 +40,38 @@ def test_demo_twice_leaves_the_same_data(data_dir):
     assert fleet_state() == first
 
 
+def test_demo_reseeds_a_fresh_database_over_an_existing_data_dir(data_dir):
+    call_command("fleet_demo", stdout=StringIO())
+    clone = Repository.objects.get(slug="demo-shop").path
+    main_before = gitrepo.head_sha(clone, "main")
+    # A new database (another DATABASE_URL, a deleted SQLite file) over the same data dir.
+    call_command("flush", interactive=False, verbosity=0)
+    assert not Repository.objects.exists()
+    out = StringIO()
+    call_command("fleet_demo", stdout=out)
+    assert "Demo fleet created" in out.getvalue()
+    assert gitrepo.head_sha(clone, "main") == main_before  # T-1's commit reused, not redone
+    assert Task.objects.get(key="T-1").status == "merged"
+    assert Agent.objects.count() == 8
+
+
+def test_the_demo_lead_can_use_the_admin(data_dir, client):
+    call_command("fleet_demo", stdout=StringIO())
+    password = json.loads((data_dir / "demo-logins.json").read_text())["lead"]
+    assert client.login(username="lead", password=password)
+    assert client.get("/admin/fleet/task/").status_code == 200
+    assert client.get("/admin/fleet/event/").status_code == 200
+    assert client.get("/admin/fleet/event/add/").status_code == 403
+
+
+def test_an_existing_account_keeps_its_password(data_dir):
+    User.objects.create_user("reviewer", password="chosen-by-a-person")
+    out = StringIO()
+    call_command("fleet_demo", stdout=out)
+    assert User.objects.get(username="reviewer").check_password("chosen-by-a-person")
+    assert "existing account, unchanged" in out.getvalue()
+
+
 def test_demo_builds_a_real_repository_and_a_fleet_in_several_states(data_dir):
     out = StringIO()
     call_command("fleet_demo", stdout=out)

@@ -96,6 +96,55 @@ def test_only_builders_can_be_assigned():
     assert err.code == "role"
 
 
+def test_no_assignment_outside_a_running_wave_or_to_an_unavailable_agent():
+    draft = make_task(wave=make_wave(), status=Task.READY)
+    err = assert_illegal(draft, "assign", agent=make_agent())
+    assert err.code == "wave_not_running"
+    task = make_task(status=Task.READY)
+    stopped = make_agent(status=Agent.STOPPED, stop_reason="budget")
+    assert assert_illegal(task, "assign", agent=stopped).code == "agent_unavailable"
+
+
+def test_a_builder_that_lost_its_lease_cannot_submit_over_its_successor():
+    task = make_task(status=Task.READY)
+    first, second = make_agent(), make_agent()
+    task.assign(agent=first, ttl=30)
+    stale_copy = Task.objects.get(pk=task.pk)
+    task.expire_lease(now=timezone.now() + timedelta(seconds=60))
+    task.assign(agent=second)
+    task.start(by=second, epoch=2)
+    err = assert_illegal(stale_copy, "submit", commit="a" * 40, by=first)
+    assert err.code == "not_assignee"
+    assert assert_illegal(task, "submit", commit="a" * 40, by=second, epoch=1).code == (
+        "stale_lease"
+    )
+    assert_one_event(task, "submit", "task.submit", commit="b" * 40, by=second, epoch=2)
+
+
+def test_a_lapsed_lease_cannot_start_or_submit():
+    task = make_task(status=Task.READY)
+    builder = make_agent()
+    task.assign(agent=builder)
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert assert_illegal(task, "start", by=builder).code == "lease_lapsed"
+
+
+def test_ending_a_task_releases_the_agent_holding_it():
+    task = make_task(status=Task.READY)
+    builder = make_agent()
+    task.assign(agent=builder)
+    builder.start_work(task=task)
+    event = assert_one_event(task, "fail", "task.fail", by=None, reason="tests red")
+    assert event.payload["released"] == [builder.name]
+    builder.refresh_from_db()
+    assert builder.current_task is None and builder.status == Agent.IDLE
+    assert_one_event(task, "retry", "task.retry", by=None)
+    assert task.assignee is None
+    task.assign(agent=builder)
+    task.fail(by=None, reason="again")
+    assert_one_event(task, "cancel", "task.cancel", by=None)
+
+
 def test_stale_in_memory_copy_cannot_repeat_a_transition():
     task = make_task(status=Task.READY)
     other_copy = Task.objects.get(pk=task.pk)
@@ -108,9 +157,14 @@ def test_expired_lease_returns_task_to_ready_keeping_branch_and_worktree():
     task = make_task(status=Task.READY, worktree_path="/wt/T-1", base_sha="d" * 40)
     builder = make_agent()
     task.assign(agent=builder, ttl=60)
+    builder.start_work(task=task)
     assert_illegal(task, "expire_lease")  # still live
     later = timezone.now() + timedelta(seconds=120)
-    assert_one_event(task, "expire_lease", "task.expire_lease", now=later)
+    event = assert_one_event(task, "expire_lease", "task.expire_lease", now=later)
+    assert event.payload["agent"] == builder.name
+    assert event.payload["released"] == [builder.name]
+    builder.refresh_from_db()
+    assert (builder.status, builder.current_task) == (Agent.IDLE, None)
     assert task.assignee is None and task.lease_expires_at is None and task.attempt == 1
     task.refresh_from_db()
     assert (task.worktree_path, task.base_sha, task.lease_epoch) == ("/wt/T-1", "d" * 40, 1)
@@ -178,6 +232,12 @@ def test_next_wave_starts_only_after_the_previous_is_verified():
     assert_one_event(second, "start", "wave.start")
 
 
+def test_agents_do_not_approve_waves():
+    wave = make_wave()
+    make_task(wave=wave)
+    assert assert_illegal(wave, "approve", by=make_agent(Agent.ORCHESTRATOR)).code == "role"
+
+
 def test_wave_cannot_be_approved_twice():
     wave = make_wave(status=Wave.APPROVED)
     assert_illegal(wave, "approve", by=None)
@@ -190,7 +250,8 @@ def test_wave_cannot_be_approved_twice():
 def test_agent_lifecycle():
     lead = make_user("lead3", "lead")
     agent = make_agent()
-    task = make_task()
+    task = make_task(status=Task.READY)
+    task.assign(agent=agent)
     assert_one_event(agent, "start_work", "agent.start_work", task=task)
     assert agent.current_task == task
     assert_one_event(agent, "rotate", "agent.rotate")
@@ -218,14 +279,29 @@ def test_agent_illegal_transitions_change_nothing():
     assert_illegal(idle, "stop", reason="nonsense")
 
 
-def test_two_agents_cannot_hold_one_task():
-    task = make_task()
-    make_agent().start_work(task=task)
-    other = make_agent()
+def test_an_agent_works_only_on_a_task_leased_to_it():
+    task = make_task(status=Task.READY)
+    owner, other = make_agent(), make_agent()
+    err = assert_illegal(other, "start_work", task=task)
+    assert err.code == "not_assignee"
+    task.assign(agent=owner)
+    assert_illegal(other, "start_work", task=task)
+    assert_illegal(make_agent(Agent.REVIEWER), "start_work", task=task)
+    assert_one_event(owner, "start_work", "agent.start_work", task=task)
+
+
+def test_only_reviewers_start_reviews():
+    task = make_task(status=Task.IN_REVIEW)
+    assert_illegal(make_agent(), "start_review", task=task)
+    reviewer = make_agent(Agent.REVIEWER)
+    assert_one_event(reviewer, "start_review", "agent.start_review", task=task)
+    assert reviewer.status == Agent.REVIEWING and reviewer.current_task == task
+
+
+def test_database_refuses_a_busy_agent_without_a_task():
+    agent = make_agent()
     with pytest.raises(IntegrityError), transaction.atomic():
-        other.start_work(task=task)
-    other.refresh_from_db()
-    assert other.status == Agent.IDLE
+        Agent.objects.filter(pk=agent.pk).update(status=Agent.WORKING)
 
 
 def test_tokens_are_stored_hashed_and_revocable():

@@ -27,6 +27,16 @@ from .conftest import make_agent, make_plan, make_repository, make_task
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
+OPEN = [
+    "draft",
+    "ready",
+    "assigned",
+    "working",
+    "in_review",
+    "changes_requested",
+    "approved",
+    "merging",
+]
 TASK_EDGES = {
     "make_ready": {"draft": "ready"},
     "assign": {"ready": "assigned"},
@@ -38,10 +48,12 @@ TASK_EDGES = {
     "enqueue_merge": {"approved": "merging"},
     "mark_merged": {"merging": "merged"},
     "expire_lease": {"assigned": "ready", "working": "ready"},
-    "fail": dict.fromkeys(Task.OPEN_STATES, "failed"),
-    "cancel": dict.fromkeys(Task.OPEN_STATES, "cancelled"),
+    "fail": {s: "failed" for s in OPEN},
+    "retry": {"failed": "ready"},
+    "cancel": {s: "cancelled" for s in [*OPEN, "failed"]},
 }
 TERMINAL = {"fail", "cancel", "stop"}
+RELEASING = {"expire_lease", "fail", "cancel", "mark_merged"}
 AGENT_ACTIVE = ["idle", "working", "reviewing", "rotating"]
 AGENT_EDGES = {
     "start_work": {"idle": "working"},
@@ -78,6 +90,7 @@ class FleetMachine(RuleBasedStateMachine):
         make_task(wave=self.waves[1], repository=repo)
         self.agent = make_agent()
         self.expected_tasks = ["draft", "draft"]
+        self.assigned = [False, False]
         self.expected_waves = ["draft", "draft"]
         self.expected_agent = "idle"
         self.agent_task = None
@@ -123,17 +136,29 @@ class FleetMachine(RuleBasedStateMachine):
             "approve": {"by": None},
             "enqueue_merge": {"by": None},
             "mark_merged": {},
-            "expire_lease": {},
+            # Leases in this test are long; expiry is tested from the far future.
+            "expire_lease": {"now": timezone.now() + timedelta(hours=1)},
             "fail": {"by": None, "reason": "r"},
+            "retry": {"by": None},
             "cancel": {"by": None},
         }[action]
-        if action == "expire_lease":
-            # Leases in this test are long; expiry is tested from the far future.
-            kwargs = {"now": timezone.now() + timedelta(hours=1)}
-        if action == "resume" and nxt and task.assignee_id is None:
-            nxt = None  # nobody to resume it (the lease expired while in review)
+        if action == "assign" and (
+            self.expected_waves[0] != "running" or self.expected_agent in ("stopped", "stale")
+        ):
+            nxt = None  # work is handed out only in a running wave, to an available agent
+        if action == "resume" and not self.assigned[i]:
+            nxt = None  # nobody to resume it
         if self._apply(task, action, nxt, kwargs):
             self.expected_tasks[i] = nxt
+            if action == "assign":
+                self.assigned[i] = True
+            elif action in ("expire_lease", "retry"):
+                self.assigned[i] = False
+            if action in RELEASING and self.agent_task == task.pk:
+                # The agent lets go of a task that left its hands.
+                self.agent_task = None
+                if self.expected_agent in ("working", "reviewing"):
+                    self.expected_agent = "idle"
 
     @rule(i=st.integers(0, 1), data=st.data())
     def wave_action(self, i, data):
@@ -155,6 +180,8 @@ class FleetMachine(RuleBasedStateMachine):
         nxt = AGENT_EDGES[action].get(self.expected_agent)
         if nxt is None and self.expected_agent in AGENT_EDGES[action]:
             nxt = "working" if self.agent_task is not None else "idle"
+        if action == "start_work" and self.expected_tasks[i] not in ("assigned", "working"):
+            nxt = None  # an agent works only on a task leased to it
         kwargs = {"start_work": {"task": self.tasks[i]}, "stop": {"reason": "person"}}.get(
             action, {"by": None} if action == "resume" else {}
         )
@@ -169,19 +196,22 @@ class FleetMachine(RuleBasedStateMachine):
     def database_matches_the_reference_model(self):
         if not hasattr(self, "tasks"):
             return
-        for task, expected in zip(self.tasks, self.expected_tasks, strict=True):
+        for i, (task, expected) in enumerate(zip(self.tasks, self.expected_tasks, strict=True)):
             row = Task.objects.get(pk=task.pk)
             assert row.status == expected == task.status
             leased = row.status in ("assigned", "working")
             assert (row.lease_expires_at is not None) == leased
             if leased:
                 assert row.assignee_id == self.agent.pk
+            assert (row.assignee_id is not None) == self.assigned[i]
         for wave, expected in zip(self.waves, self.expected_waves, strict=True):
             assert Wave.objects.get(pk=wave.pk).status == expected
         agent = Agent.objects.get(pk=self.agent.pk)
         assert agent.status == self.expected_agent
         assert agent.current_task_id == self.agent_task
         assert (agent.stop_reason != "") == (agent.status == "stopped")
+        if agent.status in ("working", "reviewing"):
+            assert agent.current_task_id is not None
         assert Event.objects.count() == self.events
 
 

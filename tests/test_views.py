@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from fleet.models import Agent, Task
+from fleet.models import Agent, Task, Wave
 from fleet.roles import ROLES
 
 from .conftest import make_agent, make_task, make_user, make_wave
@@ -36,7 +36,7 @@ def test_a_person_without_a_role_is_refused(client):
 
 
 def populate(n_agents: int) -> None:
-    wave = make_wave()
+    wave = make_wave(status=Wave.RUNNING)
     for i in range(n_agents):
         task = make_task(wave=wave, status=Task.READY)
         agent = make_agent(status_line=f"line {i}")

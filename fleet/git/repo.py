@@ -88,3 +88,13 @@ def add_worktree(*, repo_path: Path, worktree: Path, branch: str, base: str) -> 
             worktree.parent.mkdir(parents=True, exist_ok=True)
             repo.git.worktree("add", "--no-track", "-b", branch, str(worktree), base_sha)
         return base_sha
+
+
+def find_commit(path: str | Path, *, subject: str, ref: str = "HEAD") -> str | None:
+    """The newest commit on ``ref`` whose subject is exactly ``subject``, if any."""
+    with open_repo(path) as repo:
+        for line in repo.git.log("--format=%H %s", ref).splitlines():
+            sha, _, line_subject = line.partition(" ")
+            if line_subject == subject:
+                return sha
+    return None

@@ -101,10 +101,9 @@ class Agent(StateMachine):
             models.CheckConstraint(
                 condition=Q(context_pct__gte=0) & Q(context_pct__lte=100), name="agent_context_pct"
             ),
-            models.UniqueConstraint(
-                fields=["current_task"],
-                condition=Q(current_task__isnull=False),
-                name="agent_one_per_task",
+            models.CheckConstraint(
+                condition=~Q(status__in=["working", "reviewing"]) | Q(current_task__isnull=False),
+                name="agent_busy_has_task",
             ),
             models.CheckConstraint(
                 condition=Q(spent_usd__gte=0) & Q(tokens_used__gte=0), name="agent_spend_positive"
@@ -153,16 +152,39 @@ class Agent(StateMachine):
         return Agent.REVIEWING if current.role == Agent.REVIEWER else Agent.WORKING
 
     def start_work(self, *, task: Task, by: Any = None) -> Event:
+        def check(current: Agent) -> None:
+            if current.role != self.BUILDER:
+                raise TransitionError(
+                    f"{self.name} is a {current.role}, not a builder", code="role"
+                )
+            if not Task.objects.filter(
+                pk=task.pk, assignee_id=current.pk, status__in=Task.LEASED_STATES
+            ).exists():
+                raise TransitionError(
+                    f"{task.key} is not assigned to {self.name}", code="not_assignee"
+                )
+
         return self._transition(
-            "start_work", by=by or self, changes={"current_task": task}, payload={"task": task.key}
+            "start_work",
+            by=by or self,
+            check=check,
+            changes={"current_task": task},
+            payload={"task": task.key},
         )
 
-    def start_review(self, *, task: Task | None = None, by: Any = None) -> Event:
+    def start_review(self, *, task: Task, by: Any = None) -> Event:
+        def check(current: Agent) -> None:
+            if current.role != self.REVIEWER:
+                raise TransitionError(
+                    f"{self.name} is a {current.role}, not a reviewer", code="role"
+                )
+
         return self._transition(
             "start_review",
             by=by or self,
+            check=check,
             changes={"current_task": task},
-            payload={"task": task.key if task else None},
+            payload={"task": task.key},
         )
 
     def finish(self, *, by: Any = None) -> Event:

@@ -128,7 +128,15 @@ class StateMachine(models.Model):
         changes: dict[str, Any] | None = None,
         payload: dict | None = None,
         target: Any = None,
+        after: Any = None,
     ) -> Event:
+        """Check, change, save and record one transition atomically.
+
+        ``check(current)`` raises ``TransitionError`` to refuse; ``target`` may be a
+        callable of the locked row; ``after(current)`` runs inside the same
+        transaction once the row is saved (to keep related rows consistent) and
+        may return extra payload for the event.
+        """
         sources, default_target = self.TRANSITIONS[action]
         changes = dict(changes or {})
         with transaction.atomic():
@@ -154,13 +162,16 @@ class StateMachine(models.Model):
             expressions = [f for f, v in changes.items() if hasattr(v, "resolve_expression")]
             if expressions:
                 current.refresh_from_db(fields=expressions)
+            extra = after(current) if after is not None else None
             event = Event.objects.record(
                 f"{self.EVENT_PREFIX}.{action}",
                 by=by,
-                payload={"from": from_status, "to": to, **(payload or {})},
+                payload={"from": from_status, "to": to, **(payload or {}), **(extra or {})},
                 **current._event_subjects(),
             )
-        # Only now, after commit succeeded, mirror the change onto this instance.
+        # Mirror the change onto this instance only once this transition's block
+        # has succeeded. (If an enclosing transaction later rolls back, the caller
+        # owns that rollback and should re-read the row.)
         for field in fields:
             setattr(self, field, getattr(current, field))
         return event

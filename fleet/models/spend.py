@@ -57,6 +57,16 @@ class Budget(models.Model):
         constraints = [
             # The last line of defence: a stored total above its cap is impossible.
             models.CheckConstraint(
+                condition=Q(spent_usd__gte=0)
+                & Q(spent_tokens__gte=0)
+                & (Q(limit_usd__isnull=True) | Q(limit_usd__gte=0))
+                & (Q(limit_tokens__isnull=True) | Q(limit_tokens__gte=0)),
+                name="budget_not_negative",
+            ),
+            # A cap lowered below what was already spent is clamped to the spent
+            # amount by the code that sets it ("stop now"); the database still
+            # refuses any stored total above its cap.
+            models.CheckConstraint(
                 condition=Q(limit_usd__isnull=True) | Q(spent_usd__lte=models.F("limit_usd")),
                 name="budget_usd_within_cap",
             ),

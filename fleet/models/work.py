@@ -144,6 +144,8 @@ class Wave(StateMachine):
 
     def approve(self, *, by: Any) -> Event:
         def check(current: Wave) -> None:
+            if by is not None and _is_agent(by):
+                raise TransitionError("only a person (a lead) approves a wave", code="role")
             problems = current.preflight()
             if problems:
                 raise TransitionError("Preflight failed: " + " ".join(problems), code="preflight")
@@ -254,7 +256,8 @@ class Task(StateMachine):
         "mark_merged": (frozenset({MERGING}), MERGED),
         "expire_lease": (frozenset(LEASED_STATES), READY),
         "fail": (OPEN_STATES, FAILED),
-        "cancel": (OPEN_STATES, CANCELLED),
+        "retry": (frozenset({FAILED}), READY),
+        "cancel": (OPEN_STATES | {FAILED}, CANCELLED),
     }
     EVENT_PREFIX = "task"
     KINDS = ["feat", "fix", "chore", "docs", "refactor", "test"]
@@ -316,12 +319,41 @@ class Task(StateMachine):
     def make_ready(self, *, by: Any) -> Event:
         return self._transition("make_ready", by=by)
 
+    def _fence(self, current: Task, by: Any, epoch: int | None, *, action: str) -> None:
+        """An agent may act on a leased task only as its assignee, with the current
+        epoch, while the lease is live: a paused-then-resumed agent cannot
+        overwrite its successor's work."""
+        if not _is_agent(by):
+            return
+        if current.assignee_id != by.pk:
+            raise TransitionError(
+                f"{current.key} is not assigned to {by.name}; it cannot {action} it",
+                code="not_assignee",
+            )
+        if epoch is not None and epoch != current.lease_epoch:
+            raise TransitionError(
+                f"{current.key}: lease epoch {epoch} is stale (now {current.lease_epoch})",
+                code="stale_lease",
+            )
+        if not current.lease_is_live():
+            raise TransitionError(
+                f"{current.key}: the lease of {by.name} lapsed", code="lease_lapsed"
+            )
+
     def assign(self, *, agent: Agent, by: Any = None, ttl: int | None = None) -> Event:
         ttl = ttl or settings.FLEET_LEASE_TTL
 
         def check(current: Task) -> None:
             if agent.role != "builder":
                 raise TransitionError(f"{agent} is a {agent.role}, not a builder", code="role")
+            if agent.status in ("stopped", "stale"):
+                raise TransitionError(f"{agent} is {agent.status}", code="agent_unavailable")
+            wave_status = Wave.objects.values_list("status", flat=True).get(pk=current.wave_id)
+            if wave_status != Wave.RUNNING:
+                raise TransitionError(
+                    f"{current.key}: its wave is {wave_status}, not running",
+                    code="wave_not_running",
+                )
 
         return self._transition(
             "assign",
@@ -336,8 +368,10 @@ class Task(StateMachine):
             payload={"agent": agent.name},
         )
 
-    def start(self, *, by: Any) -> Event:
-        return self._transition("start", by=by)
+    def start(self, *, by: Any, epoch: int | None = None) -> Event:
+        return self._transition(
+            "start", by=by, check=lambda current: self._fence(current, by, epoch, action="start")
+        )
 
     def renew_lease(self, *, agent: Agent, epoch: int, ttl: int | None = None) -> None:
         """Extend the lease; a stale epoch (the lease was lost meanwhile) is refused."""
@@ -357,10 +391,11 @@ class Task(StateMachine):
             current.save(update_fields=["lease_expires_at"])
         self.lease_expires_at = current.lease_expires_at
 
-    def submit(self, *, commit: str, by: Any) -> Event:
+    def submit(self, *, commit: str, by: Any, epoch: int | None = None) -> Event:
         return self._transition(
             "submit",
             by=by,
+            check=lambda current: self._fence(current, by, epoch, action="submit"),
             changes={"head_sha": commit, "lease_expires_at": None},
             payload={"commit": commit},
         )
@@ -392,33 +427,76 @@ class Task(StateMachine):
         return self._transition("enqueue_merge", by=by)
 
     def mark_merged(self, *, by: Any = None, commit: str = "") -> Event:
-        return self._transition("mark_merged", by=by, payload={"commit": commit})
+        return self._transition(
+            "mark_merged", by=by, payload={"commit": commit}, after=_release_holders
+        )
 
     def expire_lease(self, *, by: Any = None, now=None) -> Event:
         """Return a task whose lease lapsed to ``ready`` (branch and worktree kept)."""
         now = now or timezone.now()
 
+        prior: dict[str, Any] = {}
+
         def check(current: Task) -> None:
             if current.lease_is_live(now):
                 raise TransitionError(f"{self.key}: the lease is still live", code="lease_live")
+            prior["agent"] = current.assignee.name if current.assignee_id else None
 
         return self._transition(
             "expire_lease",
             by=by,
             check=check,
             changes={"assignee": None, "lease_expires_at": None},
-            payload={"agent": self.assignee.name if self.assignee_id else None},
+            after=lambda current: {**prior, **_release_holders(current)},
         )
 
     def fail(self, *, by: Any, reason: str) -> Event:
         return self._transition(
-            "fail", by=by, changes={"lease_expires_at": None}, payload={"reason": reason}
+            "fail",
+            by=by,
+            changes={"lease_expires_at": None},
+            payload={"reason": reason},
+            after=_release_holders,
         )
+
+    def retry(self, *, by: Any) -> Event:
+        """A failed task goes back to ``ready`` for another attempt (branch kept)."""
+        return self._transition("retry", by=by, changes={"assignee": None})
 
     def cancel(self, *, by: Any, reason: str = "") -> Event:
         return self._transition(
-            "cancel", by=by, changes={"lease_expires_at": None}, payload={"reason": reason}
+            "cancel",
+            by=by,
+            changes={"lease_expires_at": None},
+            payload={"reason": reason},
+            after=_release_holders,
         )
+
+
+def _is_agent(obj: Any) -> bool:
+    from fleet.models.agents import Agent
+
+    return isinstance(obj, Agent)
+
+
+def _release_holders(task: Task) -> dict[str, Any]:
+    """Agents whose current task this was let go of it in the same transaction:
+    a task that left an agent's hands never stays on that agent's card."""
+    from fleet.models.agents import Agent
+
+    holders = Agent.objects.filter(current_task_id=task.pk)
+    names = list(holders.values_list("name", flat=True))
+    if not names:
+        return {}
+    holders.update(
+        current_task=None,
+        status=models.Case(
+            models.When(status__in=[Agent.WORKING, Agent.REVIEWING], then=models.Value(Agent.IDLE)),
+            default=models.F("status"),
+        ),
+        updated_at=timezone.now(),
+    )
+    return {"released": names}
 
 
 # --- files ----------------------------------------------------------------
