@@ -48,9 +48,9 @@ TASK_EDGES = {
     "enqueue_merge": {"approved": "merging"},
     "mark_merged": {"merging": "merged"},
     "expire_lease": {"assigned": "ready", "working": "ready"},
-    "fail": {s: "failed" for s in OPEN},
+    "fail": dict.fromkeys(OPEN, "failed"),
     "retry": {"failed": "ready"},
-    "cancel": {s: "cancelled" for s in [*OPEN, "failed"]},
+    "cancel": dict.fromkeys([*OPEN, "failed"], "cancelled"),
 }
 TERMINAL = {"fail", "cancel", "stop"}
 RELEASING = {"expire_lease", "fail", "cancel", "mark_merged"}
