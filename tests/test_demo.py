@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from fleet.git import repo as gitrepo
-from fleet.models import Agent, Finding, Repository, Task
+from fleet.models import Agent, Budget, Event, Finding, Learning, Plan, Repository, Task
 
 pytestmark = pytest.mark.django_db
 
@@ -45,8 +45,11 @@ def test_demo_reseeds_a_fresh_database_over_an_existing_data_dir(data_dir):
     clone = Repository.objects.get(slug="demo-shop").path
     main_before = gitrepo.head_sha(clone, "main")
     # A new database (another DATABASE_URL, a deleted SQLite file) over the same data dir.
-    call_command("flush", interactive=False, verbosity=0)
-    assert not Repository.objects.exists()
+    Agent.objects.update(current_task=None, status="idle", stop_reason="")
+    Task.objects.update(assignee=None, lease_expires_at=None, status="draft")
+    for model in (Plan, Agent, Repository, Event, Learning, Budget, User):
+        model.objects.all().delete()
+    assert not any(m.objects.exists() for m in apps.get_app_config("fleet").get_models())
     out = StringIO()
     call_command("fleet_demo", stdout=out)
     assert "Demo fleet created" in out.getvalue()

@@ -85,8 +85,9 @@ class Agent(StateMachine):
     context_pct = models.PositiveSmallIntegerField(
         default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
     )
+    # PROTECT: a task an agent is busy with cannot vanish under it (stop it first).
     current_task = models.ForeignKey(
-        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        Task, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     spent_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
     tokens_used = models.BigIntegerField(default=0)

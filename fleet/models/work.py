@@ -274,8 +274,9 @@ class Task(StateMachine):
     base_sha = models.CharField(max_length=40, blank=True)
     head_sha = models.CharField(max_length=40, blank=True)
     worktree_path = models.CharField(max_length=500, blank=True)
+    # PROTECT: an agent holding a task's lease cannot be deleted out from under it.
     assignee = models.ForeignKey(
-        "Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_tasks"
+        "Agent", null=True, blank=True, on_delete=models.PROTECT, related_name="assigned_tasks"
     )
     attempt = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
