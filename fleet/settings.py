@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "ninja",
     "fleet",
 ]
 
@@ -136,6 +137,13 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds only rate-limit windows; Redis shares them between processes.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if not REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -203,3 +211,6 @@ FLEET_LEASE_TTL = env_int("FLEET_LEASE_TTL", 900)  # seconds a task lease lasts 
 FLEET_WAVE_SOFT_LIMIT = 4  # the "rule of 4"
 FLEET_CONTEXT_ROTATE_PCT = 60
 FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)
+FLEET_API_RATE = os.environ.get("FLEET_API_RATE", "1200/m")  # per agent
+FLEET_BOOT_JOURNAL = 20  # journal entries in the boot digest
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FLEET_API_MAX_BODY", 1024 * 1024)

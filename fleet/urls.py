@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from fleet import views
+from fleet.api import api
 
 urlpatterns = [
     path("", views.overview, name="fleet-overview"),
@@ -20,5 +21,6 @@ urlpatterns = [
             ]
         ),
     ),
+    path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
 ]

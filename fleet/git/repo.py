@@ -98,3 +98,11 @@ def find_commit(path: str | Path, *, subject: str, ref: str = "HEAD") -> str | N
             if line_subject == subject:
                 return sha
     return None
+
+
+def branch_diff(path: str | Path, *, base: str, head: str) -> tuple[str, list[str]]:
+    """The task's own changes: the diff from the merge base of ``base`` and ``head``."""
+    with open_repo(path) as repo:
+        text = repo.git.diff(f"{base}...{head}")
+        files = repo.git.diff("--name-only", f"{base}...{head}").splitlines()
+    return text, files

@@ -1,0 +1,182 @@
+"""The agent API's endpoints: thin wrappers over ``fleet.dispatch``."""
+
+from __future__ import annotations
+
+import git
+from django.db import IntegrityError
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Router
+
+from fleet import dispatch
+from fleet.api.schemas import (
+    BootOut,
+    CheckIn,
+    ClaimIn,
+    ClaimOut,
+    CreatedOut,
+    ErrorOut,
+    FindingsIn,
+    HeartbeatIn,
+    HeartbeatOut,
+    JournalIn,
+    LearningIn,
+    MessageOut,
+    ReviewOut,
+    SubmitIn,
+    SubmitOut,
+    WorkOut,
+)
+from fleet.git import repo as gitrepo
+from fleet.models import Agent, CheckRun, Learning, Review, Task, TransitionError
+
+router = Router()
+ERRORS = dict.fromkeys((401, 403, 404, 409, 413, 422, 429), ErrorOut)
+
+
+def _task(key: str) -> Task:
+    return get_object_or_404(Task.objects.select_related("repository"), key=key)
+
+
+@router.get("boot", response={200: BootOut, **ERRORS}, summary="Everything a new session needs")
+def boot(request: HttpRequest):
+    """Identity, capabilities, current task, journal digest, unread inbox, learnings, budget.
+
+    Starts a new AgentSession (ending the previous one) and completes a rotation."""
+    return dispatch.boot(request.auth)
+
+
+@router.post("heartbeat", response={200: HeartbeatOut, **ERRORS}, summary="Liveness and spend")
+def heartbeat(request: HttpRequest, payload: HeartbeatIn):
+    """Report context use, status and spend; renews the task lease; answers directives."""
+    return dispatch.heartbeat(request.auth, dispatch.Beat(**payload.dict()))
+
+
+@router.post("work/next", response={200: WorkOut, **ERRORS}, summary="Pull the next work item")
+def work_next(request: HttpRequest):
+    """Builders get a ready task (leased to them), reviewers an open review."""
+    kind, item = dispatch.next_work(request.auth)
+    if item is None:
+        return {"kind": "none"}
+    if kind == "task":
+        return {"kind": "task", "task": item}
+    return {"kind": "review", "review_id": item.pk, "task": item.task}
+
+
+@router.post("claims", response={201: list[ClaimOut], **ERRORS}, summary="Claim file paths")
+def claim(request: HttpRequest, payload: ClaimIn):
+    """Claim paths of the agent's task under a lease; 409 names the holder of a held path."""
+    task = _task(payload.task)
+    claims = dispatch.claim(
+        request.auth, task=task, paths=payload.paths, mode=payload.mode, ttl=payload.ttl
+    )
+    return 201, claims
+
+
+@router.delete("claims/{int:claim_id}", response={200: ClaimOut, **ERRORS}, summary="Release")
+def release(request: HttpRequest, claim_id: int):
+    return dispatch.release(request.auth, claim_id=claim_id)
+
+
+@router.post("tasks/{key}/submit", response={200: SubmitOut, **ERRORS}, summary="Hand in work")
+def submit(request: HttpRequest, key: str, payload: SubmitIn):
+    """The builder hands in a commit of its task; the task goes to review."""
+    task = _task(key)
+    review = dispatch.submit(request.auth, task=task, commit=payload.commit, epoch=payload.epoch)
+    return {"task": task.key, "status": task.status, "review_id": review.pk}
+
+
+def _review_for(agent: Agent, review_id: int) -> Review:
+    review = get_object_or_404(Review.objects.select_related("task__repository"), pk=review_id)
+    dispatch.require_role(agent, Agent.REVIEWER, action="read reviews")
+    if review.reviewer_id != agent.pk:
+        raise dispatch.Refused(f"review {review.pk} is assigned to another reviewer", code="owner")
+    return review
+
+
+@router.get("reviews/{int:review_id}", response={200: ReviewOut, **ERRORS}, summary="Review")
+def review(request: HttpRequest, review_id: int):
+    """The spec (with version), the diff against the merge base, and the changed files."""
+    review = _review_for(request.auth, review_id)
+    task = review.task
+    try:
+        diff, files = gitrepo.branch_diff(
+            task.repository.path,
+            base=task.base_sha or task.repository.default_branch,
+            head=review.commit_sha,
+        )
+    except (git.GitCommandError, git.NoSuchPathError, git.InvalidGitRepositoryError) as exc:
+        raise TransitionError(f"cannot diff {review.commit_sha}: {exc}", code="no_diff") from exc
+    return {
+        "id": review.pk,
+        "status": review.status,
+        "commit_sha": review.commit_sha,
+        "task": task,
+        "diff": diff,
+        "changed_files": files,
+    }
+
+
+@router.post(
+    "reviews/{int:review_id}/findings",
+    response={200: CreatedOut, **ERRORS},
+    summary="Post findings and close the review",
+)
+def findings(request: HttpRequest, review_id: int, payload: FindingsIn):
+    review = _review_for(request.auth, review_id)
+    dispatch.post_findings(
+        request.auth, review=review, findings=[f.dict() for f in payload.findings]
+    )
+    return {"id": review.pk}
+
+
+@router.post("journal", response={201: CreatedOut, **ERRORS}, summary="Write the shadow journal")
+def journal(request: HttpRequest, payload: JournalIn):
+    task = _task(payload.task) if payload.task else None
+    entry = dispatch.journal(request.auth, kind=payload.kind, body=payload.body, task=task)
+    return 201, {"id": entry.pk}
+
+
+@router.get("inbox", response={200: list[MessageOut], **ERRORS}, summary="Unread messages")
+def inbox(request: HttpRequest, all: bool = False):
+    messages = request.auth.inbox.select_related("task").order_by("created_at")
+    if not all:
+        messages = messages.filter(acked_at__isnull=True)
+    return list(messages[:200])
+
+
+@router.post("inbox/{int:message_id}/ack", response={200: MessageOut, **ERRORS}, summary="Ack")
+def ack(request: HttpRequest, message_id: int):
+    return dispatch.ack(request.auth, message_id=message_id)
+
+
+@router.post("learnings", response={201: CreatedOut, **ERRORS}, summary="Share a learning")
+def learning(request: HttpRequest, payload: LearningIn):
+    agent = request.auth
+    item = Learning.objects.create(agent=agent, repository=agent.repository, **payload.dict())
+    return 201, {"id": item.pk}
+
+
+@router.post("checks", response={201: CreatedOut, **ERRORS}, summary="Report a check run")
+def check(request: HttpRequest, payload: CheckIn):
+    agent = request.auth
+    dispatch.require_role(agent, Agent.BUILDER, Agent.ORCHESTRATOR, action="report checks")
+    task = _task(payload.task) if payload.task else None
+    if task is not None and agent.role == Agent.BUILDER:
+        dispatch.require_own_task(agent, task, action="report checks on it")
+    repository = task.repository if task else agent.repository
+    if repository is None:
+        raise dispatch.Refused("name a task: this agent has no repository", code="no_repository")
+    try:
+        run = CheckRun.objects.create(
+            repository=repository,
+            task=task,
+            name=payload.name,
+            commit_sha=payload.commit,
+            status=payload.status,
+            url=payload.url,
+            log=payload.log,
+        )
+    except IntegrityError as exc:  # pragma: no cover - the schema validates first
+        raise TransitionError(str(exc), code="conflict") from exc
+    return 201, {"id": run.pk}

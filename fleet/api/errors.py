@@ -1,0 +1,81 @@
+"""Every API error is JSON ``{"error": code, "detail": ...}`` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
+
+from fleet.dispatch import Refused
+from fleet.models import TransitionError
+
+log = logging.getLogger("fleet.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def install(api: NinjaAPI) -> None:
+    def respond(request: HttpRequest, status: int, code: str, detail) -> HttpResponse:
+        return api.create_response(request, {"error": code, "detail": detail}, status=status)
+
+    @api.exception_handler(ApiError)
+    def api_error(request, exc: ApiError):
+        return respond(request, exc.status, exc.code, exc.detail)
+
+    @api.exception_handler(TransitionError)
+    def conflict(request, exc: TransitionError):
+        return respond(request, 409, exc.code, exc.message)
+
+    @api.exception_handler(Refused)
+    def refused(request, exc: Refused):
+        return respond(request, 403, exc.code, exc.message)
+
+    @api.exception_handler(ValidationError)
+    def invalid(request, exc: ValidationError):
+        detail = [
+            {"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors
+        ]
+        return respond(request, 422, "invalid", detail)
+
+    @api.exception_handler(AuthenticationError)
+    def unauthorized(request, exc: AuthenticationError):
+        detail = str(exc) if str(exc) != "Unauthorized" else "missing or unknown bearer token"
+        response = respond(request, 401, "unauthorized", detail)
+        response["WWW-Authenticate"] = 'Bearer realm="fleet"'
+        return response
+
+    @api.exception_handler(Throttled)
+    def throttled(request, exc: Throttled):
+        return respond(request, 429, "rate_limited", "too many requests from this agent")
+
+    @api.exception_handler(HttpError)
+    def http_error(request, exc: HttpError):
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "error"
+        )
+        return respond(request, exc.status_code, code, str(exc))
+
+    @api.exception_handler(RequestDataTooBig)
+    def too_big(request, exc: RequestDataTooBig):
+        return respond(request, 413, "too_large", "request body is larger than the API accepts")
+
+    @api.exception_handler(Http404)
+    def not_found(request, exc: Http404):
+        return respond(request, 404, "not_found", str(exc) or "not found")
+
+    @api.exception_handler(ObjectDoesNotExist)
+    def missing(request, exc: ObjectDoesNotExist):
+        return respond(request, 404, "not_found", str(exc) or "not found")
+
+    @api.exception_handler(Exception)
+    def server_error(request, exc: Exception):
+        log.exception("unhandled API error on %s", request.path)
+        return respond(request, 500, "server_error", "Fleet failed; the error was logged")

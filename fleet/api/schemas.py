@@ -1,0 +1,204 @@
+"""Request and response shapes of the agent API (pydantic through django-ninja)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Field, Schema
+from pydantic import field_validator, model_validator
+
+SHA = r"^[0-9a-f]{7,40}$"
+
+
+class ErrorOut(Schema):
+    error: str
+    detail: str | list | dict
+
+
+class AgentOut(Schema):
+    name: str
+    role: str
+    status: str
+    capabilities: list[str]
+    repository: str | None = Field(None, alias="repository.slug")
+    context_pct: int
+
+
+class TaskOut(Schema):
+    key: str
+    kind: str
+    title: str
+    status: str
+    spec: str
+    spec_version: int
+    repository: str = Field(..., alias="repository.slug")
+    branch: str
+    base_sha: str
+    head_sha: str
+    worktree_path: str
+    declared_paths: list[str]
+    attempt: int
+    lease_epoch: int
+    lease_expires_at: datetime | None
+
+
+class JournalOut(Schema):
+    kind: str
+    body: str
+    task_key: str | None
+    created_at: datetime
+
+
+class MessageOut(Schema):
+    id: int
+    subject: str
+    body: str
+    task: str | None = Field(None, alias="task.key")
+    created_at: datetime
+    acked_at: datetime | None
+
+
+class LearningOut(Schema):
+    id: int
+    title: str
+    body: str
+    tags: str
+    repository: str | None = Field(None, alias="repository.slug")
+
+
+class BootOut(Schema):
+    agent: AgentOut
+    session_id: int
+    task: TaskOut | None
+    journal: list[JournalOut]
+    inbox: list[MessageOut]
+    learnings: list[LearningOut]
+    budget_left_usd: float | None
+
+
+class HeartbeatIn(Schema):
+    context_pct: int = Field(..., ge=0, le=100, description="share of the context window used")
+    status_line: str = Field("", max_length=200)
+    tokens_in: int = Field(0, ge=0, le=1_000_000_000)
+    tokens_out: int = Field(0, ge=0, le=1_000_000_000)
+    cost_usd: float = Field(0, ge=0, le=100_000, allow_inf_nan=False)
+    model: str = Field("", max_length=100)
+    epoch: int | None = Field(
+        None, ge=0, le=2**31, description="the lease epoch the agent believes it holds"
+    )
+
+
+class HeartbeatOut(Schema):
+    status: str
+    rotate: bool = Field(..., description="context past the rotation line: journal and restart")
+    stop: bool = Field(..., description="stop now (stopped by a person or out of budget)")
+    inbox: int = Field(..., description="unread messages")
+    lease_expires_at: datetime | None
+    epoch: int | None
+    budget_left_usd: float | None
+
+
+class WorkOut(Schema):
+    kind: Literal["task", "review", "none"]
+    task: TaskOut | None = None
+    review_id: int | None = None
+
+
+class SubmitIn(Schema):
+    commit: str = Field(..., pattern=SHA)
+    epoch: int = Field(..., ge=0, le=2**31)
+
+
+class SubmitOut(Schema):
+    task: str
+    status: str
+    review_id: int
+
+
+class ClaimIn(Schema):
+    task: str = Field(..., max_length=20)
+    paths: list[str] = Field(..., min_length=1, max_length=100)
+    mode: Literal["write", "read"] = "write"
+    ttl: int = Field(900, ge=30, le=86_400, description="seconds the claim lasts")
+
+    @field_validator("paths")
+    @classmethod
+    def relative_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            parts = path.split("/")
+            if (
+                not path
+                or len(path) > 500
+                or path.startswith("/")
+                or ".." in parts
+                or "\x00" in path
+                or "\\" in path
+            ):
+                raise ValueError(f"not a relative repository path: {path!r}")
+        return paths
+
+
+class ClaimOut(Schema):
+    id: int
+    path: str
+    mode: str
+    task: str = Field(..., alias="task.key")
+    expires_at: datetime
+    released_at: datetime | None
+
+
+class JournalIn(Schema):
+    kind: Literal["done", "learned", "next", "note"]
+    body: str = Field(..., min_length=1, max_length=20_000)
+    task: str | None = Field(None, max_length=20)
+
+
+class CreatedOut(Schema):
+    id: int
+
+
+class LearningIn(Schema):
+    title: str = Field(..., min_length=1, max_length=200)
+    body: str = Field(..., min_length=1, max_length=20_000)
+    tags: str = Field("", max_length=200)
+
+
+class CheckIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    commit: str = Field(..., pattern=SHA)
+    status: Literal["pending", "running", "passed", "failed", "error"]
+    task: str | None = Field(None, max_length=20)
+    url: str = Field("", max_length=200, pattern=r"^(https?://\S+)?$")
+    log: str = Field("", max_length=100_000)
+
+
+class FindingIn(Schema):
+    path: str = Field(..., min_length=1, max_length=500)
+    line_start: int | None = Field(None, ge=1, le=10_000_000)
+    line_end: int | None = Field(None, ge=1, le=10_000_000)
+    severity: Literal["info", "minor", "major", "critical"]
+    title: str = Field(..., min_length=1, max_length=200)
+    body: str = Field("", max_length=20_000)
+    suggested_fix: str = Field("", max_length=20_000)
+
+    @model_validator(mode="after")
+    def line_range(self) -> FindingIn:
+        if self.line_end is not None and (
+            self.line_start is None or self.line_end < self.line_start
+        ):
+            raise ValueError("line_end needs a line_start at or before it")
+        return self
+
+
+class FindingsIn(Schema):
+    findings: list[FindingIn] = Field(..., max_length=200)
+
+
+class ReviewOut(Schema):
+    id: int
+    status: str
+    commit_sha: str
+    task: TaskOut
+    diff: str
+    changed_files: list[str]

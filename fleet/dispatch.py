@@ -1,0 +1,385 @@
+"""What agents do to Fleet: boot, heartbeat, pull work, claim files, submit, review.
+
+Cross-model orchestration behind the agent API (REST and MCP share it). Every
+function takes the calling agent and keyword arguments, runs in one
+transaction, and raises ``TransitionError`` (409) or ``Refused`` (403) without
+changing anything when the call is not allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from fleet.models import (
+    Agent,
+    AgentSession,
+    Budget,
+    Event,
+    FileClaim,
+    Finding,
+    JournalEntry,
+    Learning,
+    Message,
+    Review,
+    SpendEvent,
+    Task,
+    TransitionError,
+)
+
+CENT = Decimal("0.0001")
+
+
+class Refused(Exception):
+    """The agent's role or identity does not allow this call (the API's 403)."""
+
+    def __init__(self, message: str, *, code: str = "forbidden") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def require_role(agent: Agent, *roles: str, action: str) -> None:
+    if agent.role not in roles:
+        raise Refused(f"a {agent.role} may not {action} (needs: {', '.join(roles)})", code="role")
+
+
+def require_own_task(agent: Agent, task: Task, *, action: str) -> None:
+    if task.assignee_id != agent.pk:
+        raise Refused(f"{task.key} is not assigned to {agent.name}; cannot {action}", code="owner")
+
+
+def open_session(agent: Agent) -> AgentSession:
+    session = agent.sessions.filter(ended_at__isnull=True).first()
+    return session or AgentSession.objects.create(agent=agent)
+
+
+def budget_left(agent: Agent) -> float | None:
+    """USD left under the agent's own cap (None: no cap). Later: every scope."""
+    budget = Budget.objects.filter(agent=agent, limit_usd__isnull=False).first()
+    if budget is None:
+        return None
+    return float(max(Decimal("0"), budget.limit_usd - budget.spent_usd))
+
+
+def leased_task(agent: Agent) -> Task | None:
+    if agent.current_task_id is None:
+        return None
+    return Task.objects.filter(pk=agent.current_task_id).select_related("repository").first()
+
+
+# --- boot -----------------------------------------------------------------
+
+
+def boot(agent: Agent) -> dict[str, Any]:
+    """Start a new session and return everything it needs, in one call."""
+    with transaction.atomic():
+        previous = agent.sessions.filter(ended_at__isnull=True).first()
+        if previous is not None:
+            reason = "rotated" if agent.status == Agent.ROTATING else "crashed"
+            previous.ended_at = timezone.now()
+            previous.end_reason = reason
+            previous.save(update_fields=["ended_at", "end_reason"])
+        session = AgentSession.objects.create(agent=agent)
+        if agent.status == Agent.ROTATING:
+            agent.complete_rotation()
+        elif agent.status == Agent.STALE:
+            agent.revive()
+        Event.objects.record("agent.boot", by=agent, agent=agent, payload={"session": session.pk})
+    task = leased_task(agent)
+    journal = list(
+        agent.journal.order_by("-created_at")[: settings.FLEET_BOOT_JOURNAL].values(
+            "kind", "body", "created_at", task_key=F("task__key")
+        )
+    )
+    learnings = Learning.objects.all()
+    if agent.repository_id:
+        learnings = learnings.filter(
+            Q(repository_id=agent.repository_id) | Q(repository__isnull=True)
+        )
+    return {
+        "agent": agent,
+        "session_id": session.pk,
+        "task": task,
+        "journal": journal,
+        "inbox": list(agent.inbox.filter(acked_at__isnull=True).order_by("created_at")),
+        "learnings": list(learnings.order_by("-created_at")[:20]),
+        "budget_left_usd": budget_left(agent),
+    }
+
+
+# --- heartbeat ------------------------------------------------------------
+
+
+@dataclass
+class Beat:
+    context_pct: int
+    status_line: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    model: str = ""
+    epoch: int | None = None
+
+
+def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
+    """Record liveness and spend; renew the task lease; answer with directives."""
+    now = timezone.now()
+    cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        task = leased_task(agent)
+        if beat.epoch is not None and (
+            task is None or task.status not in Task.LEASED_STATES or task.lease_epoch != beat.epoch
+        ):
+            # Fencing: a paused-then-resumed agent must not act on a lease it lost.
+            raise TransitionError(
+                f"lease epoch {beat.epoch} is no longer held by {agent.name}", code="stale_lease"
+            )
+        if agent.status == Agent.STALE:
+            agent.revive()
+        agent.last_heartbeat_at = now
+        agent.context_pct = beat.context_pct
+        agent.status_line = beat.status_line
+        fields = ["last_heartbeat_at", "context_pct", "status_line"]
+        if beat.tokens_in or beat.tokens_out or cost:
+            session = open_session(agent)
+            SpendEvent.objects.create(
+                agent=agent,
+                session=session,
+                task=task,
+                model_name=beat.model,
+                tokens_in=beat.tokens_in,
+                tokens_out=beat.tokens_out,
+                cost_usd=cost,
+            )
+            agent.spent_usd = F("spent_usd") + cost
+            agent.tokens_used = F("tokens_used") + beat.tokens_in + beat.tokens_out
+            fields += ["spent_usd", "tokens_used"]
+        agent.save(update_fields=fields)
+        if task is not None and task.status in Task.LEASED_STATES:
+            task.renew_lease(agent=agent, epoch=task.lease_epoch)
+    agent.refresh_from_db(fields=["spent_usd", "tokens_used", "status"])
+    unread = agent.inbox.filter(acked_at__isnull=True).count()
+    left = budget_left(agent)
+    return {
+        "status": agent.status,
+        "rotate": beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT,
+        "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
+        "inbox": unread,
+        "lease_expires_at": task.lease_expires_at if task else None,
+        "epoch": task.lease_epoch if task else None,
+        "budget_left_usd": left,
+    }
+
+
+# --- work -----------------------------------------------------------------
+
+
+def next_work(agent: Agent) -> tuple[str, Task | Review | None]:
+    """Hand the agent its next task (builder) or review (reviewer), atomically.
+
+    Each ready task goes to exactly one agent: on PostgreSQL the candidate row is
+    locked with SKIP LOCKED so concurrent callers take different tasks; on
+    SQLite the IMMEDIATE transaction serializes the callers.
+    """
+    require_role(agent, Agent.BUILDER, Agent.REVIEWER, action="pull work")
+    if agent.status == Agent.STOPPED:
+        raise TransitionError(f"{agent.name} is stopped ({agent.stop_reason})", code="stopped")
+    if agent.role == Agent.BUILDER:
+        return "task", _next_task(agent)
+    return "review", _next_review(agent)
+
+
+def _locked(queryset):
+    if connection.features.has_select_for_update_skip_locked:
+        return queryset.select_for_update(skip_locked=True, of=("self",))
+    return queryset
+
+
+def _next_task(agent: Agent) -> Task | None:
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        current = leased_task(agent)
+        if current is not None and current.status in Task.LEASED_STATES:
+            return current  # idempotent: a retried call gets the same task back
+        candidates = Task.objects.ready()
+        if agent.repository_id:
+            candidates = candidates.filter(repository_id=agent.repository_id)
+        task = _locked(candidates).first()
+        if task is None:
+            return None
+        task.assign(agent=agent)
+        task.start(by=agent)
+        if agent.status == Agent.IDLE:
+            agent.start_work(task=task)
+        else:
+            agent.current_task = task
+            agent.save(update_fields=["current_task"])
+    return Task.objects.select_related("repository").get(pk=task.pk)
+
+
+def _next_review(agent: Agent) -> Review | None:
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        mine = Review.objects.filter(reviewer=agent, status=Review.OPEN).first()
+        if mine is not None:
+            return mine
+        # A fresh reviewer never reviews a task it ever held.
+        held = Event.objects.filter(kind="task.assign", payload__agent=agent.name).values("task_id")
+        candidates = (
+            Review.objects.filter(status=Review.OPEN, reviewer__isnull=True)
+            .exclude(task__assignee=agent)
+            .exclude(task_id__in=held)
+            .order_by("created_at")
+        )
+        review = _locked(candidates).first()
+        if review is None:
+            return None
+        review.reviewer = agent
+        review.session = open_session(agent)
+        review.provenance = {
+            "reviewer": agent.name,
+            "session": review.session.pk,
+            "never_held_task": True,
+        }
+        review.save(update_fields=["reviewer", "session", "provenance"])
+        if agent.status == Agent.IDLE:
+            agent.start_review(task=review.task)
+        Event.objects.record("review.assigned", by=agent, task=review.task, agent=agent)
+    return review
+
+
+def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
+    """A builder hands in a commit: the task goes to review and a Review opens."""
+    require_role(agent, Agent.BUILDER, action="submit code")
+    require_own_task(agent, task, action="submit it")
+    with transaction.atomic():
+        current = Task.objects.select_for_update().get(pk=task.pk)
+        if current.lease_epoch != epoch:
+            raise TransitionError(
+                f"{task.key}: lease epoch {epoch} is stale (now {current.lease_epoch})",
+                code="stale_lease",
+            )
+        task.submit(commit=commit, by=agent)
+        review = Review.objects.create(task=task, commit_sha=commit)
+        if agent.status == Agent.WORKING:
+            agent.finish()
+        FileClaim.objects.filter(task=task, agent=agent, released_at__isnull=True).update(
+            released_at=timezone.now()
+        )
+    return review
+
+
+# --- claims ---------------------------------------------------------------
+
+
+def claim(agent: Agent, *, task: Task, paths: list[str], mode: str, ttl: int) -> list[FileClaim]:
+    """Claim file paths for a task under a lease; 409 names the current holder."""
+    require_role(agent, Agent.BUILDER, action="claim files")
+    require_own_task(agent, task, action="claim files for it")
+    now = timezone.now()
+    expires = now + timedelta(seconds=ttl)
+    claims = []
+    with transaction.atomic():
+        for path in dict.fromkeys(paths):
+            held = (
+                FileClaim.objects.select_for_update()
+                .filter(repository_id=task.repository_id, path=path, released_at__isnull=True)
+                .exclude(mode=FileClaim.READ)
+                .select_related("agent", "task")
+                .first()
+            )
+            if held is not None and held.task_id == task.pk:
+                held.expires_at = expires
+                held.save(update_fields=["expires_at"])
+                claims.append(held)
+                continue
+            if held is not None and held.expires_at > now and mode == FileClaim.WRITE:
+                raise TransitionError(
+                    f"{path} is claimed by {held.agent.name} for {held.task.key}"
+                    f" until {held.expires_at:%H:%M:%S}",
+                    code="claim_held",
+                )
+            if held is not None and mode == FileClaim.WRITE:
+                held.released_at = now  # expired: taken over in this transaction
+                held.save(update_fields=["released_at"])
+            claims.append(
+                FileClaim.objects.create(
+                    repository_id=task.repository_id,
+                    task=task,
+                    agent=agent,
+                    path=path,
+                    mode=mode,
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+        Event.objects.record(
+            "claims.claim", by=agent, task=task, payload={"paths": list(paths), "mode": mode}
+        )
+    return claims
+
+
+def release(agent: Agent, *, claim_id: int) -> FileClaim:
+    with transaction.atomic():
+        claim = FileClaim.objects.select_for_update().filter(pk=claim_id, agent=agent).first()
+        if claim is None:
+            raise FileClaim.DoesNotExist(f"claim {claim_id} not found for {agent.name}")
+        if claim.released_at is None:
+            claim.released_at = timezone.now()
+            claim.save(update_fields=["released_at"])
+            Event.objects.record(
+                "claims.release", by=agent, task_id=claim.task_id, payload={"path": claim.path}
+            )
+    return claim
+
+
+# --- review ---------------------------------------------------------------
+
+
+def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Review:
+    require_role(agent, Agent.REVIEWER, action="post findings")
+    if review.reviewer_id != agent.pk:
+        raise Refused(f"review {review.pk} is not assigned to {agent.name}", code="owner")
+    with transaction.atomic():
+        current = Review.objects.select_for_update().get(pk=review.pk)
+        if current.status != Review.OPEN:
+            raise TransitionError(f"review {review.pk} is already closed", code="review_closed")
+        Finding.objects.bulk_create(Finding(review=current, **f) for f in findings)
+        current.status = Review.CLOSED
+        current.closed_at = timezone.now()
+        current.save(update_fields=["status", "closed_at"])
+        if agent.status == Agent.REVIEWING:
+            agent.finish()
+        Event.objects.record(
+            "review.findings",
+            by=agent,
+            task_id=current.task_id,
+            payload={"review": current.pk, "findings": len(findings)},
+        )
+    return current
+
+
+# --- journal and inbox ----------------------------------------------------
+
+
+def journal(agent: Agent, *, kind: str, body: str, task: Task | None) -> JournalEntry:
+    return JournalEntry.objects.create(
+        agent=agent, session=open_session(agent), task=task, kind=kind, body=body
+    )
+
+
+def ack(agent: Agent, *, message_id: int) -> Message:
+    message = Message.objects.get(pk=message_id, recipient=agent)
+    if message.acked_at is None:
+        message.acked_at = timezone.now()
+        message.save(update_fields=["acked_at"])
+    return message
