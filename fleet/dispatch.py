@@ -217,7 +217,7 @@ def _next_task(agent: Agent) -> Task | None:
         if task is None:
             return None
         task.assign(agent=agent)
-        task.start(by=agent)
+        task.start(by=agent, epoch=task.lease_epoch)
         if agent.status == Agent.IDLE:
             agent.start_work(task=task)
         else:
@@ -262,13 +262,7 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
     require_role(agent, Agent.BUILDER, action="submit code")
     require_own_task(agent, task, action="submit it")
     with transaction.atomic():
-        current = Task.objects.select_for_update().get(pk=task.pk)
-        if current.lease_epoch != epoch:
-            raise TransitionError(
-                f"{task.key}: lease epoch {epoch} is stale (now {current.lease_epoch})",
-                code="stale_lease",
-            )
-        task.submit(commit=commit, by=agent)
+        task.submit(commit=commit, by=agent, epoch=epoch)
         review = Review.objects.create(task=task, commit_sha=commit)
         if agent.status == Agent.WORKING:
             agent.finish()

@@ -6,7 +6,7 @@ import git
 from django.db import IntegrityError
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Router
+from ninja import Router, Status
 
 from fleet import dispatch
 from fleet.api.schemas import (
@@ -70,7 +70,7 @@ def claim(request: HttpRequest, payload: ClaimIn):
     claims = dispatch.claim(
         request.auth, task=task, paths=payload.paths, mode=payload.mode, ttl=payload.ttl
     )
-    return 201, claims
+    return Status(201, claims)
 
 
 @router.delete("claims/{int:claim_id}", response={200: ClaimOut, **ERRORS}, summary="Release")
@@ -134,7 +134,7 @@ def findings(request: HttpRequest, review_id: int, payload: FindingsIn):
 def journal(request: HttpRequest, payload: JournalIn):
     task = _task(payload.task) if payload.task else None
     entry = dispatch.journal(request.auth, kind=payload.kind, body=payload.body, task=task)
-    return 201, {"id": entry.pk}
+    return Status(201, {"id": entry.pk})
 
 
 @router.get("inbox", response={200: list[MessageOut], **ERRORS}, summary="Unread messages")
@@ -154,7 +154,7 @@ def ack(request: HttpRequest, message_id: int):
 def learning(request: HttpRequest, payload: LearningIn):
     agent = request.auth
     item = Learning.objects.create(agent=agent, repository=agent.repository, **payload.dict())
-    return 201, {"id": item.pk}
+    return Status(201, {"id": item.pk})
 
 
 @router.post("checks", response={201: CreatedOut, **ERRORS}, summary="Report a check run")
@@ -179,4 +179,4 @@ def check(request: HttpRequest, payload: CheckIn):
         )
     except IntegrityError as exc:  # pragma: no cover - the schema validates first
         raise TransitionError(str(exc), code="conflict") from exc
-    return 201, {"id": run.pk}
+    return Status(201, {"id": run.pk})

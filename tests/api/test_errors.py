@@ -1,0 +1,121 @@
+"""Every failure is JSON {error, detail} with the right status; nothing changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.models import Agent, Event, JournalEntry
+
+from .conftest import make_token_agent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_no_token_is_401(as_agent):
+    response = as_agent(None).get("boot")
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_an_unknown_token_is_401(as_agent):
+    make_token_agent()
+    response = as_agent("flt_not-a-real-token").get("boot")
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "detail": "missing or unknown bearer token"}
+
+
+def test_a_revoked_token_is_401_and_says_so(as_agent):
+    agent, token = make_token_agent(name="gone")
+    agent.revoke_token(by=None)
+    response = as_agent(token).post("heartbeat", {"context_pct": 5})
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"]
+    agent.refresh_from_db()
+    assert agent.last_heartbeat_at is None
+
+
+def test_invalid_input_is_422_with_the_field_named(as_agent):
+    _, token = make_token_agent()
+    response = as_agent(token).post("heartbeat", {"context_pct": 101})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "invalid"
+    assert any("context_pct" in item["loc"] for item in body["detail"])
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[]", b'"x"', b"\xff\xfe"])
+def test_malformed_bodies_are_client_errors(as_agent, raw):
+    _, token = make_token_agent()
+    response = as_agent(token).call("post", "journal", raw=raw)
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+    assert not JournalEntry.objects.exists()
+
+
+def test_a_body_over_the_limit_is_413(as_agent, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    _, token = make_token_agent()
+    response = as_agent(token).post("journal", {"kind": "note", "body": "x" * 2000})
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+    assert not JournalEntry.objects.exists()
+
+
+def test_too_many_calls_are_429_with_retry_after(as_agent, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.FLEET_API_RATE = "3/m"
+    _, token = make_token_agent()
+    other, other_token = make_token_agent()
+    codes = [as_agent(token).get("inbox").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    response = as_agent(token).get("inbox")
+    assert response.json()["error"] == "rate_limited"
+    assert 0 < int(response["Retry-After"]) <= 60
+    # The limit is per agent: another agent is not affected.
+    assert as_agent(other_token).get("inbox").status_code == 200
+    cache.clear()
+
+
+def test_unknown_task_is_404(as_agent):
+    _, token = make_token_agent()
+    response = as_agent(token).post("journal", {"kind": "note", "body": "x", "task": "T-999"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_openapi_schema_lists_every_endpoint_with_its_errors(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    paths = schema["paths"]
+    for path in [
+        "/api/v1/boot",
+        "/api/v1/heartbeat",
+        "/api/v1/work/next",
+        "/api/v1/claims",
+        "/api/v1/claims/{claim_id}",
+        "/api/v1/tasks/{key}/submit",
+        "/api/v1/reviews/{review_id}",
+        "/api/v1/reviews/{review_id}/findings",
+        "/api/v1/journal",
+        "/api/v1/inbox",
+        "/api/v1/inbox/{message_id}/ack",
+        "/api/v1/learnings",
+        "/api/v1/checks",
+    ]:
+        assert path in paths, path
+        for operation in paths[path].values():
+            assert {"401", "403", "409", "422", "429"} <= set(operation["responses"])
+    assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_a_failed_call_records_no_event(as_agent, ready_tasks):
+    agent, token = make_token_agent(Agent.REVIEWER)
+    before = Event.objects.count()
+    response = as_agent(token).post(
+        f"tasks/{ready_tasks[0].key}/submit", {"commit": "a" * 40, "epoch": 1}
+    )
+    assert response.status_code == 403
+    assert Event.objects.count() == before
