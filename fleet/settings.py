@@ -213,4 +213,8 @@ FLEET_CONTEXT_ROTATE_PCT = 60
 FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)
 FLEET_API_RATE = os.environ.get("FLEET_API_RATE", "1200/m")  # per agent
 FLEET_BOOT_JOURNAL = 20  # journal entries in the boot digest
+# The address agents use to reach Fleet (written into their identity files).
+FLEET_PUBLIC_URL = os.environ.get("FLEET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+FLEET_PORTS_FROM = env_int("FLEET_PORTS_FROM", 20000)  # agents' dev-server port blocks
+FLEET_PORTS_PER_AGENT = env_int("FLEET_PORTS_PER_AGENT", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FLEET_API_MAX_BODY", 1024 * 1024)

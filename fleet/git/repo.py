@@ -106,3 +106,55 @@ def branch_diff(path: str | Path, *, base: str, head: str) -> tuple[str, list[st
         text = repo.git.diff(f"{base}...{head}")
         files = repo.git.diff("--name-only", f"{base}...{head}").splitlines()
     return text, files
+
+
+@contextlib.contextmanager
+def worktree_lock(repo_path: str | Path) -> Iterator[None]:
+    """Serialize worktree add/remove/prune per repository: parallel ``worktree add``
+    races on ``.git/config.lock``."""
+    import fcntl
+
+    with open_repo(repo_path) as repo:
+        lock_path = Path(repo.git.rev_parse("--git-common-dir"))
+    if not lock_path.is_absolute():
+        lock_path = Path(repo_path) / lock_path
+    with open(lock_path / "fleet-worktree.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fresh_base(repo_path: str | Path, *, remote: str, branch: str) -> str:
+    """The sha to branch from: ``<remote>/<branch>`` freshly fetched, or the local
+    ``branch`` when the repository has no remote."""
+    with open_repo(repo_path) as repo:
+        if remote and remote in [r.name for r in repo.remotes]:
+            repo.git.fetch(remote, branch)
+            return repo.git.rev_parse(f"refs/remotes/{remote}/{branch}")
+        return repo.git.rev_parse(f"refs/heads/{branch}")
+
+
+def exclude_paths(worktree: str | Path, patterns: list[str]) -> Path:
+    """Add ``patterns`` to the repository's ``info/exclude`` (shared by its
+    worktrees) so the files can never be committed. Returns the exclude file."""
+    with open_repo(worktree) as repo:
+        exclude = Path(repo.git.rev_parse("--git-path", "info/exclude"))
+    if not exclude.is_absolute():
+        exclude = Path(worktree) / exclude
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    existing = exclude.read_text().splitlines() if exclude.exists() else []
+    missing = [p for p in patterns if p not in existing]
+    if missing:
+        with exclude.open("a") as handle:
+            if existing and existing[-1] != "":
+                handle.write("\n")
+            handle.write("# Fleet's identity layer: never committed\n")
+            handle.write("\n".join(missing) + "\n")
+    return exclude
+
+
+def status_porcelain(path: str | Path) -> list[str]:
+    with open_repo(path) as repo:
+        return repo.git.status("--porcelain", "--untracked-files=all").splitlines()

@@ -91,6 +91,10 @@ class Agent(StateMachine):
     )
     spent_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
     tokens_used = models.BigIntegerField(default=0)
+    ports_start = models.PositiveIntegerField(
+        null=True, blank=True, unique=True, help_text="first of this agent's block of TCP ports"
+    )
+    ports_count = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -1,0 +1,191 @@
+"""Spawning an agent: identity, token, worktree, ports, and the identity layer on disk.
+
+The identity is generated here and never typed by hand: the agent finds it in
+``.fleet/identity.json`` (upward from its working directory), and git ignores
+every file of that layer through ``info/exclude``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from fleet.git import repo as gitrepo
+from fleet.models import Agent, AgentSession, Event, Repository, Task, TransitionError
+
+IDENTITY_PATTERNS = [".fleet/", ".mcp.json", ".claude/settings.local.json", ".env"]
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SpawnError(Exception):
+    """Spawning was refused; nothing was created."""
+
+
+@dataclass
+class Spawned:
+    agent: Agent
+    token: str
+    directory: Path
+    command: str
+
+
+def _port_block_free(start: int, count: int) -> bool:
+    for port in range(start, start + count):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def allocate_ports(agent: Agent) -> int:
+    """Give the agent the lowest free block of TCP ports (recorded on the agent)."""
+    count = settings.FLEET_PORTS_PER_AGENT
+    taken = set(Agent.objects.exclude(ports_start=None).values_list("ports_start", flat=True))
+    start = settings.FLEET_PORTS_FROM
+    while start + count <= 65535:
+        if start not in taken and _port_block_free(start, count):
+            agent.ports_start, agent.ports_count = start, count
+            try:
+                with transaction.atomic():
+                    agent.save(update_fields=["ports_start", "ports_count"])
+                return start
+            except IntegrityError:
+                pass  # another spawn took this block meanwhile; try the next one
+        start += count
+    raise SpawnError("no free block of ports left")
+
+
+def identity_files(*, agent: Agent, token: str, task: Task | None, directory: Path) -> dict:
+    """The untracked identity layer, as {relative path: text}."""
+    python = sys.executable
+    env = {"PYTHONPATH": str(PACKAGE_ROOT)}
+    agent_cmd = [python, "-m", "fleet.agent"]
+    ports = list(range(agent.ports_start, agent.ports_start + agent.ports_count))
+    identity = {
+        "url": settings.FLEET_PUBLIC_URL,
+        "token": token,
+        "agent": agent.name,
+        "role": agent.role,
+        "capabilities": agent.capabilities,
+        "repository": agent.repository.slug if agent.repository else None,
+        "task": task.key if task else None,
+        "branch": task.branch if task else None,
+        "worktree": str(directory),
+        "ports": ports,
+    }
+    hook = " ".join(shlex.quote(p) for p in agent_cmd)
+    claude = {
+        "env": env,
+        "hooks": {
+            event: [{"hooks": [{"type": "command", "command": f"{hook} hook {event}"}]}]
+            for event in ("SessionStart", "PostToolUse", "Stop")
+        },
+    }
+    mcp = {
+        "mcpServers": {"fleet": {"command": python, "args": agent_cmd[1:] + ["mcp"], "env": env}}
+    }
+    dotenv = "".join(
+        [f"FLEET_PORT_{i}={port}\n" for i, port in enumerate(ports)]
+        + [f"PORT={ports[0]}\n", f"FLEET_AGENT={agent.name}\n"]
+    )
+    return {
+        ".fleet/identity.json": json.dumps(identity, indent=2) + "\n",
+        ".mcp.json": json.dumps(mcp, indent=2) + "\n",
+        ".claude/settings.local.json": json.dumps(claude, indent=2) + "\n",
+        ".env": dotenv,
+    }
+
+
+def _prepare_worktree(task: Task) -> tuple[Path, str]:
+    """The task's worktree on its own branch off freshly fetched main (kept if it exists)."""
+    repo = task.repository
+    root = Path(repo.worktree_root or Path(settings.FLEET_DATA_DIR) / "worktrees" / repo.slug)
+    worktree = root / task.key
+    with gitrepo.worktree_lock(repo.path):
+        if worktree.exists():
+            return worktree, task.base_sha or gitrepo.head_sha(worktree)
+        base = gitrepo.fresh_base(repo.path, remote=repo.remote_name, branch=repo.default_branch)
+        gitrepo.add_worktree(
+            repo_path=Path(repo.path), worktree=worktree, branch=task.branch, base=base
+        )
+    return worktree, base
+
+
+def spawn(
+    *,
+    repository: Repository,
+    role: str,
+    name: str,
+    task: Task | None = None,
+    directory: Path | None = None,
+    by=None,
+) -> Spawned:
+    if role not in dict(Agent.ROLE_CHOICES):
+        raise SpawnError(f"unknown role {role!r}")
+    if Agent.objects.filter(name=name).exists():
+        raise SpawnError(f"an agent named {name!r} already exists")
+    if task is not None:
+        if role != Agent.BUILDER:
+            raise SpawnError("only a builder is spawned onto a task")
+        if task.repository_id != repository.pk:
+            raise SpawnError(f"{task.key} belongs to {task.repository.slug}, not {repository.slug}")
+        if task.status != Task.READY:
+            raise SpawnError(f"{task.key} is {task.get_status_display()}, not ready")
+    if task is not None:
+        # Git first: if it fails, no rows were written. A worktree left behind by
+        # a later failure is kept and reused by the next spawn onto this task.
+        try:
+            directory, base = _prepare_worktree(task)
+        except Exception as exc:
+            raise SpawnError(f"could not create the worktree for {task.key}: {exc}") from exc
+    agent = Agent(name=name, role=role, repository=repository)
+    try:
+        agent.full_clean(exclude=["token_hash", "current_task"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+        raise SpawnError(problems) from exc
+    with transaction.atomic():
+        agent.save()
+        token = agent.issue_token(by=by)
+        AgentSession.objects.create(agent=agent)
+        if task is not None:
+            task.base_sha, task.worktree_path = base, str(directory)
+            task.save(update_fields=["base_sha", "worktree_path"])
+            try:
+                task.assign(agent=agent, by=by)
+                task.start(by=agent, epoch=task.lease_epoch)
+                agent.start_work(task=task)
+            except TransitionError as exc:
+                raise SpawnError(str(exc)) from exc
+        allocate_ports(agent)
+        Event.objects.record(
+            "agent.spawned", by=by, agent=agent, payload={"task": task.key if task else None}
+        )
+    directory = Path(directory or Path(settings.FLEET_DATA_DIR) / "agents" / name)
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel, text in identity_files(
+        agent=agent, token=token, task=task, directory=directory
+    ).items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if rel == ".fleet/identity.json":
+            os.chmod(path, 0o600)
+    if (directory / ".git").exists():
+        gitrepo.exclude_paths(directory, IDENTITY_PATTERNS)
+    command = (
+        f"cd {shlex.quote(str(directory))} && PYTHONPATH={shlex.quote(str(PACKAGE_ROOT))}"
+        f" {shlex.quote(sys.executable)} -m fleet.agent boot"
+    )
+    return Spawned(agent=agent, token=token, directory=directory, command=command)
