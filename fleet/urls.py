@@ -10,6 +10,17 @@ from fleet.api import api
 urlpatterns = [
     path("", views.overview, name="fleet-overview"),
     path("activity/", views.activity, name="fleet-activity"),
+    # agents/
+    path(
+        "agents/",
+        include(
+            [
+                path("", views.agent_list, name="fleet-agents"),
+                path("spawn/", views.agent_spawn, name="fleet-agent-spawn"),
+                path("<slug:name>/revoke/", views.agent_revoke, name="fleet-agent-revoke"),
+            ]
+        ),
+    ),
     path("healthz", views.healthz, name="fleet-healthz"),
     # accounts/
     path(

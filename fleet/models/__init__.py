@@ -11,7 +11,7 @@ from fleet.models.agents import Agent, AgentSession, JournalEntry, Learning, Mes
 from fleet.models.base import Event, StateMachine, TransitionError
 from fleet.models.review import CheckRun, Finding, MergeRequest, Review
 from fleet.models.spend import Budget, SpendEvent
-from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave
+from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
 
 __all__ = [
     "Agent",
@@ -35,4 +35,5 @@ __all__ = [
     "TransitionError",
     "Wave",
     "hash_token",
+    "slug_validator",
 ]

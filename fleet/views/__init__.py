@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from fleet.views.agents import agent_list, agent_revoke, agent_spawn
 from fleet.views.fleet import activity, healthz, navigation, overview
 
-__all__ = ["activity", "healthz", "navigation", "overview"]
+__all__ = [
+    "activity",
+    "agent_list",
+    "agent_revoke",
+    "agent_spawn",
+    "healthz",
+    "navigation",
+    "overview",
+]

@@ -66,3 +66,23 @@ def test_a_wrong_password_shows_a_form_error(page, live_server, demo_logins):
     page.click("button[type=submit]")
     assert page.locator("[role=alert]").inner_text().startswith("That username and password")
     screenshot(page, "login-error")
+
+
+def test_a_lead_spawns_an_agent_from_the_ui_and_revokes_it(page, live_server, demo_logins):
+    log_in(page, live_server, "lead", demo_logins["lead"])
+    page.click("nav >> text=Agents")
+    page.click("text=Spawn agent")
+    page.select_option("#id_role", "reviewer")
+    page.fill("#id_name", "ui-rev")
+    screenshot(page, "agent-spawn-form")
+    page.click("main button[type=submit]")
+    token = page.locator("#agent-token").inner_text()
+    assert token.startswith("flt_") and Agent.objects.by_token(token).get().name == "ui-rev"
+    assert "-m fleet.agent boot" in page.locator("#agent-command").inner_text()
+    screenshot(page, "agent-spawned")
+    page.click("text=Back to agents")
+    row = page.locator("#agents tr", has_text="ui-rev")
+    row.locator("button", has_text="Revoke").click()
+    assert "revoked" in page.locator(".messages").inner_text()
+    assert not Agent.objects.by_token(token).exists()
+    assert page.js_errors == []

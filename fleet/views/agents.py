@@ -1,0 +1,75 @@
+"""Agents for people: the list, spawning one (token shown once), revoking a token."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from fleet.models import Agent, Repository, Task, slug_validator
+from fleet.roles import LEAD, ROLES, role_required, user_roles
+from fleet.spawn import SpawnError, spawn
+
+
+class SpawnForm(forms.Form):
+    repository = forms.ModelChoiceField(queryset=Repository.objects.all(), empty_label=None)
+    role = forms.ChoiceField(choices=Agent.ROLE_CHOICES, initial=Agent.BUILDER)
+    name = forms.CharField(
+        max_length=60, validators=[slug_validator], help_text="lowercase letters, digits and -"
+    )
+    task = forms.ModelChoiceField(
+        queryset=Task.objects.filter(status=Task.READY).select_related("repository"),
+        required=False,
+        empty_label="(no task)",
+        help_text="a builder starts on this ready task in its own worktree",
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if Agent.objects.filter(name=name).exists():
+            raise forms.ValidationError(f"An agent named {name} already exists.")
+        return name
+
+
+@require_GET
+@role_required(*ROLES)
+def agent_list(request: HttpRequest) -> HttpResponse:
+    agents = Agent.objects.select_related("repository", "current_task").order_by("name")
+    return render(
+        request,
+        "fleet/agents.html",
+        {"agents": agents, "can_manage": LEAD in user_roles(request.user)},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(LEAD)
+def agent_spawn(request: HttpRequest) -> HttpResponse:
+    form = SpawnForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            spawned = spawn(
+                repository=form.cleaned_data["repository"],
+                role=form.cleaned_data["role"],
+                name=form.cleaned_data["name"],
+                task=form.cleaned_data["task"],
+                by=request.user,
+            )
+        except SpawnError as exc:
+            form.add_error(None, str(exc))
+        else:
+            # The token is rendered once, in this response, and never stored in clear.
+            return render(request, "fleet/agent_spawned.html", {"spawned": spawned}, status=201)
+    return render(request, "fleet/agent_spawn.html", {"form": form})
+
+
+@require_POST
+@role_required(LEAD)
+def agent_revoke(request: HttpRequest, name: str) -> HttpResponse:
+    agent = get_object_or_404(Agent, name=name)
+    if agent.token_revoked_at is None:
+        agent.revoke_token(by=request.user)
+        messages.success(request, f"The token of {agent.name} is revoked; its calls now get 401.")
+    return redirect("fleet-agents")
