@@ -35,17 +35,21 @@ def database_url() -> str:
 class Server:
     """daphne serving Fleet on 127.0.0.1:port, against the test database."""
 
-    def __init__(self, port: int, data_dir: Path) -> None:
+    def __init__(self, port: int, data_dir: Path, db_url: str | None = None) -> None:
         self.port, self.data_dir, self.proc = port, data_dir, None
+        self.db_url = db_url
+        self.log = data_dir / f"daphne-{port}.log"
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self) -> Server:
         env = {
             **os.environ,
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": self.db_url or database_url(),
             "FLEET_DATA_DIR": str(self.data_dir),
             "DEBUG": "1",
             "SECRET_KEY": "test-only-" + "x" * 40,
+            # Live tests measure behaviour, not the rate limit (tested on its own).
+            "FLEET_API_RATE": "100000/m",
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         self.proc = subprocess.Popen(
@@ -62,12 +66,13 @@ class Server:
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: daphne logs every request, and a full pipe would block it.
+            stderr=self.log.open("ab"),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"daphne exited: {self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
                     return self

@@ -1,0 +1,77 @@
+"""Schemathesis drives the live API from its own OpenAPI schema: no input gets a 5xx.
+
+The server runs on its own SQLite file (not the test database), seeded through
+``manage.py``, so the fuzzer's thousands of writes never contend with the test run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ..agent.conftest import ROOT, Server, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.fuzz]
+
+SEED = """
+from fleet.models import Agent, Plan, Repository, Task, Wave
+repo = Repository.objects.create(name="Fuzz", slug="fuzz", path="/nonexistent")
+wave = Wave.objects.create(plan=Plan.objects.create(name="P", slug="p"), number=1, status="running")
+for i in range(3):
+    Task.objects.create(key=f"T-{i + 1}", wave=wave, repository=repo, title="t", status="ready")
+for role in ("builder", "reviewer"):
+    agent = Agent.objects.create(name=f"fuzz-{role}", role=role, repository=repo)
+    print(role, agent.issue_token())
+"""
+
+
+def test_no_generated_request_gets_a_server_error(tmp_path):
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "FLEET_DATA_DIR": str(tmp_path),
+    }
+    db_url = f"sqlite:///{tmp_path / 'fleet.sqlite3'}"
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    seeded = subprocess.run(
+        [*manage, "shell", "-c", SEED],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    tokens = dict(line.split() for line in seeded.stdout.splitlines() if line.count(" ") == 1)
+    server = Server(free_port(), tmp_path, db_url=db_url).start()
+    try:
+        for role in ("builder", "reviewer"):
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "schemathesis.cli",
+                    "run",
+                    f"{server.url}/api/v1/openapi.json",
+                    "--header",
+                    f"Authorization: Bearer {tokens[role]}",
+                    "--checks",
+                    "not_a_server_error",
+                    "--max-examples",
+                    "15",
+                    "--seed",
+                    "7",
+                    "--request-timeout",
+                    "20",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+            assert " passed" in result.stdout
+    finally:
+        server.stop()
