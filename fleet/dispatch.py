@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from fleet.models import (
@@ -70,9 +71,14 @@ def budget_left(agent: Agent) -> float | None:
 
 
 def leased_task(agent: Agent) -> Task | None:
+    """The task the agent is on (a reviewer's is the task under review)."""
     if agent.current_task_id is None:
         return None
     return Task.objects.filter(pk=agent.current_task_id).select_related("repository").first()
+
+
+def _holds_lease(agent: Agent, task: Task | None) -> bool:
+    return task is not None and task.status in Task.LEASED_STATES and task.assignee_id == agent.pk
 
 
 # --- boot -----------------------------------------------------------------
@@ -137,7 +143,7 @@ def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         task = leased_task(agent)
         if beat.epoch is not None and (
-            task is None or task.status not in Task.LEASED_STATES or task.lease_epoch != beat.epoch
+            not _holds_lease(agent, task) or task.lease_epoch != beat.epoch
         ):
             # Fencing: a paused-then-resumed agent must not act on a lease it lost.
             raise TransitionError(
@@ -164,8 +170,17 @@ def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
             agent.tokens_used = F("tokens_used") + beat.tokens_in + beat.tokens_out
             fields += ["spent_usd", "tokens_used"]
         agent.save(update_fields=fields)
-        if task is not None and task.status in Task.LEASED_STATES:
+        if _holds_lease(agent, task):
             task.renew_lease(agent=agent, epoch=task.lease_epoch)
+        # Spend also counts against the agent's own cap; the stored total stops at
+        # the cap (the database refuses more), and reaching it means "stop".
+        if cost:
+            Budget.objects.filter(agent=agent).update(
+                spent_usd=Least(
+                    F("spent_usd") + cost, Coalesce(F("limit_usd"), F("spent_usd") + cost)
+                ),
+                updated_at=now,
+            )
     agent.refresh_from_db(fields=["spent_usd", "tokens_used", "status"])
     unread = agent.inbox.filter(acked_at__isnull=True).count()
     left = budget_left(agent)
@@ -174,8 +189,8 @@ def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
         "rotate": beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT,
         "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
         "inbox": unread,
-        "lease_expires_at": task.lease_expires_at if task else None,
-        "epoch": task.lease_epoch if task else None,
+        "lease_expires_at": task.lease_expires_at if _holds_lease(agent, task) else None,
+        "epoch": task.lease_epoch if _holds_lease(agent, task) else None,
         "budget_left_usd": left,
     }
 
@@ -240,6 +255,8 @@ def _next_review(agent: Agent) -> Review | None:
             .exclude(task_id__in=held)
             .order_by("created_at")
         )
+        if agent.repository_id:
+            candidates = candidates.filter(task__repository_id=agent.repository_id)
         review = _locked(candidates).first()
         if review is None:
             return None

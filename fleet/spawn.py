@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from fleet.git import repo as gitrepo
 from fleet.models import Agent, AgentSession, Event, Repository, Task, TransitionError
 
-IDENTITY_PATTERNS = [".fleet/", ".mcp.json", ".claude/settings.local.json", ".env"]
+IDENTITY_PATTERNS = ["/.fleet/", "/.mcp.json", "/.claude/settings.local.json", "/.env"]
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -155,6 +155,14 @@ def spawn(
     except ValidationError as exc:
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
         raise SpawnError(problems) from exc
+    directory = Path(directory or Path(settings.FLEET_DATA_DIR) / "agents" / name)
+    if (directory / ".git").exists():
+        tracked = gitrepo.tracked(directory, [p.strip("/") for p in IDENTITY_PATTERNS])
+        if tracked:
+            # info/exclude cannot hide a tracked file: writing ours would land in a commit.
+            raise SpawnError(
+                f"the repository tracks {', '.join(tracked)}; Fleet will not overwrite it"
+            )
     with transaction.atomic():
         agent.save()
         token = agent.issue_token(by=by)
@@ -172,7 +180,6 @@ def spawn(
         Event.objects.record(
             "agent.spawned", by=by, agent=agent, payload={"task": task.key if task else None}
         )
-    directory = Path(directory or Path(settings.FLEET_DATA_DIR) / "agents" / name)
     directory.mkdir(parents=True, exist_ok=True)
     for rel, text in identity_files(
         agent=agent, token=token, task=task, directory=directory

@@ -121,3 +121,16 @@ def test_a_task_that_is_not_ready_or_a_taken_name_is_refused(repo_with_task):
     with pytest.raises(CommandError, match="already exists"):
         spawn("--repo", "shop", "--role", "reviewer", "--name", "ada")
     assert Agent.objects.count() == 1
+
+
+def test_spawn_refuses_to_overwrite_a_tracked_identity_file(repo_with_task, tmp_path):
+    _, clone = repo_with_task[0].path, repo_with_task[0].path
+    target = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", clone, str(target)], check=True)
+    (target / ".mcp.json").write_text("{}")
+    git(target, "add", ".mcp.json")
+    git(target, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "mcp")
+    with pytest.raises(CommandError, match="tracks .mcp.json"):
+        spawn("--repo", "shop", "--role", "reviewer", "--name", "rex", "--dir", str(target))
+    assert not Agent.objects.exists()
+    assert (target / ".mcp.json").read_text() == "{}"

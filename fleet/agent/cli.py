@@ -17,6 +17,9 @@ EXIT_ERROR, EXIT_STOP = 1, 3
 
 def make_client(args: argparse.Namespace | None = None) -> Client:
     retries = getattr(args, "retries", 5) if args else 5
+    if args is not None and args.command == "hook":
+        # A hook runs on every tool call: fail fast rather than stall the session.
+        return Client(Identity.load(), retries=0, timeout=3)
     return Client(Identity.load(), retries=retries)
 
 

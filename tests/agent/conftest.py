@@ -38,6 +38,7 @@ class Server:
     def __init__(self, port: int, data_dir: Path, db_url: str | None = None) -> None:
         self.port, self.data_dir, self.proc = port, data_dir, None
         self.db_url = db_url
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log = data_dir / f"daphne-{port}.log"
         self.url = f"http://127.0.0.1:{port}"
 

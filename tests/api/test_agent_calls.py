@@ -286,3 +286,29 @@ def test_journal_inbox_ack_learning_and_checks(as_agent, ready_tasks):
     assert CheckRun.objects.get().task.key == key
     _, reviewer_token = make_token_agent(Agent.REVIEWER)
     assert as_agent(reviewer_token).post("checks", check).status_code == 403
+
+
+def test_spend_counts_against_the_agent_cap_and_then_says_stop(as_agent):
+    agent, token = make_token_agent()
+    Budget.objects.create(scope="agent", agent=agent, limit_usd=Decimal("1"))
+    first = as_agent(token).post("heartbeat", {"context_pct": 1, "cost_usd": 0.6}).json()
+    assert first["stop"] is False and first["budget_left_usd"] == pytest.approx(0.4)
+    second = as_agent(token).post("heartbeat", {"context_pct": 1, "cost_usd": 0.6}).json()
+    assert second["stop"] is True and second["budget_left_usd"] == 0
+    assert Budget.objects.get(agent=agent).spent_usd == Decimal("1")  # capped, never above
+    assert SpendEvent.objects.filter(agent=agent).count() == 2
+
+
+def test_a_reviewer_heartbeats_without_a_lease_and_stays_in_its_repository(as_agent, ready_tasks):
+    _, builder_token = make_token_agent()
+    key = take_task(as_agent, builder_token)["task"]["key"]
+    submit(as_agent, builder_token, key)
+    from ..conftest import make_repository
+
+    _, stranger = make_token_agent(Agent.REVIEWER, repository=make_repository())
+    assert take_task(as_agent, stranger)["kind"] == "none"  # another repository's review
+    _, rex = make_token_agent(Agent.REVIEWER, repository=ready_tasks[0].repository)
+    assert take_task(as_agent, rex)["kind"] == "review"
+    for _ in range(3):
+        response = as_agent(rex).post("heartbeat", {"context_pct": 2, "cost_usd": 0.5})
+        assert response.status_code == 200 and response.json()["epoch"] is None
