@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
@@ -322,17 +322,25 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str, ttl: int) ->
             if held is not None and mode == FileClaim.WRITE:
                 held.released_at = now  # expired: taken over in this transaction
                 held.save(update_fields=["released_at"])
-            claims.append(
-                FileClaim.objects.create(
-                    repository_id=task.repository_id,
-                    task=task,
-                    agent=agent,
-                    path=path,
-                    mode=mode,
-                    created_at=now,
-                    expires_at=expires,
-                )
-            )
+            try:
+                with transaction.atomic():
+                    claims.append(
+                        FileClaim.objects.create(
+                            repository_id=task.repository_id,
+                            task=task,
+                            agent=agent,
+                            path=path,
+                            mode=mode,
+                            created_at=now,
+                            expires_at=expires,
+                        )
+                    )
+            except IntegrityError as exc:
+                # Another agent's first claim of this path committed meanwhile (no row
+                # existed to lock): the unique constraint decides, and it is a 409.
+                raise TransitionError(
+                    f"{path} was just claimed by another agent", code="claim_held"
+                ) from exc
         Event.objects.record(
             "claims.claim", by=agent, task=task, payload={"paths": list(paths), "mode": mode}
         )
