@@ -170,7 +170,8 @@ def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
             agent.tokens_used = F("tokens_used") + beat.tokens_in + beat.tokens_out
             fields += ["spent_usd", "tokens_used"]
         agent.save(update_fields=fields)
-        if _holds_lease(agent, task):
+        held = _holds_lease(agent, task)
+        if held:
             task.renew_lease(agent=agent, epoch=task.lease_epoch)
         # Spend also counts against the agent's own cap; the stored total stops at
         # the cap (the database refuses more), and reaching it means "stop".
@@ -181,7 +182,6 @@ def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
                 ),
                 updated_at=now,
             )
-    agent.refresh_from_db(fields=["spent_usd", "tokens_used", "status"])
     unread = agent.inbox.filter(acked_at__isnull=True).count()
     left = budget_left(agent)
     return {
@@ -189,8 +189,8 @@ def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
         "rotate": beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT,
         "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
         "inbox": unread,
-        "lease_expires_at": task.lease_expires_at if _holds_lease(agent, task) else None,
-        "epoch": task.lease_epoch if _holds_lease(agent, task) else None,
+        "lease_expires_at": task.lease_expires_at if held else None,
+        "epoch": task.lease_epoch if held else None,
         "budget_left_usd": left,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,12 +16,11 @@ from fleet.agent.client import Client, FleetError, Identity
 EXIT_ERROR, EXIT_STOP = 1, 3
 
 
-def make_client(args: argparse.Namespace | None = None) -> Client:
-    retries = getattr(args, "retries", 5) if args else 5
-    if args is not None and args.command == "hook":
+def make_client(args: argparse.Namespace) -> Client:
+    if args.command == "hook":
         # A hook runs on every tool call: fail fast rather than stall the session.
         return Client(Identity.load(), retries=0, timeout=3)
-    return Client(Identity.load(), retries=retries)
+    return Client(Identity.load(), retries=args.retries)
 
 
 def _print(args: argparse.Namespace, value: Any, human: str) -> None:
@@ -127,18 +127,12 @@ def cmd_watch(args, client):
                 "FLEET_MESSAGE_ID": str(message["id"]),
                 "FLEET_MESSAGE_SUBJECT": message["subject"],
             }
-            subprocess.run(args.wake, shell=True, env={**_environ(), **env}, check=False)
+            subprocess.run(args.wake, shell=True, env={**os.environ, **env}, check=False)
             if not args.json:
                 print(f"woke for #{message['id']}: {message['subject']}", flush=True)
         if args.max_polls is not None and polls >= args.max_polls:
             break
         time.sleep(args.interval)
-
-
-def _environ() -> dict:
-    import os
-
-    return dict(os.environ)
 
 
 def cmd_hook(args, client):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -90,12 +89,3 @@ def _post_tool_use(client: Client, payload: dict, stdout: TextIO) -> None:
         }
     if output:
         json.dump(output, stdout)
-
-
-def main(event: str, client_factory) -> int:
-    try:
-        client = client_factory()
-    except FleetError as exc:
-        print(f"fleet hook {event}: {exc}", file=sys.stderr)
-        return 0
-    return run(event, client, sys.stdin, sys.stdout, sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import git
-from django.db import IntegrityError
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
@@ -167,16 +166,13 @@ def check(request: HttpRequest, payload: CheckIn):
     repository = task.repository if task else agent.repository
     if repository is None:
         raise dispatch.Refused("name a task: this agent has no repository", code="no_repository")
-    try:
-        run = CheckRun.objects.create(
-            repository=repository,
-            task=task,
-            name=payload.name,
-            commit_sha=payload.commit,
-            status=payload.status,
-            url=payload.url,
-            log=payload.log,
-        )
-    except IntegrityError as exc:  # pragma: no cover - the schema validates first
-        raise TransitionError(str(exc), code="conflict") from exc
+    run = CheckRun.objects.create(
+        repository=repository,
+        task=task,
+        name=payload.name,
+        commit_sha=payload.commit,
+        status=payload.status,
+        url=payload.url,
+        log=payload.log,
+    )
     return Status(201, {"id": run.pk})

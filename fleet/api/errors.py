@@ -15,19 +15,9 @@ from fleet.models import TransitionError
 log = logging.getLogger("fleet.api")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
 def install(api: NinjaAPI) -> None:
     def respond(request: HttpRequest, status: int, code: str, detail) -> HttpResponse:
         return api.create_response(request, {"error": code, "detail": detail}, status=status)
-
-    @api.exception_handler(ApiError)
-    def api_error(request, exc: ApiError):
-        return respond(request, exc.status, exc.code, exc.detail)
 
     @api.exception_handler(TransitionError)
     def conflict(request, exc: TransitionError):

@@ -155,11 +155,6 @@ def exclude_paths(worktree: str | Path, patterns: list[str]) -> Path:
     return exclude
 
 
-def status_porcelain(path: str | Path) -> list[str]:
-    with open_repo(path) as repo:
-        return repo.git.status("--porcelain", "--untracked-files=all").splitlines()
-
-
 def tracked(path: str | Path, paths: list[str]) -> list[str]:
     """Which of ``paths`` (files or directories) git tracks in the work tree at ``path``."""
     with open_repo(path) as repo:
