@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: HTTP through Django (heartbeats through the lean route in front of
+it), websockets through Channels."""
 
 from __future__ import annotations
 
@@ -13,12 +14,22 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from fleet.api.fastpath import HeartbeatRoute  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
+
+http_app = django_asgi_app
+if settings.FLEET_HEARTBEAT_FASTPATH:
+    http_app = HeartbeatRoute(http_app)
+if settings.FLEET_BENCH:
+    from fleet.bench.views import RawHello
+
+    http_app = RawHello(http_app)
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -8,17 +8,16 @@ changing anything when the call is not allowed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
+from fleet import heartbeats
+from fleet.heartbeats import Beat
 from fleet.models import (
     Agent,
     AgentSession,
@@ -30,12 +29,9 @@ from fleet.models import (
     Learning,
     Message,
     Review,
-    SpendEvent,
     Task,
     TransitionError,
 )
-
-CENT = Decimal("0.0001")
 
 
 class Refused(Exception):
@@ -64,10 +60,7 @@ def open_session(agent: Agent) -> AgentSession:
 
 def budget_left(agent: Agent) -> float | None:
     """USD left under the agent's own cap (None: no cap). Later: every scope."""
-    budget = Budget.objects.filter(agent=agent, limit_usd__isnull=False).first()
-    if budget is None:
-        return None
-    return float(max(Decimal("0"), budget.limit_usd - budget.spent_usd))
+    return heartbeats.budget_left(list(Budget.objects.filter(agent=agent).order_by("pk")))
 
 
 def leased_task(agent: Agent) -> Task | None:
@@ -75,10 +68,6 @@ def leased_task(agent: Agent) -> Task | None:
     if agent.current_task_id is None:
         return None
     return Task.objects.filter(pk=agent.current_task_id).select_related("repository").first()
-
-
-def _holds_lease(agent: Agent, task: Task | None) -> bool:
-    return task is not None and task.status in Task.LEASED_STATES and task.assignee_id == agent.pk
 
 
 # --- boot -----------------------------------------------------------------
@@ -124,75 +113,14 @@ def boot(agent: Agent) -> dict[str, Any]:
 # --- heartbeat ------------------------------------------------------------
 
 
-@dataclass
-class Beat:
-    context_pct: int
-    status_line: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    model: str = ""
-    epoch: int | None = None
-
-
 def heartbeat(agent: Agent, beat: Beat) -> dict[str, Any]:
-    """Record liveness and spend; renew the task lease; answer with directives."""
-    now = timezone.now()
-    cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
-    with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        task = leased_task(agent)
-        if beat.epoch is not None and (
-            not _holds_lease(agent, task) or task.lease_epoch != beat.epoch
-        ):
-            # Fencing: a paused-then-resumed agent must not act on a lease it lost.
-            raise TransitionError(
-                f"lease epoch {beat.epoch} is no longer held by {agent.name}", code="stale_lease"
-            )
-        if agent.status == Agent.STALE:
-            agent.revive()
-        agent.last_heartbeat_at = now
-        agent.context_pct = beat.context_pct
-        agent.status_line = beat.status_line
-        fields = ["last_heartbeat_at", "context_pct", "status_line"]
-        if beat.tokens_in or beat.tokens_out or cost:
-            session = open_session(agent)
-            SpendEvent.objects.create(
-                agent=agent,
-                session=session,
-                task=task,
-                model_name=beat.model,
-                tokens_in=beat.tokens_in,
-                tokens_out=beat.tokens_out,
-                cost_usd=cost,
-            )
-            agent.spent_usd = F("spent_usd") + cost
-            agent.tokens_used = F("tokens_used") + beat.tokens_in + beat.tokens_out
-            fields += ["spent_usd", "tokens_used"]
-        agent.save(update_fields=fields)
-        held = _holds_lease(agent, task)
-        if held:
-            task.renew_lease(agent=agent, epoch=task.lease_epoch)
-        # Spend also counts against the agent's own cap; the stored total stops at
-        # the cap (the database refuses more), and reaching it means "stop".
-        if cost:
-            Budget.objects.filter(agent=agent).update(
-                spent_usd=Least(
-                    F("spent_usd") + cost, Coalesce(F("limit_usd"), F("spent_usd") + cost)
-                ),
-                updated_at=now,
-            )
-    unread = agent.inbox.filter(acked_at__isnull=True).count()
-    left = budget_left(agent)
-    return {
-        "status": agent.status,
-        "rotate": beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT,
-        "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
-        "inbox": unread,
-        "lease_expires_at": task.lease_expires_at if held else None,
-        "epoch": task.lease_epoch if held else None,
-        "budget_left_usd": left,
-    }
+    """Record liveness and spend; renew the task lease; answer with directives.
+
+    A batch of one through the same rules the lean heartbeat route batches with."""
+    (result,) = heartbeats.record([heartbeats.Pending(beat=beat, agent_id=agent.pk)])
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # --- work -----------------------------------------------------------------

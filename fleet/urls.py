@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from fleet import views
 from fleet.api import api
+from fleet.api.errors import json_method_errors
 
 urlpatterns = [
     path("", views.overview, name="fleet-overview"),
@@ -32,6 +34,11 @@ urlpatterns = [
             ]
         ),
     ),
-    path("api/v1/", api.urls),
+    path("api/v1/", json_method_errors(api.urls)),
     path("admin/", admin.site.urls),
 ]
+
+if settings.FLEET_BENCH:
+    from fleet.bench.views import ping
+
+    urlpatterns.append(path("_bench/ping", ping, name="fleet-bench-ping"))

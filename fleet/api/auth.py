@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from django.conf import settings
+import threading
+
 from django.http import HttpRequest
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
-from ninja.throttling import SimpleRateThrottle
+from ninja.throttling import BaseThrottle
 
+from fleet import ratelimit
 from fleet.models import Agent, hash_token
 
 
@@ -29,23 +31,18 @@ class AgentToken(HttpBearer):
         return agent
 
 
-class PerAgentThrottle(SimpleRateThrottle):
-    """A fixed-window limit per agent; the rate is read from settings on every call
-    (FLEET_API_RATE, e.g. "600/m") so it can be tuned without a restart of the code."""
-
-    scope = "agent"
+class PerAgentThrottle(BaseThrottle):
+    """The per-agent limit (``fleet.ratelimit``), shared with the lean heartbeat route."""
 
     def __init__(self) -> None:
-        super().__init__(rate=settings.FLEET_API_RATE)
+        self._wait = threading.local()
 
     def allow_request(self, request: HttpRequest) -> bool:
-        if self.rate != settings.FLEET_API_RATE:
-            self.rate = settings.FLEET_API_RATE
-            self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
-
-    def get_cache_key(self, request: HttpRequest) -> str | None:
         agent = getattr(request, "auth", None)
         if agent is None:
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": agent.pk}
+            return True
+        self._wait.seconds = ratelimit.hit(agent.pk)
+        return self._wait.seconds is None
+
+    def wait(self) -> float | None:
+        return getattr(self._wait, "seconds", None)

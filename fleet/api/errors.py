@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
@@ -69,3 +70,30 @@ def install(api: NinjaAPI) -> None:
     def server_error(request, exc: Exception):
         log.exception("unhandled API error on %s", request.path)
         return respond(request, 500, "server_error", "Fleet failed; the error was logged")
+
+
+def json_method_errors(urls: tuple) -> tuple:
+    """django-ninja answers a wrong method with a bare text 405; give it the API's
+    JSON error body (keeping the Allow header)."""
+    patterns, app_name, namespace = urls
+    for pattern in patterns:
+        pattern.callback = _with_json_405(pattern.callback)
+    return patterns, app_name, namespace
+
+
+def _with_json_405(view):
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if response.status_code != 405:
+            return response
+        allowed = response.get("Allow", "")
+        body = {
+            "error": "method_not_allowed",
+            "detail": f"{request.method} not allowed ({allowed})",
+        }
+        replacement = JsonResponse(body, status=405)
+        replacement["Allow"] = allowed
+        return replacement
+
+    return wrapped

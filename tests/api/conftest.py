@@ -5,7 +5,10 @@ from __future__ import annotations
 import json as jsonlib
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import HttpCommunicator
 
+from fleet.api.fastpath import HeartbeatRoute
 from fleet.models import Agent, Task, Wave
 
 from ..conftest import make_agent, make_repository, make_task, make_wave
@@ -34,6 +37,58 @@ class AgentClient:
         return self.call("delete", path, **kw)
 
 
+DELEGATED = 599  # what the stand-in for Django answers, so the client can tell
+
+
+async def _to_django(scope, receive, send):
+    await send({"type": "http.response.start", "status": DELEGATED, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class LeanResponse:
+    """What the lean route answered, shaped like the test client's response."""
+
+    route = "lean"
+
+    def __init__(self, answer: dict) -> None:
+        self.status_code = answer["status"]
+        self.content = answer["body"]
+        self.headers = {k.decode().lower(): v.decode() for k, v in answer["headers"]}
+
+    def json(self):
+        return jsonlib.loads(self.content)
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+
+class LeanAgentClient(AgentClient):
+    """Heartbeats through the lean ASGI route (``fleet.api.fastpath``) in this test's
+    thread and transaction; whatever that route hands on to Django, and every other
+    call, through the test client (``response.route`` says which answered)."""
+
+    route = HeartbeatRoute(_to_django)
+
+    def call(self, method: str, path: str, json=None, *, raw: bytes | None = None, **headers):
+        if (method, path) != ("post", "heartbeat"):
+            return super().call(method, path, json, raw=raw, **headers)
+        body = raw if raw is not None else jsonlib.dumps(json).encode()
+        sent = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+        if self.token is not None:
+            sent.append((b"authorization", f"Bearer {self.token}".encode()))
+        for name, value in headers.items():
+            sent.append(
+                (name.removeprefix("HTTP_").replace("_", "-").lower().encode(), value.encode())
+            )
+        communicator = HttpCommunicator(self.route, "POST", "/api/v1/heartbeat", body, sent)
+        answer = async_to_sync(communicator.get_response)(timeout=10)
+        if answer["status"] != DELEGATED:
+            return LeanResponse(answer)
+        response = super().call(method, path, json, raw=raw, **headers)
+        response.route = "django"
+        return response
+
+
 def make_token_agent(role: str = Agent.BUILDER, **fields) -> tuple[Agent, str]:
     agent = make_agent(role, **fields)
     return agent, agent.issue_token()
@@ -43,6 +98,14 @@ def make_token_agent(role: str = Agent.BUILDER, **fields) -> tuple[Agent, str]:
 def as_agent(client):
     """``as_agent(agent_token)`` → a client that sends that bearer token."""
     return lambda token: AgentClient(client, token)
+
+
+@pytest.fixture(params=["api", "lean"])
+def as_agent_any(request, client):
+    """Like ``as_agent``, once through each heartbeat route: the API's own and the
+    lean ASGI one, which must answer the same."""
+    cls = AgentClient if request.param == "api" else LeanAgentClient
+    return lambda token: cls(client, token)
 
 
 @pytest.fixture

@@ -68,10 +68,10 @@ def test_each_boot_starts_a_new_session_and_completes_a_rotation(as_agent):
     assert agent.status == Agent.IDLE
 
 
-def test_heartbeat_records_liveness_and_spend_and_answers_directives(as_agent):
+def test_heartbeat_records_liveness_and_spend_and_answers_directives(as_agent_any):
     agent, token = make_token_agent()
     Message.objects.create(recipient=agent, subject="hello")
-    response = as_agent(token).post(
+    response = as_agent_any(token).post(
         "heartbeat",
         {
             "context_pct": 62,
@@ -92,23 +92,25 @@ def test_heartbeat_records_liveness_and_spend_and_answers_directives(as_agent):
     assert SpendEvent.objects.get().model_name == "m1"
 
 
-def test_heartbeat_revives_a_stale_agent_but_tells_a_stopped_one_to_stop(as_agent):
+def test_heartbeat_revives_a_stale_agent_but_tells_a_stopped_one_to_stop(as_agent_any):
     stale, stale_token = make_token_agent(status=Agent.STALE)
-    assert as_agent(stale_token).post("heartbeat", {"context_pct": 1}).json()["status"] == "idle"
+    assert (
+        as_agent_any(stale_token).post("heartbeat", {"context_pct": 1}).json()["status"] == "idle"
+    )
     stopped, token = make_token_agent(status=Agent.STOPPED, stop_reason="person")
-    body = as_agent(token).post("heartbeat", {"context_pct": 1}).json()
+    body = as_agent_any(token).post("heartbeat", {"context_pct": 1}).json()
     assert body["stop"] is True and body["status"] == "stopped"
 
 
-def test_heartbeat_renews_the_lease_and_fences_a_stale_epoch(as_agent, ready_tasks):
+def test_heartbeat_renews_the_lease_and_fences_a_stale_epoch(as_agent_any, ready_tasks):
     agent, token = make_token_agent()
-    task_json = take_task(as_agent, token)["task"]
+    task_json = take_task(as_agent_any, token)["task"]
     task = Task.objects.get(key=task_json["key"])
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=5))
-    body = as_agent(token).post("heartbeat", {"context_pct": 3, "epoch": 1}).json()
+    body = as_agent_any(token).post("heartbeat", {"context_pct": 3, "epoch": 1}).json()
     task.refresh_from_db()
     assert body["epoch"] == 1 and task.lease_expires_at > timezone.now() + timedelta(seconds=60)
-    response = as_agent(token).post("heartbeat", {"context_pct": 3, "epoch": 0})
+    response = as_agent_any(token).post("heartbeat", {"context_pct": 3, "epoch": 0})
     assert response.status_code == 409 and response.json()["error"] == "stale_lease"
 
 
@@ -288,27 +290,29 @@ def test_journal_inbox_ack_learning_and_checks(as_agent, ready_tasks):
     assert as_agent(reviewer_token).post("checks", check).status_code == 403
 
 
-def test_spend_counts_against_the_agent_cap_and_then_says_stop(as_agent):
+def test_spend_counts_against_the_agent_cap_and_then_says_stop(as_agent_any):
     agent, token = make_token_agent()
     Budget.objects.create(scope="agent", agent=agent, limit_usd=Decimal("1"))
-    first = as_agent(token).post("heartbeat", {"context_pct": 1, "cost_usd": 0.6}).json()
+    first = as_agent_any(token).post("heartbeat", {"context_pct": 1, "cost_usd": 0.6}).json()
     assert first["stop"] is False and first["budget_left_usd"] == pytest.approx(0.4)
-    second = as_agent(token).post("heartbeat", {"context_pct": 1, "cost_usd": 0.6}).json()
+    second = as_agent_any(token).post("heartbeat", {"context_pct": 1, "cost_usd": 0.6}).json()
     assert second["stop"] is True and second["budget_left_usd"] == 0
     assert Budget.objects.get(agent=agent).spent_usd == Decimal("1")  # capped, never above
     assert SpendEvent.objects.filter(agent=agent).count() == 2
 
 
-def test_a_reviewer_heartbeats_without_a_lease_and_stays_in_its_repository(as_agent, ready_tasks):
+def test_a_reviewer_heartbeats_without_a_lease_and_stays_in_its_repository(
+    as_agent_any, ready_tasks
+):
     _, builder_token = make_token_agent()
-    key = take_task(as_agent, builder_token)["task"]["key"]
-    submit(as_agent, builder_token, key)
+    key = take_task(as_agent_any, builder_token)["task"]["key"]
+    submit(as_agent_any, builder_token, key)
     from ..conftest import make_repository
 
     _, stranger = make_token_agent(Agent.REVIEWER, repository=make_repository())
-    assert take_task(as_agent, stranger)["kind"] == "none"  # another repository's review
+    assert take_task(as_agent_any, stranger)["kind"] == "none"  # another repository's review
     _, rex = make_token_agent(Agent.REVIEWER, repository=ready_tasks[0].repository)
-    assert take_task(as_agent, rex)["kind"] == "review"
+    assert take_task(as_agent_any, rex)["kind"] == "review"
     for _ in range(3):
-        response = as_agent(rex).post("heartbeat", {"context_pct": 2, "cost_usd": 0.5})
+        response = as_agent_any(rex).post("heartbeat", {"context_pct": 2, "cost_usd": 0.5})
         assert response.status_code == 200 and response.json()["epoch"] is None

@@ -25,19 +25,19 @@ def test_an_unknown_token_is_401(as_agent):
     assert response.json() == {"error": "unauthorized", "detail": "missing or unknown bearer token"}
 
 
-def test_a_revoked_token_is_401_and_says_so(as_agent):
+def test_a_revoked_token_is_401_and_says_so(as_agent_any):
     agent, token = make_token_agent(name="gone")
     agent.revoke_token(by=None)
-    response = as_agent(token).post("heartbeat", {"context_pct": 5})
+    response = as_agent_any(token).post("heartbeat", {"context_pct": 5})
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
     agent.refresh_from_db()
     assert agent.last_heartbeat_at is None
 
 
-def test_invalid_input_is_422_with_the_field_named(as_agent):
+def test_invalid_input_is_422_with_the_field_named(as_agent_any):
     _, token = make_token_agent()
-    response = as_agent(token).post("heartbeat", {"context_pct": 101})
+    response = as_agent_any(token).post("heartbeat", {"context_pct": 101})
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "invalid"
@@ -119,3 +119,10 @@ def test_a_failed_call_records_no_event(as_agent, ready_tasks):
     )
     assert response.status_code == 403
     assert Event.objects.count() == before
+
+
+def test_a_wrong_method_is_a_json_405_naming_the_allowed_ones(client):
+    response = client.get("/api/v1/heartbeat")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert response["Allow"] == "POST"

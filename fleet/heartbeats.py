@@ -1,0 +1,343 @@
+"""Heartbeats, recorded many at a time.
+
+One call records a batch of agents' beats in a single transaction: liveness and
+context, spend (SpendEvents, running totals, the agent's capped budget), lease
+renewal with epoch fencing, and the directives each agent gets back. The normal
+API route records a batch of one; the lean ASGI route (``fleet.api.fastpath``)
+records whatever arrived while the previous batch was being written, so the
+database sees one short transaction per tick instead of one per request. Both
+share this one set of rules.
+
+This is the fleet's hottest path, so it reads plain rows (``values_list``) rather
+than model instances and writes with one parameterized statement per table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from fleet import ratelimit
+from fleet.models import Agent, AgentSession, Budget, Message, SpendEvent, Task, TransitionError
+
+CENT = Decimal("0.0001")
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="fleet"'}
+
+
+@dataclass(frozen=True)
+class Beat:
+    context_pct: int
+    status_line: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    model: str = ""
+    epoch: int | None = None
+
+
+class Refusal(Exception):
+    """A beat turned away before it touched anything (unknown token, rate limit)."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.headers = headers or {}
+
+
+@dataclass
+class Pending:
+    """One beat to record: from an agent already authenticated (``agent_id``) or
+    from a bearer token's hash that this batch resolves (and rate-limits)."""
+
+    beat: Beat
+    agent_id: int | None = None
+    token_hash: str = ""
+
+
+@dataclass(slots=True)
+class AgentRow:
+    pk: int
+    name: str
+    token_hash: str | None
+    token_revoked_at: datetime | None
+    status: str
+    current_task_id: int | None
+    spent_usd: Decimal
+    tokens_used: int
+    unread: int
+    session_id: int | None
+    last_heartbeat_at: datetime | None = None
+    context_pct: int = 0
+    status_line: str = ""
+
+
+@dataclass(slots=True)
+class TaskRow:
+    pk: int
+    status: str
+    assignee_id: int | None
+    lease_epoch: int
+    lease_expires_at: datetime | None
+
+
+@dataclass(slots=True)
+class BudgetRow:
+    pk: int
+    agent_id: int
+    limit_usd: Decimal | None
+    spent_usd: Decimal
+    updated_at: datetime | None = None
+
+
+@dataclass
+class _Batch:
+    now: datetime
+    agents: dict[int, AgentRow]
+    by_hash: dict[str, AgentRow]
+    tasks: dict[int, TaskRow]
+    budgets: dict[int, list[BudgetRow]]
+    dirty_agents: dict[int, AgentRow] = field(default_factory=dict)
+    dirty_tasks: dict[int, TaskRow] = field(default_factory=dict)
+    dirty_budgets: dict[int, BudgetRow] = field(default_factory=dict)
+    spend: list[SpendEvent] = field(default_factory=list)
+
+
+def holds_lease(agent: Any, task: Any) -> bool:
+    return task is not None and task.status in Task.LEASED_STATES and task.assignee_id == agent.pk
+
+
+def budget_left(budgets: list) -> float | None:
+    """USD left under the agent's own cap (None: no cap). Later: every scope."""
+    capped = [b for b in budgets if b.limit_usd is not None]
+    if not capped:
+        return None
+    return float(max(Decimal("0"), capped[0].limit_usd - capped[0].spent_usd))
+
+
+def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
+    """Record the beats; per beat, the directives (a dict) or why it was refused
+    (a ``Refusal`` or ``TransitionError``; a refused beat changes nothing)."""
+    results: list[dict[str, Any] | Exception] = []
+    with transaction.atomic():
+        batch = _load(pending)
+        for item in pending:
+            try:
+                results.append(_apply(batch, item))
+            except (Refusal, TransitionError) as exc:
+                results.append(exc)
+        _write(batch)
+    return results
+
+
+def _locked(queryset):
+    return queryset.select_for_update() if connection.features.has_select_for_update else queryset
+
+
+def _load(pending: list[Pending]) -> _Batch:
+    ids = {p.agent_id for p in pending if p.agent_id is not None}
+    hashes = {p.token_hash for p in pending if p.agent_id is None and p.token_hash}
+    # Rows are locked in primary-key order, agents before tasks before budgets, the
+    # same order every writer takes them in, so concurrent batches cannot deadlock.
+    # (SQLite: the IMMEDIATE transaction already holds the database's write lock.)
+    unread = (
+        Message.objects.filter(recipient=OuterRef("pk"), acked_at__isnull=True)
+        .values("recipient")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    session = AgentSession.objects.filter(agent=OuterRef("pk"), ended_at__isnull=True).values("pk")[
+        :1
+    ]
+    rows = (
+        _locked(Agent.objects.filter(Q(pk__in=ids) | Q(token_hash__in=hashes)))
+        .annotate(unread=Coalesce(Subquery(unread), 0), session_id=Subquery(session))
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "name",
+            "token_hash",
+            "token_revoked_at",
+            "status",
+            "current_task_id",
+            "spent_usd",
+            "tokens_used",
+            "unread",
+            "session_id",
+        )
+    )
+    agents = {row[0]: AgentRow(*row) for row in rows}
+    task_ids = {a.current_task_id for a in agents.values() if a.current_task_id}
+    tasks = {}
+    if task_ids:
+        for row in (
+            _locked(Task.objects.filter(pk__in=task_ids))
+            .order_by("pk")
+            .values_list("pk", "status", "assignee_id", "lease_epoch", "lease_expires_at")
+        ):
+            tasks[row[0]] = TaskRow(*row)
+    budgets: dict[int, list[BudgetRow]] = {pk: [] for pk in agents}
+    for row in (
+        _locked(Budget.objects.filter(agent_id__in=agents))
+        .order_by("pk")
+        .values_list("pk", "agent_id", "limit_usd", "spent_usd")
+    ):
+        budgets[row[1]].append(BudgetRow(*row))
+    return _Batch(
+        now=timezone.now(),
+        agents=agents,
+        by_hash={a.token_hash: a for a in agents.values() if a.token_hash},
+        tasks=tasks,
+        budgets=budgets,
+    )
+
+
+def _authenticate(batch: _Batch, item: Pending) -> AgentRow:
+    if item.agent_id is not None:
+        return batch.agents[item.agent_id]  # the API's own auth and limit already ran
+    agent = batch.by_hash.get(item.token_hash)
+    if agent is None:
+        raise Refusal(401, "unauthorized", "missing or unknown bearer token", UNAUTHORIZED)
+    if agent.token_revoked_at is not None:
+        raise Refusal(401, "unauthorized", f"the token of {agent.name} was revoked", UNAUTHORIZED)
+    wait = ratelimit.hit(agent.pk)
+    if wait is not None:
+        raise Refusal(
+            429,
+            "rate_limited",
+            "too many requests from this agent",
+            {"Retry-After": str(max(1, int(wait + 0.999)))},
+        )
+    return agent
+
+
+def _apply(batch: _Batch, item: Pending) -> dict[str, Any]:
+    agent = _authenticate(batch, item)
+    beat = item.beat
+    task = batch.tasks.get(agent.current_task_id)
+    held = holds_lease(agent, task)
+    if beat.epoch is not None and (not held or task.lease_epoch != beat.epoch):
+        # Fencing: a paused-then-resumed agent must not act on a lease it lost.
+        raise TransitionError(
+            f"lease epoch {beat.epoch} is no longer held by {agent.name}", code="stale_lease"
+        )
+    if agent.status == Agent.STALE:
+        revived = Agent.objects.get(pk=agent.pk)
+        revived.revive()
+        agent.status = revived.status
+    agent.last_heartbeat_at = batch.now
+    agent.context_pct = beat.context_pct
+    agent.status_line = beat.status_line
+    batch.dirty_agents[agent.pk] = agent
+    cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
+    budgets = batch.budgets[agent.pk]
+    if beat.tokens_in or beat.tokens_out or cost:
+        if agent.session_id is None:
+            agent.session_id = AgentSession.objects.create(agent_id=agent.pk).pk
+        batch.spend.append(
+            SpendEvent(
+                agent_id=agent.pk,
+                session_id=agent.session_id,
+                task_id=task.pk if task else None,
+                model_name=beat.model,
+                tokens_in=beat.tokens_in,
+                tokens_out=beat.tokens_out,
+                cost_usd=cost,
+                created_at=batch.now,
+            )
+        )
+        agent.spent_usd += cost
+        agent.tokens_used += beat.tokens_in + beat.tokens_out
+    if cost:
+        # Spend counts against the agent's own cap; the stored total stops at the
+        # cap (the database refuses more), and reaching it means "stop".
+        for budget in budgets:
+            total = budget.spent_usd + cost
+            budget.spent_usd = total if budget.limit_usd is None else min(total, budget.limit_usd)
+            budget.updated_at = batch.now
+            batch.dirty_budgets[budget.pk] = budget
+    if held:
+        task.lease_expires_at = batch.now + timedelta(seconds=settings.FLEET_LEASE_TTL)
+        batch.dirty_tasks[task.pk] = task
+    left = budget_left(budgets)
+    return {
+        "status": agent.status,
+        "rotate": beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT,
+        "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
+        "inbox": agent.unread,
+        "lease_expires_at": task.lease_expires_at if held else None,
+        "epoch": task.lease_epoch if held else None,
+        "budget_left_usd": left,
+    }
+
+
+def _write(batch: _Batch) -> None:
+    _update_rows(
+        Agent,
+        batch.dirty_agents.values(),
+        ["last_heartbeat_at", "context_pct", "status_line", "spent_usd", "tokens_used"],
+    )
+    _update_rows(Task, batch.dirty_tasks.values(), ["lease_expires_at"])
+    _update_rows(Budget, batch.dirty_budgets.values(), ["spent_usd", "updated_at"])
+    _insert_rows(
+        SpendEvent,
+        batch.spend,
+        [
+            "agent",
+            "session",
+            "task",
+            "model_name",
+            "tokens_in",
+            "tokens_out",
+            "cost_usd",
+            "created_at",
+        ],
+    )
+
+
+def _update_rows(model, rows, names: list[str]) -> None:
+    """One parameterized UPDATE per row, sent with executemany.
+
+    ``bulk_update`` builds a CASE expression per field and row, which costs more
+    than the database work here. The rows are locked by this transaction and the
+    values come from validated input, so plain per-row updates are safe.
+    """
+    rows = list(rows)
+    if not rows:
+        return
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in names]
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(model._meta.db_table),
+        ", ".join(f"{quote(f.column)} = %s" for f in fields),
+        quote(model._meta.pk.column),
+    )
+    params = [
+        [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def _insert_rows(model, objs, names: list[str]) -> None:
+    """``INSERT`` with executemany, for the same reason (ids are not needed back)."""
+    if not objs:
+        return
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in names]
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(
+        quote(model._meta.db_table),
+        ", ".join(quote(f.column) for f in fields),
+        ", ".join(["%s"] * len(fields)),
+    )
+    params = [[f.get_db_prep_save(getattr(o, f.attname), connection) for f in fields] for o in objs]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)

@@ -1,0 +1,47 @@
+"""``manage.py fleet_bench``: a tiny run proves the harness works end to end (the
+figures themselves are the benchmark's business, never asserted on)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+pytestmark = pytest.mark.slow
+
+
+def test_heartbeat_bench_runs_servers_and_reports_what_it_measured(tmp_path, capsys):
+    out = tmp_path / "hb.json"
+    call_command(
+        "fleet_bench",
+        "heartbeat",
+        "--agents",
+        "3",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0.2",
+        "--json",
+        str(out),
+    )
+    printed = capsys.readouterr().out
+    assert "heartbeat" in printed and "baseline" in printed and "targets:" in printed
+    figures = json.loads(out.read_text())
+    daphne = figures["servers"]["daphne"]
+    for run in ("raw", "baseline", "heartbeat"):
+        assert daphne[run]["requests"] > 0 and daphne[run]["errors"] == 0, daphne[run]
+    # Every heartbeat the server accepted was stored: one SpendEvent each.
+    assert daphne["accepted"] == daphne["stored_spend_events"] > 0
+    assert set(daphne["met"]) == {
+        "per_second",
+        "p99_ms",
+        "errors",
+        "baseline_ratio",
+        "nothing_lost",
+    }
+
+
+def test_bench_refuses_silly_bounds():
+    with pytest.raises(CommandError, match="--agents"):
+        call_command("fleet_bench", "heartbeat", "--agents", "0")
