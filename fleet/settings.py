@@ -211,6 +211,7 @@ FLEET_LEASE_TTL = env_int("FLEET_LEASE_TTL", 900)  # seconds a task lease lasts 
 FLEET_WAVE_SOFT_LIMIT = 4  # the "rule of 4"
 FLEET_CONTEXT_ROTATE_PCT = 60
 FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)
+FLEET_CHECK_TIMEOUT = env_int("FLEET_CHECK_TIMEOUT", 900)  # seconds a merge check may run
 FLEET_API_RATE = os.environ.get("FLEET_API_RATE", "1200/m")  # per agent
 FLEET_BOOT_JOURNAL = 20  # journal entries in the boot digest
 # The address agents use to reach Fleet (written into their identity files).

@@ -20,6 +20,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from fleet.git import repo as gitrepo
+from fleet.git import worktrees
+from fleet.git.errors import GitError
 from fleet.models import Agent, AgentSession, Event, Repository, Task, TransitionError
 
 IDENTITY_PATTERNS = ["/.fleet/", "/.mcp.json", "/.claude/settings.local.json", "/.env"]
@@ -107,18 +109,24 @@ def identity_files(*, agent: Agent, token: str, task: Task | None, directory: Pa
     }
 
 
+def worktree_path(task: Task) -> Path:
+    """``<data dir>/worktrees/<repo>/<task key>`` (or the repository's own root)."""
+    repo = task.repository
+    root = Path(repo.worktree_root or Path(settings.FLEET_DATA_DIR) / "worktrees" / repo.slug)
+    return root / task.key
+
+
 def _prepare_worktree(task: Task) -> tuple[Path, str]:
     """The task's worktree on its own branch off freshly fetched main (kept if it exists)."""
     repo = task.repository
-    root = Path(repo.worktree_root or Path(settings.FLEET_DATA_DIR) / "worktrees" / repo.slug)
-    worktree = root / task.key
-    with gitrepo.worktree_lock(repo.path):
-        if worktree.exists():
-            return worktree, task.base_sha or gitrepo.head_sha(worktree)
-        base = gitrepo.fresh_base(repo.path, remote=repo.remote_name, branch=repo.default_branch)
-        gitrepo.add_worktree(
-            repo_path=Path(repo.path), worktree=worktree, branch=task.branch, base=base
-        )
+    worktree = worktree_path(task)
+    base = worktrees.create(
+        repo.path,
+        worktree=worktree,
+        branch=task.branch,
+        remote=repo.remote_name,
+        default=repo.default_branch,
+    )
     return worktree, base
 
 
@@ -147,7 +155,7 @@ def spawn(
         # a later failure is kept and reused by the next spawn onto this task.
         try:
             directory, base = _prepare_worktree(task)
-        except Exception as exc:
+        except (GitError, OSError) as exc:
             raise SpawnError(f"could not create the worktree for {task.key}: {exc}") from exc
     agent = Agent(name=name, role=role, repository=repository)
     try:

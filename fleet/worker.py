@@ -1,4 +1,4 @@
-"""The worker: periodic sweeps now, the merge queue later.
+"""The worker: periodic sweeps and the merge queue.
 
 Driven by ``manage.py fleet_worker``; modelled on healthchecks' ``sendalerts``:
 a plain loop, one tick at a time, stopping cleanly between ticks on SIGTERM.
@@ -46,9 +46,16 @@ def mark_stale_agents(now) -> int:
     return count
 
 
+def merge_queues(now) -> int:
+    from fleet.merging import process_queues
+
+    return process_queues()
+
+
 SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("expired_leases", expire_leases),
     ("stale_agents", mark_stale_agents),
+    ("merges", merge_queues),
 ]
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import git
 
+from fleet.git.errors import MissingBranch, MissingRemote, NotARepository, explain
+
 AUTHOR_ENV = {
     "GIT_AUTHOR_NAME": "Fleet",
     "GIT_AUTHOR_EMAIL": "fleet@localhost",
@@ -21,10 +23,17 @@ AUTHOR_ENV = {
 
 
 @contextlib.contextmanager
-def open_repo(path: str | Path) -> Iterator[git.Repo]:
-    repo = git.Repo(path)
+def open_repo(path: str | Path, what: str = "git") -> Iterator[git.Repo]:
+    """One ``git.Repo`` for one operation, always closed; git failures inside the
+    block come out as ``GitError`` with a clear message."""
+    try:
+        repo = git.Repo(path)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise NotARepository(f"{path} is not a git repository") from None
     try:
         yield repo
+    except git.GitCommandError as exc:
+        raise explain(exc, what) from exc
     finally:
         repo.close()
 
@@ -118,7 +127,8 @@ def worktree_lock(repo_path: str | Path) -> Iterator[None]:
         lock_path = Path(repo.git.rev_parse("--git-common-dir"))
     if not lock_path.is_absolute():
         lock_path = Path(repo_path) / lock_path
-    with open(lock_path / "fleet-worktree.lock", "w") as handle:
+    # A flock on a file that stays: nothing to clean up when a process dies holding it.
+    with open(lock_path / "fleet-worktrees.flock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -128,12 +138,22 @@ def worktree_lock(repo_path: str | Path) -> Iterator[None]:
 
 def fresh_base(repo_path: str | Path, *, remote: str, branch: str) -> str:
     """The sha to branch from: ``<remote>/<branch>`` freshly fetched, or the local
-    ``branch`` when the repository has no remote."""
-    with open_repo(repo_path) as repo:
-        if remote and remote in [r.name for r in repo.remotes]:
+    ``branch`` when the repository has no remote at all."""
+    with open_repo(repo_path, f"fetching {remote or 'main'}") as repo:
+        names = [r.name for r in repo.remotes]
+        if names:
+            if remote not in names:
+                raise MissingRemote(
+                    f"{repo_path} has no remote {remote!r} (it has: {', '.join(names)})"
+                )
             repo.git.fetch(remote, branch)
-            return repo.git.rev_parse(f"refs/remotes/{remote}/{branch}")
-        return repo.git.rev_parse(f"refs/heads/{branch}")
+            ref = f"refs/remotes/{remote}/{branch}"
+        else:
+            ref = f"refs/heads/{branch}"
+        try:
+            return repo.git.rev_parse("--verify", "--quiet", ref)
+        except git.GitCommandError:
+            raise MissingBranch(f"{repo_path} has no branch {ref}") from None
 
 
 def exclude_paths(worktree: str | Path, patterns: list[str]) -> Path:

@@ -109,11 +109,13 @@ class CheckRun(models.Model):
 class MergeRequest(models.Model):
     STEPS = ["queued", "candidate", "testing", "updating", "pushing", "cleanup", "done"]
     RESULTS = ["pending", "merged", "failed"]
+    PENDING, MERGED, FAILED = RESULTS
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="merge_requests")
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="merges")
     position = models.PositiveIntegerField()
     candidate_sha = models.CharField(max_length=40, blank=True)
+    head_sha = models.CharField(max_length=40, blank=True, help_text="the branch commit merged")
     step = models.CharField(max_length=10, choices=[(s, s) for s in STEPS], default="queued")
     result = models.CharField(max_length=10, choices=[(r, r) for r in RESULTS], default="pending")
     log = models.TextField(blank=True)

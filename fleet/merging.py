@@ -1,0 +1,263 @@
+"""The merge queue: one merge at a time per repository, in queue order, and main only
+ever moves to a commit whose check passed.
+
+For the head of a repository's queue the worker fetches main, checks the stale-base
+gate (rebasing the agent's clean worktree for it when that applies cleanly), builds
+one squashed commit ``KEY: title`` on main's tip without touching any worktree, runs
+the repository's check command on it in a scratch worktree, and then moves main by
+compare-and-swap (a lease-guarded push when there is a remote). Every step is
+recorded on the MergeRequest first, so a worker killed anywhere reconciles on
+restart: if main already is the candidate the task is merged, otherwise the attempt
+starts over from a fresh tip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from fleet.git import facts, merge, worktrees
+from fleet.git.errors import GitError
+from fleet.git.repo import head_sha, open_repo
+from fleet.models import CheckRun, MergeRequest, Message, Repository, Task
+
+log = logging.getLogger("fleet.merge")
+
+# Fault injection for the crash-safety tests: the worker SIGKILLs itself at that step.
+FAULT_ENV = "FLEET_FAULT_KILL_AT"
+MAX_REBUILDS = 3
+
+
+def _fault(step: str) -> None:
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def enqueue(task: Task, *, by) -> MergeRequest:
+    """An approved task joins the end of its repository's merge queue."""
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                Repository.objects.select_for_update().get(pk=task.repository_id)
+                task.enqueue_merge(by=by)
+                last = MergeRequest.objects.filter(repository_id=task.repository_id).aggregate(
+                    n=Max("position")
+                )["n"]
+                return MergeRequest.objects.create(
+                    task=task, repository_id=task.repository_id, position=(last or 0) + 1
+                )
+        except IntegrityError:
+            task.refresh_from_db()
+            continue
+    raise RuntimeError(f"could not queue {task.key}")
+
+
+@contextlib.contextmanager
+def merge_lock(repo_path: str) -> Iterator[bool]:
+    """At most one merging worker per repository on this machine (a non-blocking
+    flock; the kernel drops it when a worker dies)."""
+    with open_repo(repo_path) as repo:
+        common = Path(repo.git.rev_parse("--git-common-dir"))
+    if not common.is_absolute():
+        common = Path(repo_path) / common
+    with open(common / "fleet-merge.flock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def process_queues() -> int:
+    """Advance the head of every repository's queue; the number of merges settled."""
+    settled = 0
+    repo_ids = (
+        MergeRequest.objects.filter(result=MergeRequest.PENDING)
+        .values_list("repository_id", flat=True)
+        .distinct()
+    )
+    for repository in Repository.objects.filter(pk__in=list(repo_ids)):
+        try:
+            merge_request = process(repository)
+        except GitError as exc:
+            log.warning("merge queue of %s: %s", repository.slug, exc)
+            continue
+        if merge_request is not None and merge_request.result != MergeRequest.PENDING:
+            settled += 1
+    return settled
+
+
+def process(repository: Repository) -> MergeRequest | None:
+    head = (
+        MergeRequest.objects.filter(repository=repository, result=MergeRequest.PENDING)
+        .select_related("task", "repository")
+        .order_by("position")
+        .first()
+    )
+    if head is None:
+        return None
+    with merge_lock(repository.path) as acquired:
+        if not acquired:
+            return None
+        _advance(head)
+    head.refresh_from_db()
+    return head
+
+
+def _save(mr: MergeRequest, **fields) -> None:
+    for name, value in fields.items():
+        setattr(mr, name, value)
+    mr.updated_at = timezone.now()
+    mr.save(update_fields=[*fields, "updated_at"])
+
+
+def _advance(mr: MergeRequest) -> None:
+    repo, task = mr.repository, mr.task
+    path = repo.path
+    remote = repo.remote_name if merge.has_remote(path) else ""
+    for _ in range(MAX_REBUILDS):
+        tip = merge.tip(path, remote=remote, branch=repo.default_branch)
+        if mr.candidate_sha and tip == mr.candidate_sha:
+            # Restarted after main moved to the tested candidate: it is merged.
+            return _finish(mr, tip)
+        _save(mr, step="queued", candidate_sha="")
+        head = task.head_sha or head_sha(path, f"refs/heads/{task.branch}")
+        head = _stale_base_gate(mr, task, tip=tip, head=head)
+        if head is None:
+            return
+        candidate = merge.build_candidate(
+            path, main=tip, head=head, message=f"{task.key}: {task.title}"
+        )
+        if candidate.sha is None:
+            return _send_back(
+                mr,
+                f"{task.key} conflicts with main in: {', '.join(candidate.conflicts)}; "
+                "rebase onto fresh main and resubmit",
+            )
+        _save(mr, step="candidate", candidate_sha=candidate.sha, head_sha=head)
+        _fault("candidate")
+        if not _check(mr, candidate.sha):
+            return
+        _save(mr, step="updating")
+        _fault("before-update")
+        if remote:
+            moved = merge.push(
+                path, remote=remote, branch=repo.default_branch, new=candidate.sha, old=tip
+            )
+        else:
+            moved = merge.update_ref(path, branch=repo.default_branch, new=candidate.sha, old=tip)
+        if not moved:
+            log.info("main moved while merging %s; rebuilding", task.key)
+            continue
+        _fault("after-update")
+        return _finish(mr, candidate.sha)
+    log.info("main kept moving under %s; it stays at the head of the queue", task.key)
+
+
+def _stale_base_gate(mr: MergeRequest, task: Task, *, tip: str, head: str) -> str | None:
+    """The head to merge once the stale-base report is empty, or None (sent back)."""
+    path = mr.repository.path
+    lost = facts.stale_base_report(path, main=tip, head=head)
+    if not lost:
+        return head
+    worktree = Path(task.worktree_path) if task.worktree_path else None
+    if worktree and worktree.exists():
+        try:
+            conflicts = worktrees.rebase(worktree, onto=tip)
+        except GitError as exc:
+            conflicts = [str(exc)]
+        if not conflicts:
+            rebased = head_sha(worktree)
+            if not facts.stale_base_report(path, main=tip, head=rebased):
+                Task.objects.filter(pk=task.pk).update(head_sha=rebased)
+                task.head_sha = rebased
+                log.info("rebased %s onto %s for its merge", task.key, tip[:10])
+                return rebased
+    where = ", ".join(f"{h.path}:{h.start}-{h.end}" for h in lost[:10])
+    keys = sorted({c.task_key for h in lost for c in h.commits if c.task_key})
+    _send_back(
+        mr,
+        f"stale base: merging {task.branch} as it is would delete lines main gained "
+        f"({where}{'; from ' + ', '.join(keys) if keys else ''}); rebase onto fresh main",
+    )
+    return None
+
+
+def _check(mr: MergeRequest, candidate: str) -> bool:
+    repo, task = mr.repository, mr.task
+    run = CheckRun.objects.create(
+        repository=repo, task=task, name="merge check", commit_sha=candidate, status="running"
+    )
+    _save(mr, step="testing")
+    if os.environ.get(FAULT_ENV) == "testing":
+        threading.Timer(0.5, _fault, ["testing"]).start()
+    workdir = Path(settings.FLEET_DATA_DIR) / "scratch" / repo.slug / f"merge-{mr.pk}"
+    result = merge.run_check(
+        repo.path,
+        commit=candidate,
+        command=repo.check_command,
+        workdir=workdir,
+        timeout=settings.FLEET_CHECK_TIMEOUT,
+    )
+    run.status = "passed" if result.passed else "failed"
+    run.log, run.finished_at = result.log, timezone.now()
+    run.save(update_fields=["status", "log", "finished_at"])
+    if not result.passed:
+        _send_back(mr, f"the merge check failed on {candidate[:10]}", log_text=result.log)
+    return result.passed
+
+
+def _send_back(mr: MergeRequest, reason: str, log_text: str = "") -> None:
+    task = mr.task
+    with transaction.atomic():
+        _save(mr, step="done", result=MergeRequest.FAILED, log=f"{reason}\n\n{log_text}".strip())
+        task.refresh_from_db()
+        if task.status == Task.MERGING:
+            task.request_changes(by=None, reason=reason)
+        if task.assignee_id:
+            Message.objects.create(
+                recipient_id=task.assignee_id,
+                task=task,
+                subject=f"{task.key} came back from the merge queue",
+                body=f"{reason}\n\n{log_text[-4000:]}".strip(),
+            )
+
+
+def _finish(mr: MergeRequest, merged: str) -> None:
+    repo, task = mr.repository, mr.task
+    with transaction.atomic():
+        task.refresh_from_db()
+        if task.status == Task.MERGING:
+            task.mark_merged(commit=merged)
+        _save(mr, step="cleanup", result=MergeRequest.MERGED, candidate_sha=merged)
+    notes = []
+    if merge.has_remote(repo.path):
+        # Fleet's local default branch follows the remote's when it only lags behind.
+        local = merge.tip(repo.path, remote="", branch=repo.default_branch, fetch=False)
+        if local != merged and merge.is_ancestor(repo.path, local, merged):
+            merge.update_ref(repo.path, branch=repo.default_branch, new=merged, old=local)
+    if task.worktree_path:
+        removal = worktrees.remove(
+            repo.path,
+            worktree=Path(task.worktree_path),
+            branch=task.branch,
+            merged_head=mr.head_sha or None,
+        )
+        if removal.reason:
+            notes.append(f"kept for the lead to look at: {removal.reason}")
+    _save(mr, step="done", log="\n".join(notes))
