@@ -100,23 +100,27 @@ class LostHunk:
         return self.start + len(self.lines) - 1
 
 
-def _hunks(diff: str):
+def _hunks(diff: str) -> list[dict]:
     """(path, old_start, old_lines, new_start, new_lines) per ``-U0`` hunk, with the
     removed lines' text."""
+    hunks: list[dict] = []
     path = None
     current = None
+    header = False  # between "diff --git" and the first "@@": where "--- a/x" is a header
     for line in diff.splitlines():
         if line.startswith("diff --git "):
-            path = None
-        elif line.startswith("--- "):
+            path, current, header = None, None, True
+        elif header and line.startswith("--- "):
             old = line[4:]
             path = old[2:] if old.startswith("a/") else None
-        elif line.startswith("+++ "):
+        elif header and line.startswith("+++ "):
             new = line[4:]
             if new.startswith("b/"):
                 path = new[2:]
         elif line.startswith("@@"):
+            header = False
             match = HUNK.match(line)
+            current = None
             if match and path is not None:
                 old_start, old_count, new_start, new_count = match.groups()
                 current = {
@@ -127,9 +131,10 @@ def _hunks(diff: str):
                     "new_count": 1 if new_count is None else int(new_count),
                     "removed": [],
                 }
-                yield current
+                hunks.append(current)
         elif current is not None and line.startswith("-"):
             current["removed"].append(line[1:])
+    return hunks
 
 
 def stale_base_report(repo_path: str | Path, *, main: str, head: str) -> list[LostHunk]:

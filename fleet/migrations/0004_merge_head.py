@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fleet', '0003_agent_ports'),
+        ("fleet", "0003_agent_ports"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='mergerequest',
-            name='head_sha',
-            field=models.CharField(blank=True, help_text='the branch commit merged', max_length=40),
+            model_name="mergerequest",
+            name="head_sha",
+            field=models.CharField(blank=True, help_text="the branch commit merged", max_length=40),
         ),
     ]

@@ -1,0 +1,164 @@
+"""The merge queue in the worker: main only ever moves to a tested commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleet import merging
+from fleet.git import repo as gitrepo
+from fleet.git import worktrees
+from fleet.models import Agent, CheckRun, MergeRequest, Message, Task, Wave
+
+from ..conftest import make_agent, make_repository, make_task, make_user, make_wave
+from .conftest import commit, git, push_from_other
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def repository(shop, data_dir):
+    return make_repository(path=str(shop["clone"]), slug="shop", check_command="true")
+
+
+@pytest.fixture
+def lead(db):
+    return make_user("lea", "lead")
+
+
+def approved_task(repository, shop, key: str, files: dict[str, str], title: str = "") -> Task:
+    """A task with a worktree and one commit, reviewed and approved."""
+    wt = Path(shop["root"]) / "wt" / key
+    worktrees.create(
+        repository.path, worktree=wt, branch=f"feat/{key}", remote="origin", default="main"
+    )
+    head = commit(wt, files, f"work on {key}")
+    builder = make_agent(Agent.BUILDER, name=f"b-{key.lower()}")
+    return make_task(
+        wave=make_wave(status=Wave.RUNNING),
+        repository=repository,
+        key=key,
+        title=title or f"Task {key}",
+        status=Task.APPROVED,
+        assignee=builder,
+        head_sha=head,
+        worktree_path=str(wt),
+    )
+
+
+def origin_main(shop) -> str:
+    return git(shop["origin"], "rev-parse", "refs/heads/main")
+
+
+def test_a_passing_check_moves_main_to_exactly_the_tested_commit(repository, shop, lead):
+    task = approved_task(repository, shop, "T-1", {"shop/tax.py": "RATE = 0.2\n"}, "Add tax")
+    old = origin_main(shop)
+    merging.enqueue(task, by=lead)
+    assert merging.process_queues() == 1
+    run = CheckRun.objects.get(task=task)
+    new = origin_main(shop)
+    assert run.status == "passed" and run.commit_sha == new != old
+    assert git(shop["origin"], "log", "--format=%s", "-1", new) == "T-1: Add tax"
+    assert git(shop["origin"], "rev-parse", f"{new}^") == old  # squashed on the old tip
+    assert gitrepo.head_sha(repository.path, "refs/heads/main") == new  # local follows
+    task.refresh_from_db()
+    mr = MergeRequest.objects.get(task=task)
+    assert task.status == Task.MERGED and (mr.result, mr.step) == ("merged", "done")
+    assert not Path(task.worktree_path).exists()
+    assert not git(repository.path, "branch", "--list", "feat/T-1")
+
+
+def test_a_failing_check_leaves_main_alone_and_returns_the_task_with_the_log(
+    repository, shop, lead
+):
+    repository.check_command = "echo 'tests: 1 failed (test_tax)'; exit 3"
+    repository.save()
+    task = approved_task(repository, shop, "T-2", {"shop/tax.py": "RATE = 2\n"})
+    old = origin_main(shop)
+    merging.enqueue(task, by=lead)
+    merging.process_queues()
+    assert origin_main(shop) == old
+    task.refresh_from_db()
+    assert task.status == Task.CHANGES_REQUESTED
+    run = CheckRun.objects.get(task=task)
+    assert run.status == "failed" and "1 failed (test_tax)" in run.log
+    note = Message.objects.get(recipient=task.assignee)
+    assert "merge check failed" in note.body and "test_tax" in note.body
+    assert Path(task.worktree_path).exists()  # the builder's work stays
+
+
+def test_two_queued_tasks_merge_in_queue_order(repository, shop, lead):
+    first = approved_task(repository, shop, "T-3", {"shop/a.py": "A = 1\n"}, "First")
+    second = approved_task(repository, shop, "T-4", {"shop/b.py": "B = 1\n"}, "Second")
+    merging.enqueue(second, by=lead)
+    merging.enqueue(first, by=lead)
+    merging.process_queues()
+    merging.process_queues()
+    log = git(shop["origin"], "log", "--format=%s", "-2", "main").splitlines()
+    assert log == ["T-3: First", "T-4: Second"]
+    for name in ("shop/a.py", "shop/b.py"):
+        assert git(shop["origin"], "show", f"main:{name}")
+
+
+def test_a_conflict_returns_the_task_naming_the_files(repository, shop, lead):
+    task = approved_task(
+        repository, shop, "T-5", {"shop/cart.py": "def total(items):\n    return 0\n"}
+    )
+    push_from_other(shop, {"shop/cart.py": "def total(items):\n    return 1\n"}, "someone else")
+    old = origin_main(shop)
+    merging.enqueue(task, by=lead)
+    merging.process_queues()
+    assert origin_main(shop) == old
+    task.refresh_from_db()
+    assert task.status == Task.CHANGES_REQUESTED
+    assert "shop/cart.py" in MergeRequest.objects.get(task=task).log
+    assert "shop/cart.py" in Message.objects.get(recipient=task.assignee).body
+
+
+def test_a_stale_base_is_rebased_in_a_clean_worktree_and_never_deletes_the_feature(
+    repository, shop, lead
+):
+    stale = approved_task(repository, shop, "T-7", {"shop/ship.py": "FREE = 50\n"}, "Shipping")
+    feature = approved_task(repository, shop, "T-6", {"shop/gift.py": "GIFT = True\n"}, "Gifts")
+    merging.enqueue(feature, by=lead)
+    merging.process_queues()
+    # T-7 forked before T-6 landed; merging its tree would delete shop/gift.py.
+    merging.enqueue(stale, by=lead)
+    merging.process_queues()
+    stale.refresh_from_db()
+    assert stale.status == Task.MERGED
+    assert git(shop["origin"], "show", "main:shop/gift.py") == "GIFT = True"
+    assert git(shop["origin"], "show", "main:shop/ship.py") == "FREE = 50"
+
+
+def test_a_stale_base_in_a_dirty_worktree_is_sent_back_naming_the_feature(repository, shop, lead):
+    stale = approved_task(repository, shop, "T-9", {"shop/ship.py": "FREE = 50\n"}, "Shipping")
+    feature = approved_task(repository, shop, "T-8", {"shop/gift.py": "GIFT = True\n"}, "Gifts")
+    merging.enqueue(feature, by=lead)
+    merging.process_queues()
+    (Path(stale.worktree_path) / "notes.txt").write_text("still thinking\n")
+    merging.enqueue(stale, by=lead)
+    merging.process_queues()
+    stale.refresh_from_db()
+    assert stale.status == Task.CHANGES_REQUESTED
+    reason = MergeRequest.objects.get(task=stale).log
+    assert "stale base" in reason and "shop/gift.py" in reason and "T-8" in reason
+
+
+def test_main_moving_during_the_check_rebuilds_on_the_new_tip(repository, shop, lead, tmp_path):
+    marker = tmp_path / "pushed-once"
+    other = shop["other"]
+    repository.check_command = (
+        f"test -e {marker} || (touch {marker} && cd {other} && git pull -q --ff-only origin main"
+        f" && echo late > late.txt && git add late.txt && git -c user.name=o -c user.email=o@x"
+        f" commit -qm late && git push -q origin main)"
+    )
+    repository.save()
+    task = approved_task(repository, shop, "T-10", {"shop/c.py": "C = 1\n"}, "Late")
+    merging.enqueue(task, by=lead)
+    merging.process_queues()
+    assert CheckRun.objects.filter(task=task).count() == 2  # the rebuilt candidate is tested
+    log = git(shop["origin"], "log", "--format=%s", "-2", "main").splitlines()
+    assert log == ["T-10: Late", "late"]
+    assert CheckRun.objects.filter(task=task).first().commit_sha == origin_main(shop)
