@@ -1,0 +1,75 @@
+"""A worker SIGKILLed at any step of a merge: main is the old tip or the tested
+commit, never anything else; no git lock is left behind; the queue completes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.models import CheckRun, MergeRequest, Task
+
+from ..agent.conftest import ROOT, database_url
+from ..conftest import make_repository, make_user
+from .conftest import git
+from .test_merge_queue import approved_task, origin_main
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def worker_once(data_dir: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "DJANGO_ALLOW"))}
+    env.update(DATABASE_URL=database_url(), FLEET_DATA_DIR=str(data_dir))
+    if fault:
+        env["FLEET_FAULT_KILL_AT"] = fault
+    return subprocess.run(
+        [sys.executable, "manage.py", "fleet_worker", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def git_locks(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*.lock")]
+
+
+@pytest.mark.parametrize("step", ["candidate", "testing", "before-update", "after-update"])
+def test_killing_the_worker_at_each_step_of_a_merge(step, shop, data_dir):
+    repository = make_repository(
+        path=str(shop["clone"]), slug="shop", check_command="sleep 2; test -e shop/tax.py"
+    )
+    task = approved_task(repository, shop, "T-1", {"shop/tax.py": "RATE = 0.2\n"}, "Add tax")
+    from fleet import merging
+
+    merging.enqueue(task, by=make_user("lea", "lead"))
+    old = origin_main(shop)
+
+    killed = worker_once(data_dir, fault=step)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    mr = MergeRequest.objects.get(task=task)
+    assert origin_main(shop) in {old, mr.candidate_sha}
+    if step == "after-update":
+        assert origin_main(shop) == mr.candidate_sha
+    else:
+        assert origin_main(shop) == old
+    assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
+
+    done = worker_once(data_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    task.refresh_from_db()
+    mr.refresh_from_db()
+    assert task.status == Task.MERGED and mr.result == "merged"
+    tested = CheckRun.objects.filter(task=task, status="passed").values_list(
+        "commit_sha", flat=True
+    )
+    assert origin_main(shop) in set(tested)
+    assert git(shop["origin"], "log", "--format=%s", "-1", "main") == "T-1: Add tax"
+    assert git(shop["origin"], "rev-parse", "main^") == old
+    assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
+    assert "merge-" not in git(shop["clone"], "worktree", "list")  # no scratch left
