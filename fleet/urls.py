@@ -23,6 +23,18 @@ urlpatterns = [
             ]
         ),
     ),
+    # tasks/
+    path(
+        "tasks/<str:key>/",
+        include(
+            [
+                path("", views.task_detail, name="fleet-task"),
+                path("rebase/", views.task_rebase, name="fleet-task-rebase"),
+                path("merge/", views.task_queue_merge, name="fleet-task-merge"),
+            ]
+        ),
+    ),
+    path("repositories/", views.repository_list, name="fleet-repositories"),
     path("healthz", views.healthz, name="fleet-healthz"),
     # accounts/
     path(

@@ -20,6 +20,7 @@ from fleet.roles import LEAD, MANAGER, REVIEWER, ROLES, role_required, user_role
 NAVIGATION = [
     ("Fleet", "fleet-overview", None),
     ("Agents", "fleet-agents", None),
+    ("Repositories", "fleet-repositories", None),
     ("Activity", "fleet-activity", None),
 ]
 
