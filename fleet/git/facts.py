@@ -171,26 +171,65 @@ def stale_base_report(repo_path: str | Path, *, main: str, head: str) -> list[Lo
                         report.append(current)
                 else:
                     current = None
-        for lost in report:
-            lost.commits = _introduced(repo, main_sha, lost)
+        _attribute(repo, base, main_sha, report)
     return report
 
 
-def _introduced(repo, main_sha: str, lost: LostHunk) -> list[Introduced]:
-    blame = repo.git.blame(
-        "--porcelain", "-L", f"{lost.start},{lost.end}", main_sha, "--", lost.path
-    )
-    seen: dict[str, Introduced] = {}
+def _attribute(repo, base: str, main_sha: str, report: list[LostHunk]) -> None:
+    """Name the main commits that introduced each lost hunk. One ``git log`` finds the
+    commits after the fork per path; a path only one of them touched needs nothing
+    more, others get a single ``git blame`` over all their lost ranges."""
+    if not report:
+        return
+    touched: dict[str, list[Introduced]] = {}
+    current: Introduced | None = None
+    log = repo.git.log("--format=%x00%H %s", "--name-only", "--no-renames", f"{base}..{main_sha}")
+    for line in log.splitlines():
+        if line.startswith("\0"):
+            sha, _, subject = line[1:].partition(" ")
+            match = TASK_KEY.match(subject)
+            current = Introduced(sha, subject, match.group(1) if match else None)
+        elif line.strip() and current is not None:
+            touched.setdefault(line.strip(), []).append(current)
+    by_path: dict[str, list[LostHunk]] = {}
+    for lost in report:
+        by_path.setdefault(lost.path, []).append(lost)
+    for path, hunks in by_path.items():
+        candidates = touched.get(path, [])
+        if len(candidates) == 1:
+            for lost in hunks:
+                lost.commits = list(candidates)
+            continue
+        known = {c.sha: c for c in candidates}
+        ranges = [arg for h in hunks for arg in ("-L", f"{h.start},{h.end}")]
+        line_commit = _blame_lines(repo.git.blame("--porcelain", *ranges, main_sha, "--", path))
+        for lost in hunks:
+            found: dict[str, Introduced] = {}
+            for number in range(lost.start, lost.end + 1):
+                sha, subject = line_commit.get(number, (None, ""))
+                if sha and sha not in found:
+                    match = TASK_KEY.match(subject)
+                    found[sha] = known.get(sha) or Introduced(
+                        sha, subject, match.group(1) if match else None
+                    )
+            lost.commits = list(found.values())
+
+
+def _blame_lines(porcelain: str) -> dict[int, tuple[str, str]]:
+    """Final line number → (commit, subject) from ``git blame --porcelain``."""
     subjects: dict[str, str] = {}
-    sha = None
-    for line in blame.splitlines():
-        head = line.split(" ", 1)[0]
-        if len(head) == 40 and all(c in "0123456789abcdef" for c in head):
-            sha = head
+    lines: dict[int, tuple[str, str]] = {}
+    sha, final = None, 0
+    for line in porcelain.splitlines():
+        parts = line.split(" ")
+        if (
+            len(parts[0]) == 40
+            and len(parts) >= 3
+            and all(c in "0123456789abcdef" for c in parts[0])
+        ):
+            sha, final = parts[0], int(parts[2])
         elif line.startswith("summary ") and sha:
             subjects[sha] = line[len("summary ") :]
-        elif line.startswith("\t") and sha and sha not in seen:
-            subject = subjects.get(sha, "")
-            match = TASK_KEY.match(subject)
-            seen[sha] = Introduced(sha, subject, match.group(1) if match else None)
-    return list(seen.values())
+        elif line.startswith("\t") and sha:
+            lines[final] = (sha, subjects.get(sha, ""))
+    return lines

@@ -111,3 +111,18 @@ def test_removed_lines_that_look_like_headers_are_still_lines(shop):
     assert [(h.path, h.lines) for h in lost] == [
         ("db/schema.sql", ["--- a/b", "-- comment", "CREATE TABLE t (id int);"])
     ]
+
+
+def test_lines_from_several_main_commits_are_each_attributed(shop):
+    clone = shop["clone"]
+    stale = make_worktree(shop, "T-52")
+    first = make_worktree(shop, "T-50")
+    commit(first, {"shop/cart.py": FEATURE_A}, "discount")
+    squash_merge(shop, first, "T-50", "Discount")
+    second = make_worktree(shop, "T-51")  # forks after T-50 landed
+    commit(second, {"shop/cart.py": FEATURE_A + "\n\nVAT = 0.2\n"}, "vat")
+    squash_merge(shop, second, "T-51", "VAT")
+    commit(stale, {"shop/other.py": "O = 1\n"}, "other")
+    tip = merge.tip(clone, remote="origin", branch="main")
+    lost = facts.stale_base_report(clone, main=tip, head="feat/T-52")
+    assert {c.task_key for h in lost for c in h.commits} == {"T-50", "T-51"}

@@ -1,8 +1,9 @@
-"""``manage.py fleet_bench heartbeat``: measure Fleet on this machine.
+"""``manage.py fleet_bench {heartbeat,git}``: measure Fleet on this machine.
 
-Starts its own server processes on 127.0.0.1 over a throwaway database (SQLite, or a
-fresh PostgreSQL database when --database-url names one), drives them, stops them,
-prints a table and writes the figures as JSON.
+Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
+SQLite database, or a fresh PostgreSQL database when --database-url names one; a
+generated repository in a temporary directory), drives it, stops it, prints a table
+and writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet.bench import heartbeat
+from fleet.bench import gitbench, heartbeat
 
 
 class Command(BaseCommand):
-    help = "Benchmark Fleet on this machine (loopback only, bounded in time)."
+    help = "Benchmark Fleet on this machine (loopback only, bounded in time and size)."
 
     def add_arguments(self, parser) -> None:
-        sub = parser.add_subparsers(dest="bench", required=True, metavar="{heartbeat}")
+        sub = parser.add_subparsers(dest="bench", required=True, metavar="{heartbeat,git}")
         hb = sub.add_parser("heartbeat", help="agents posting heartbeats vs a trivial async view")
         hb.add_argument("--agents", type=int, default=20, help="simulated agents (default 20)")
         hb.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
@@ -40,29 +41,55 @@ class Command(BaseCommand):
         )
         hb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
+        gb = sub.add_parser("git", help="worktrees, stale-base report, merge queue")
+        gb.add_argument("--files", type=int, default=20_000)
+        gb.add_argument("--commits", type=int, default=10_000)
+        gb.add_argument("--worktrees", type=int, default=100)
+        gb.add_argument("--merges", type=int, default=20)
+        gb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
     def handle(self, *args, **options) -> None:
+        progress = lambda line: self.stderr.write(line)  # noqa: E731
+        try:
+            if options["bench"] == "heartbeat":
+                results = self._heartbeat(options, progress)
+                text = heartbeat.table(results)
+            else:
+                results = self._git(options, progress)
+                text = gitbench.table(results)
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(text)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        default = settings.FLEET_DATA_DIR / "bench" / f"{options['bench']}-{stamp}.json"
+        path = Path(options["json_path"] or default)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        self.stdout.write(f"figures written to {path}")
+
+    def _heartbeat(self, options, progress) -> dict:
         if not 1 <= options["agents"] <= 500:
             raise CommandError("--agents must be between 1 and 500")
         if not 0.5 <= options["seconds"] <= 600:
             raise CommandError("--seconds must be between 0.5 and 600")
-        try:
-            results = heartbeat.run(
-                agents=options["agents"],
-                seconds=options["seconds"],
-                warmup=max(0.0, min(options["warmup"], 60)),
-                servers=tuple(options["server"] or ["daphne"]),
-                database_url=options["database_url"] or None,
-                progress=lambda line: self.stderr.write(line),
-            )
-        except RuntimeError as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(heartbeat.table(results))
-        path = Path(
-            options["json_path"]
-            or settings.FLEET_DATA_DIR
-            / "bench"
-            / f"heartbeat-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        return heartbeat.run(
+            agents=options["agents"],
+            seconds=options["seconds"],
+            warmup=max(0.0, min(options["warmup"], 60)),
+            servers=tuple(options["server"] or ["daphne"]),
+            database_url=options["database_url"] or None,
+            progress=progress,
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        self.stdout.write(f"figures written to {path}")
+
+    def _git(self, options, progress) -> dict:
+        bounds = {"files": (10, 200_000), "commits": (2, 100_000), "worktrees": (1, 500)}
+        for name, (low, high) in {**bounds, "merges": (1, 200)}.items():
+            if not low <= options[name] <= high:
+                raise CommandError(f"--{name} must be between {low} and {high}")
+        return gitbench.run(
+            files=options["files"],
+            commits=options["commits"],
+            worktree_count=options["worktrees"],
+            merges=options["merges"],
+            progress=progress,
+        )
