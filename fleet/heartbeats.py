@@ -14,13 +14,14 @@ than model instances and writes with one parameterized statement per table.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -28,7 +29,11 @@ from django.utils import timezone
 from fleet import ratelimit
 from fleet.models import Agent, AgentSession, Budget, Message, SpendEvent, Task, TransitionError
 
+log = logging.getLogger("fleet.api")
+
 CENT = Decimal("0.0001")
+MAX_USD = Decimal("99999999")  # the totals' columns hold 12 digits, 4 after the point
+MAX_TOKENS = 2**62
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="fleet"'}
 
 
@@ -125,16 +130,48 @@ def budget_left(budgets: list) -> float | None:
 def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
     """Record the beats; per beat, the directives (a dict) or why it was refused
     (a ``Refusal`` or ``TransitionError``; a refused beat changes nothing)."""
+    # The limiter's cache calls happen before the transaction, never under its locks.
+    waits = [None if p.agent_id else ratelimit.hit(f"t:{p.token_hash}") for p in pending]
     results: list[dict[str, Any] | Exception] = []
     with transaction.atomic():
         batch = _load(pending)
-        for item in pending:
+        for item, wait in zip(pending, waits, strict=True):
             try:
-                results.append(_apply(batch, item))
+                results.append(_apply(batch, item, wait))
             except (Refusal, TransitionError) as exc:
                 results.append(exc)
         _write(batch)
     return results
+
+
+UNAVAILABLE = Refusal(503, "unavailable", "heartbeat not recorded; retry", {"Retry-After": "1"})
+
+
+def record_isolated(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
+    """``record``, but a batch that fails as a whole (a database error, a deadlock, a
+    lost connection) is retried one beat at a time, so only the beat that really
+    fails gets a 503 (and the agent retries it)."""
+    try:
+        return record(pending)
+    except Exception:
+        log.warning("a batch of %d heartbeats failed; recording one by one", len(pending))
+        _drop_broken_connections()
+    results: list[dict[str, Any] | Exception] = []
+    for item in pending:
+        try:
+            results.extend(record([item]))
+        except Exception:
+            log.exception("recording a heartbeat failed")
+            _drop_broken_connections()
+            results.append(UNAVAILABLE)
+    return results
+
+
+def _drop_broken_connections() -> None:
+    for conn in connections.all(initialized_only=True):
+        if conn.in_atomic_block:
+            continue  # inside a caller's transaction (tests): not ours to close
+        conn.close_if_unusable_or_obsolete()
 
 
 def _locked(queryset):
@@ -144,8 +181,10 @@ def _locked(queryset):
 def _load(pending: list[Pending]) -> _Batch:
     ids = {p.agent_id for p in pending if p.agent_id is not None}
     hashes = {p.token_hash for p in pending if p.agent_id is None and p.token_hash}
-    # Rows are locked in primary-key order, agents before tasks before budgets, the
-    # same order every writer takes them in, so concurrent batches cannot deadlock.
+    # Rows are locked in primary-key order, agents before tasks before budgets, so two
+    # batches cannot deadlock each other. Writers that lock a task before its agent
+    # (lease expiry, submit) can still deadlock with a batch on PostgreSQL; the
+    # database aborts one side, and record_isolated retries the beats one by one.
     # (SQLite: the IMMEDIATE transaction already holds the database's write lock.)
     unread = (
         Message.objects.filter(recipient=OuterRef("pk"), acked_at__isnull=True)
@@ -199,15 +238,17 @@ def _load(pending: list[Pending]) -> _Batch:
     )
 
 
-def _authenticate(batch: _Batch, item: Pending) -> AgentRow:
+def _authenticate(batch: _Batch, item: Pending, wait: float | None) -> AgentRow:
     if item.agent_id is not None:
-        return batch.agents[item.agent_id]  # the API's own auth and limit already ran
+        agent = batch.agents.get(item.agent_id)  # the API's own auth and limit already ran
+        if agent is None:  # deleted since
+            raise Refusal(401, "unauthorized", "the agent no longer exists", UNAUTHORIZED)
+        return agent
     agent = batch.by_hash.get(item.token_hash)
     if agent is None:
         raise Refusal(401, "unauthorized", "missing or unknown bearer token", UNAUTHORIZED)
     if agent.token_revoked_at is not None:
         raise Refusal(401, "unauthorized", f"the token of {agent.name} was revoked", UNAUTHORIZED)
-    wait = ratelimit.hit(agent.pk)
     if wait is not None:
         raise Refusal(
             429,
@@ -218,8 +259,8 @@ def _authenticate(batch: _Batch, item: Pending) -> AgentRow:
     return agent
 
 
-def _apply(batch: _Batch, item: Pending) -> dict[str, Any]:
-    agent = _authenticate(batch, item)
+def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str, Any]:
+    agent = _authenticate(batch, item, wait)
     beat = item.beat
     task = batch.tasks.get(agent.current_task_id)
     held = holds_lease(agent, task)
@@ -237,6 +278,14 @@ def _apply(batch: _Batch, item: Pending) -> dict[str, Any]:
     agent.status_line = beat.status_line
     batch.dirty_agents[agent.pk] = agent
     cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
+    if (
+        agent.spent_usd + cost >= MAX_USD
+        or agent.tokens_used + beat.tokens_in + beat.tokens_out >= MAX_TOKENS
+    ):
+        raise TransitionError(
+            f"{agent.name}'s spend totals would overflow; a person must look at this agent",
+            code="spend_overflow",
+        )
     budgets = batch.budgets[agent.pk]
     if beat.tokens_in or beat.tokens_out or cost:
         if agent.session_id is None:

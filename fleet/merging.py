@@ -97,6 +97,10 @@ def process_queues() -> int:
         except GitError as exc:
             log.warning("merge queue of %s: %s", repository.slug, exc)
             continue
+        except Exception:
+            # One repository's trouble must not hold up the others' queues.
+            log.exception("merge queue of %s failed", repository.slug)
+            continue
         if merge_request is not None and merge_request.result != MergeRequest.PENDING:
             settled += 1
     return settled
@@ -135,6 +139,10 @@ def _advance(mr: MergeRequest) -> None:
         if mr.candidate_sha and tip == mr.candidate_sha:
             # Restarted after main moved to the tested candidate: it is merged.
             return _finish(mr, tip)
+        task.refresh_from_db()
+        if task.status != Task.MERGING:
+            _save(mr, step="done", result=MergeRequest.FAILED, log=f"{task.key} is {task.status}")
+            return
         _save(mr, step="queued", candidate_sha="")
         head = task.head_sha or head_sha(path, f"refs/heads/{task.branch}")
         head = _stale_base_gate(mr, task, tip=tip, head=head)

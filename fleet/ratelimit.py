@@ -18,13 +18,14 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), PERIODS[period.strip()[:1].lower()]
 
 
-def hit(agent_id: int) -> float | None:
-    """Count one call by the agent: None when allowed, else seconds until it may
-    call again."""
+def hit(ident: str) -> float | None:
+    """Count one call by a caller (an agent, keyed by its token's hash): None when
+    allowed, else seconds until it may call again. A fixed window: across a window's
+    edge up to twice the rate can pass, the usual trade for one increment per call."""
     limit, period = parse_rate(settings.FLEET_API_RATE)
     now = time.time()
     window = int(now // period)
-    key = f"fleet:rate:{agent_id}:{window}"
+    key = f"fleet:rate:{ident}:{window}"
     try:
         count = cache.incr(key)
     except ValueError:  # the window's first call

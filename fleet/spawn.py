@@ -165,7 +165,10 @@ def spawn(
         raise SpawnError(problems) from exc
     directory = Path(directory or Path(settings.FLEET_DATA_DIR) / "agents" / name)
     if (directory / ".git").exists():
-        tracked = gitrepo.tracked(directory, [p.strip("/") for p in IDENTITY_PATTERNS])
+        try:
+            tracked = gitrepo.tracked(directory, [p.strip("/") for p in IDENTITY_PATTERNS])
+        except GitError as exc:
+            raise SpawnError(str(exc)) from exc
         if tracked:
             # info/exclude cannot hide a tracked file: writing ours would land in a commit.
             raise SpawnError(

@@ -41,7 +41,7 @@ class PerAgentThrottle(BaseThrottle):
         agent = getattr(request, "auth", None)
         if agent is None:
             return True
-        self._wait.seconds = ratelimit.hit(agent.pk)
+        self._wait.seconds = ratelimit.hit(f"t:{agent.token_hash}")
         return self._wait.seconds is None
 
     def wait(self) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import git
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
@@ -27,6 +26,7 @@ from fleet.api.schemas import (
     WorkOut,
 )
 from fleet.git import repo as gitrepo
+from fleet.git.errors import GitError
 from fleet.models import Agent, CheckRun, Learning, Review, Task, TransitionError
 
 router = Router()
@@ -104,7 +104,7 @@ def review(request: HttpRequest, review_id: int):
             base=task.base_sha or task.repository.default_branch,
             head=review.commit_sha,
         )
-    except (git.GitCommandError, git.NoSuchPathError, git.InvalidGitRepositoryError) as exc:
+    except GitError as exc:
         raise TransitionError(f"cannot diff {review.commit_sha}: {exc}", code="no_diff") from exc
     return {
         "id": review.pk,

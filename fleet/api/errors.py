@@ -54,6 +54,10 @@ def install(api: NinjaAPI) -> None:
         )
         return respond(request, exc.status_code, code, str(exc))
 
+    @api.exception_handler(RecursionError)
+    def too_deep(request, exc: RecursionError):
+        return respond(request, 400, "bad_request", "request body is nested too deeply")
+
     @api.exception_handler(RequestDataTooBig)
     def too_big(request, exc: RequestDataTooBig):
         return respond(request, 413, "too_large", "request body is larger than the API accepts")

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from ninja import Field, Schema
-from pydantic import field_validator, model_validator
+from pydantic import AfterValidator, field_validator, model_validator
 
 SHA = r"^[0-9a-f]{7,40}$"
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Text from agents: no NUL characters (PostgreSQL cannot store them in text columns).
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class ErrorOut(Schema):
@@ -79,11 +89,11 @@ class BootOut(Schema):
 
 class HeartbeatIn(Schema):
     context_pct: int = Field(..., ge=0, le=100, description="share of the context window used")
-    status_line: str = Field("", max_length=200)
+    status_line: Text = Field("", max_length=200)
     tokens_in: int = Field(0, ge=0, le=1_000_000_000)
     tokens_out: int = Field(0, ge=0, le=1_000_000_000)
     cost_usd: float = Field(0, ge=0, le=100_000, allow_inf_nan=False)
-    model: str = Field("", max_length=100)
+    model: Text = Field("", max_length=100)
     epoch: int | None = Field(
         None, ge=0, le=2**31, description="the lease epoch the agent believes it holds"
     )
@@ -106,7 +116,7 @@ class WorkOut(Schema):
 
 
 class SubmitIn(Schema):
-    commit: str = Field(..., pattern=SHA)
+    commit: Text = Field(..., pattern=SHA)
     epoch: int = Field(..., ge=0, le=2**31)
 
 
@@ -117,7 +127,7 @@ class SubmitOut(Schema):
 
 
 class ClaimIn(Schema):
-    task: str = Field(..., max_length=20)
+    task: Text = Field(..., max_length=20)
     paths: list[str] = Field(..., min_length=1, max_length=100)
     mode: Literal["write", "read"] = "write"
     ttl: int = Field(900, ge=30, le=86_400, description="seconds the claim lasts")
@@ -150,8 +160,8 @@ class ClaimOut(Schema):
 
 class JournalIn(Schema):
     kind: Literal["done", "learned", "next", "note"]
-    body: str = Field(..., min_length=1, max_length=20_000)
-    task: str | None = Field(None, max_length=20)
+    body: Text = Field(..., min_length=1, max_length=20_000)
+    task: Text | None = Field(None, max_length=20)
 
 
 class CreatedOut(Schema):
@@ -159,28 +169,28 @@ class CreatedOut(Schema):
 
 
 class LearningIn(Schema):
-    title: str = Field(..., min_length=1, max_length=200)
-    body: str = Field(..., min_length=1, max_length=20_000)
-    tags: str = Field("", max_length=200)
+    title: Text = Field(..., min_length=1, max_length=200)
+    body: Text = Field(..., min_length=1, max_length=20_000)
+    tags: Text = Field("", max_length=200)
 
 
 class CheckIn(Schema):
-    name: str = Field(..., min_length=1, max_length=100)
-    commit: str = Field(..., pattern=SHA)
+    name: Text = Field(..., min_length=1, max_length=100)
+    commit: Text = Field(..., pattern=SHA)
     status: Literal["pending", "running", "passed", "failed", "error"]
-    task: str | None = Field(None, max_length=20)
-    url: str = Field("", max_length=200, pattern=r"^(https?://\S+)?$")
-    log: str = Field("", max_length=100_000)
+    task: Text | None = Field(None, max_length=20)
+    url: Text = Field("", max_length=200, pattern=r"^(https?://\S+)?$")
+    log: Text = Field("", max_length=100_000)
 
 
 class FindingIn(Schema):
-    path: str = Field(..., min_length=1, max_length=500)
+    path: Text = Field(..., min_length=1, max_length=500)
     line_start: int | None = Field(None, ge=1, le=10_000_000)
     line_end: int | None = Field(None, ge=1, le=10_000_000)
     severity: Literal["info", "minor", "major", "critical"]
-    title: str = Field(..., min_length=1, max_length=200)
-    body: str = Field("", max_length=20_000)
-    suggested_fix: str = Field("", max_length=20_000)
+    title: Text = Field(..., min_length=1, max_length=200)
+    body: Text = Field("", max_length=20_000)
+    suggested_fix: Text = Field("", max_length=20_000)
 
     @model_validator(mode="after")
     def line_range(self) -> FindingIn:

@@ -56,16 +56,19 @@ class Server:
         env: dict[str, str] | None = None,
         kind: str = "daphne",
         access_log: bool = True,
+        inherit_env: bool = True,
     ) -> None:
         self.port, self.data_dir, self.kind, self.access_log = port, data_dir, kind, access_log
         self.env = env or {}
+        self.inherit_env = inherit_env  # False: ``env`` is the whole environment
         self.proc: subprocess.Popen | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log = data_dir / f"{kind}-{port}.log"
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 30) -> Server:
-        env = {**os.environ, "FLEET_DATA_DIR": str(self.data_dir), **self.env}
+        base = os.environ if self.inherit_env else {}
+        env = {**base, "FLEET_DATA_DIR": str(self.data_dir), **self.env}
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -75,17 +78,20 @@ class Server:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"{self.kind} did not answer within {timeout:.0f} s")
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.kind} exited: {self.log.read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                        return self
+                except OSError:
+                    time.sleep(0.2)
+            raise RuntimeError(f"{self.kind} did not answer within {timeout:.0f} s")
+        except BaseException:  # Ctrl-C included: never leave the server behind
+            self.kill()
+            raise
 
     @property
     def pid(self) -> int | None:

@@ -73,8 +73,9 @@ class LeanAgentClient(AgentClient):
         if (method, path) != ("post", "heartbeat"):
             return super().call(method, path, json, raw=raw, **headers)
         body = raw if raw is not None else jsonlib.dumps(json).encode()
-        sent = [(b"host", b"testserver"), (b"content-type", b"application/json")]
-        if self.token is not None:
+        host = headers.pop("HTTP_HOST", "testserver")
+        sent = [(b"host", host.encode()), (b"content-type", b"application/json")]
+        if self.token is not None and "HTTP_AUTHORIZATION" not in headers:
             sent.append((b"authorization", f"Bearer {self.token}".encode()))
         for name, value in headers.items():
             sent.append(
@@ -84,6 +85,8 @@ class LeanAgentClient(AgentClient):
         answer = async_to_sync(communicator.get_response)(timeout=10)
         if answer["status"] != DELEGATED:
             return LeanResponse(answer)
+        if host != "testserver":
+            headers["HTTP_HOST"] = host
         response = super().call(method, path, json, raw=raw, **headers)
         response.route = "django"
         return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -146,3 +147,108 @@ def test_concurrent_heartbeats_are_recorded_in_batches_and_one_bad_beat_spoils_n
         assert task.lease_expires_at > agent.last_heartbeat_at
     revoked.refresh_from_db()
     assert revoked.last_heartbeat_at is None
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"[" * 100_000, 400),  # nested too deeply for the JSON parser
+        (b'{"context_pct": 5, "status_line": "a\\u0000b"}', 422),  # NUL: PostgreSQL refuses
+        (b'{"context_pct": 5, "model": "m\\u0000"}', 422),
+    ],
+)
+def test_hostile_bodies_are_client_errors_on_both_routes(as_agent_any, raw, status):
+    agent, token = make_token_agent()
+    response = as_agent_any(token).call("post", "heartbeat", raw=raw)
+    assert response.status_code == status and "error" in response.json()
+    agent.refresh_from_db()
+    assert agent.last_heartbeat_at is None
+
+
+def test_spend_that_would_overflow_the_totals_is_refused(as_agent_any):
+    agent, token = make_token_agent()
+    Agent.objects.filter(pk=agent.pk).update(spent_usd=Decimal("99999990"))
+    response = as_agent_any(token).post("heartbeat", {"context_pct": 1, "cost_usd": 50_000})
+    assert response.status_code == 409 and response.json()["error"] == "spend_overflow"
+    assert not SpendEvent.objects.filter(agent=agent).exists()
+
+
+def test_a_disallowed_host_is_handed_to_django(client):
+    agent, token = make_token_agent()
+    response = LeanAgentClient(client, token).call(
+        "post", "heartbeat", {"context_pct": 1}, HTTP_HOST="evil.example"
+    )
+    assert response.route == "django" and response.status_code == 400
+    agent.refresh_from_db()
+    assert agent.last_heartbeat_at is None
+
+
+def test_the_bearer_header_is_parsed_exactly_as_the_api_does(client):
+    agent, token = make_token_agent()
+    for header in (f"Bearer  {token}", f"Bearer {token} ", f"bearer {token}"):
+        lean = LeanAgentClient(client, token).call(
+            "post", "heartbeat", {"context_pct": 1}, HTTP_AUTHORIZATION=header
+        )
+        api = AgentClient(client, token).call(
+            "post", "heartbeat", {"context_pct": 1}, HTTP_AUTHORIZATION=header
+        )
+        assert lean.status_code == api.status_code, header
+
+
+def test_plain_http_under_ssl_redirect_goes_to_django(client, settings):
+    settings.SECURE_SSL_REDIRECT = True  # before the client's first request loads middleware
+    _, token = make_token_agent()
+    redirected = LeanAgentClient(client, token).post("heartbeat", {"context_pct": 1})
+    assert redirected.route == "django" and redirected.status_code == 301
+
+
+def test_an_oversized_body_in_one_message_is_a_413(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    _, token = make_token_agent()
+    body = json.dumps({"context_pct": 1, "status_line": "x" * 150}).encode()
+    response = LeanAgentClient(client, token).call("post", "heartbeat", raw=body)
+    assert response.route == "django" and response.status_code == 413
+
+
+def test_one_failing_beat_does_not_fail_the_others_in_its_batch():
+    from fleet.heartbeats import Beat, Pending, Refusal, record_isolated
+    from fleet.models import hash_token
+
+    good = [make_token_agent() for _ in range(2)]
+    bad, bad_token = make_token_agent()
+    pending = [
+        Pending(beat=Beat(context_pct=5, cost_usd=0.1), token_hash=hash_token(good[0][1])),
+        # Past the schema's checks (negative spend): the database's constraint refuses it.
+        Pending(beat=Beat(context_pct=5, cost_usd=-1.0), token_hash=hash_token(bad_token)),
+        Pending(beat=Beat(context_pct=5, cost_usd=0.1), token_hash=hash_token(good[1][1])),
+    ]
+    results = record_isolated(pending)
+    assert isinstance(results[1], Refusal) and results[1].status == 503
+    assert results[0]["stop"] is False and results[2]["stop"] is False
+    assert SpendEvent.objects.count() == 2
+    bad.refresh_from_db()
+    assert bad.last_heartbeat_at is None
+
+
+def test_beats_that_waited_past_the_deadline_are_not_recorded(monkeypatch):
+    from fleet.api import fastpath
+
+    monkeypatch.setattr(fastpath, "QUEUE_DEADLINE", -1.0)
+    agent, token = make_token_agent()
+    answers = _post_all(HeartbeatRoute(lambda *a: None), [(token, {"context_pct": 3})])
+    assert answers[0]["status"] == 503
+    agent.refresh_from_db()
+    assert agent.last_heartbeat_at is None
+
+
+def test_the_lean_route_can_be_switched_off():
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ['FLEET_HEARTBEAT_FASTPATH'] = '0'\n"
+        "from fleet.asgi import application\n"
+        "print(type(application.application_mapping['http']).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ASGIHandler"
