@@ -214,7 +214,7 @@ def _check(mr: MergeRequest, candidate: str) -> bool:
     _save(mr, step="testing")
     if os.environ.get(FAULT_ENV) == "testing":
         threading.Timer(0.5, _fault, ["testing"]).start()
-    workdir = Path(settings.FLEET_DATA_DIR) / "scratch" / repo.slug / f"merge-{mr.pk}"
+    workdir = Path(settings.FLEET_DATA_DIR) / "scratch" / repo.slug / "check"
     result = merge.run_check(
         repo.path,
         commit=candidate,
@@ -247,25 +247,43 @@ def _send_back(mr: MergeRequest, reason: str, log_text: str = "") -> None:
 
 
 def _finish(mr: MergeRequest, merged: str) -> None:
+    """Main is the tested candidate: the task is merged. Its worktree and branch are
+    removed later by ``collect_merged`` (removing thousands of files does not hold up
+    the queue)."""
     repo, task = mr.repository, mr.task
     with transaction.atomic():
         task.refresh_from_db()
         if task.status == Task.MERGING:
             task.mark_merged(commit=merged)
         _save(mr, step="cleanup", result=MergeRequest.MERGED, candidate_sha=merged)
-    notes = []
     if merge.has_remote(repo.path):
         # Fleet's local default branch follows the remote's when it only lags behind.
         local = merge.tip(repo.path, remote="", branch=repo.default_branch, fetch=False)
         if local != merged and merge.is_ancestor(repo.path, local, merged):
             merge.update_ref(repo.path, branch=repo.default_branch, new=merged, old=local)
-    if task.worktree_path:
-        removal = worktrees.remove(
-            repo.path,
-            worktree=Path(task.worktree_path),
-            branch=task.branch,
-            merged_head=mr.head_sha or None,
-        )
-        if removal.reason:
-            notes.append(f"kept for the lead to look at: {removal.reason}")
-    _save(mr, step="done", log="\n".join(notes))
+
+
+def collect_merged() -> int:
+    """Remove merged tasks' worktrees and branches where nothing would be lost; what
+    must stay is noted on the MergeRequest for the lead (the Repositories page)."""
+    done = 0
+    for mr in MergeRequest.objects.filter(
+        result=MergeRequest.MERGED, step="cleanup"
+    ).select_related("task", "repository"):
+        task, notes = mr.task, ""
+        if task.worktree_path:
+            try:
+                removal = worktrees.remove(
+                    mr.repository.path,
+                    worktree=Path(task.worktree_path),
+                    branch=task.branch,
+                    merged_head=mr.head_sha or None,
+                )
+            except GitError as exc:
+                log.warning("cleaning up after %s: %s", task.key, exc)
+                continue
+            if removal.reason:
+                notes = f"kept for the lead to look at: {removal.reason}"
+        _save(mr, step="done", log=notes)
+        done += 1
+    return done

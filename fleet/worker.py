@@ -52,10 +52,17 @@ def merge_queues(now) -> int:
     return process_queues()
 
 
+def merged_worktrees(now) -> int:
+    from fleet.merging import collect_merged
+
+    return collect_merged()
+
+
 SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("expired_leases", expire_leases),
     ("stale_agents", mark_stale_agents),
     ("merges", merge_queues),
+    ("merged_worktrees", merged_worktrees),
 ]
 
 

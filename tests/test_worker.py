@@ -35,7 +35,7 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
     later = now + timedelta(seconds=settings.FLEET_HEARTBEAT_TTL + 60)
     results = Worker().tick(now=later)
 
-    assert results == {"expired_leases": 1, "stale_agents": 2, "merges": 0}
+    assert results == {"expired_leases": 1, "stale_agents": 2, "merges": 0, "merged_worktrees": 0}
     task.refresh_from_db()
     agent.refresh_from_db()
     fresh.refresh_from_db()
@@ -44,7 +44,12 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
     assert fresh.status == Agent.STALE
     assert Event.objects.filter(kind="task.expire_lease", task=task).count() == 1
     # Nothing left to do: a second tick changes nothing.
-    assert Worker().tick(now=later) == {"expired_leases": 0, "stale_agents": 0, "merges": 0}
+    assert Worker().tick(now=later) == {
+        "expired_leases": 0,
+        "stale_agents": 0,
+        "merges": 0,
+        "merged_worktrees": 0,
+    }
 
 
 @pytest.mark.django_db
@@ -52,7 +57,12 @@ def test_live_agents_and_leases_are_left_alone():
     task = make_task(status=Task.READY)
     agent = make_agent(last_heartbeat_at=timezone.now())
     task.assign(agent=agent, ttl=600)
-    assert Worker().tick() == {"expired_leases": 0, "stale_agents": 0, "merges": 0}
+    assert Worker().tick() == {
+        "expired_leases": 0,
+        "stale_agents": 0,
+        "merges": 0,
+        "merged_worktrees": 0,
+    }
     task.refresh_from_db()
     assert task.status == Task.ASSIGNED
 

@@ -138,7 +138,9 @@ def run(
         progress(f"merging {merges} tasks through the queue (check command `true`) …")
         queue = _merge_queue(root, clone, merges)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        # Millions of small files: rm -rf is several times faster than shutil.rmtree.
+        if subprocess.run(["rm", "-rf", str(root)], check=False).returncode:
+            shutil.rmtree(root, ignore_errors=True)
 
     ratio = statistics.median(ours) / statistics.median(raw)
     merge_p95 = _p95(queue["seconds"])
@@ -156,6 +158,7 @@ def run(
         "merged": queue["merged"],
         "merge_median_s": round(statistics.median(queue["seconds"]), 3),
         "merge_p95_s": round(merge_p95, 3),
+        "cleanup_median_s": round(statistics.median(queue["cleanup"] or [0]), 3),
         "targets": TARGETS,
         "met": {
             "worktree_ratio": ratio <= TARGETS["worktree_ratio"],
@@ -176,7 +179,9 @@ def _merge_queue(root: Path, clone: Path, merges: int) -> dict:
     env = bench_env(root, f"sqlite:///{root / 'bench.sqlite3'}")
     _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
     out = _run_module(
-        ["-m", "fleet.bench.seed", "merges", "--repo", str(clone), "--count", str(merges)], env
+        ["-m", "fleet.bench.seed", "merges", "--repo", str(clone), "--count", str(merges)],
+        env,
+        timeout=3600,
     )
     return json.loads(out)
 
@@ -196,7 +201,8 @@ def table(results: dict) -> str:
             f"hunks (target <= {TARGETS['stale_report_s']} s) {mark[met['stale_report_s']]}",
             f"merge queue         {results['merged']}/{results['merges']} merged, median "
             f"{results['merge_median_s']} s, p95 {results['merge_p95_s']} s without the check "
-            f"command (target <= {TARGETS['merge_p95_s']} s) {mark[met['merge_p95_s']]}",
+            f"command (target <= {TARGETS['merge_p95_s']} s) {mark[met['merge_p95_s']]}; "
+            f"worktree cleanup afterwards {results['cleanup_median_s']} s each",
         ]
     )
 

@@ -19,9 +19,9 @@ from fleet.bench.servers import ROOT, Server, free_port
 TARGETS = {"per_second": 1000, "p99_ms": 50, "errors": 0, "baseline_ratio": 0.5}
 
 
-def _run_module(args: list[str], env: dict[str, str]) -> str:
+def _run_module(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     if done.returncode:
         raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")

@@ -74,14 +74,18 @@ def seed_and_merge(repo: str, count: int) -> dict:
             assignee=builder,
         )
         merging.enqueue(task, by=None)
-    seconds = []
+    seconds, cleanup = [], []
     while MergeRequest.objects.filter(result=MergeRequest.PENDING).exists():
         started = time.perf_counter()
-        if not merging.process_queues():
-            break
+        head = merging.process(repository)
         seconds.append(time.perf_counter() - started)
+        if head is None or head.result == MergeRequest.PENDING:
+            break
+        started = time.perf_counter()
+        merging.collect_merged()
+        cleanup.append(time.perf_counter() - started)
     merged = MergeRequest.objects.filter(result=MergeRequest.MERGED).count()
-    return {"seconds": seconds, "merged": merged}
+    return {"seconds": seconds, "cleanup": cleanup, "merged": merged}
 
 
 def counts() -> dict:

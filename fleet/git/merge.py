@@ -15,7 +15,7 @@ import git
 
 from fleet.git.errors import GitError
 from fleet.git.repo import AUTHOR_ENV, open_repo
-from fleet.git.worktrees import drop_scratch, scratch
+from fleet.git.worktrees import scratch
 
 
 @dataclass
@@ -50,32 +50,29 @@ class CheckResult:
 def run_check(
     repo_path: str | Path, *, commit: str, command: str, workdir: Path, timeout: float
 ) -> CheckResult:
-    """Run ``command`` (a shell line) in a scratch worktree at ``commit``."""
+    """Run ``command`` (a shell line) in the scratch worktree ``workdir`` at ``commit``."""
     if not command.strip():
         return CheckResult(True, "no check command configured for this repository\n")
     path = scratch(repo_path, path=workdir, commit=commit)
+    proc = subprocess.Popen(
+        command,
+        shell=True,
+        cwd=path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so a timeout can kill the whole process group
+        env={k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "DJANGO"))},
+    )
     try:
-        proc = subprocess.Popen(
-            command,
-            shell=True,
-            cwd=path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so a timeout can kill the whole process group
-            env={k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "DJANGO"))},
-        )
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            log = out.decode(errors="replace") + f"\n[fleet] check timed out after {timeout:g} s\n"
-            return CheckResult(False, log[-100_000:], timed_out=True)
-        log = out.decode(errors="replace")
-        log += f"\n[fleet] `{command}` exited with {proc.returncode}\n"
-        return CheckResult(proc.returncode == 0, log[-100_000:])
-    finally:
-        drop_scratch(repo_path, path=workdir)
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        log = out.decode(errors="replace") + f"\n[fleet] check timed out after {timeout:g} s\n"
+        return CheckResult(False, log[-100_000:], timed_out=True)
+    log = out.decode(errors="replace")
+    log += f"\n[fleet] `{command}` exited with {proc.returncode}\n"
+    return CheckResult(proc.returncode == 0, log[-100_000:])
 
 
 def update_ref(repo_path: str | Path, *, branch: str, new: str, old: str) -> bool:

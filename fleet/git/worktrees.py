@@ -116,21 +116,21 @@ def disk_usage(path: str | Path) -> int:
 
 
 def scratch(repo_path: str | Path, *, path: Path, commit: str) -> Path:
-    """A detached throwaway worktree at ``commit`` (for running a check)."""
-    with worktree_lock(repo_path), open_repo(repo_path, "creating a scratch worktree") as repo:
-        if path.exists():
+    """A detached throwaway worktree at ``commit`` (for running a check), pristine:
+    reused between checks (moving it costs only the files that differ, which matters
+    in a large repository), forced to ``commit`` and cleaned of everything untracked."""
+    with worktree_lock(repo_path), open_repo(repo_path, "preparing the check worktree") as repo:
+        if (path / ".git").exists():
+            try:
+                with open_repo(path, "resetting the check worktree") as tree:
+                    tree.git.checkout("--detach", "--force", commit)
+                    tree.git.clean("-ffdxq")
+                return path
+            except GitError:
+                shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
             shutil.rmtree(path)
         repo.git.worktree("prune")
         path.parent.mkdir(parents=True, exist_ok=True)
         repo.git.worktree("add", "--detach", str(path), commit)
     return path
-
-
-def drop_scratch(repo_path: str | Path, *, path: Path) -> None:
-    with worktree_lock(repo_path), open_repo(repo_path, "removing a scratch worktree") as repo:
-        if path.exists():
-            try:
-                repo.git.worktree("remove", "--force", str(path))
-            except git.GitCommandError:
-                shutil.rmtree(path, ignore_errors=True)
-        repo.git.worktree("prune")

@@ -89,6 +89,7 @@ def near_miss(root: Path, data_dir: Path):
     t1.save(update_fields=["head_sha"])
     merging.enqueue(t1, by=make_user("lea", "lead"))
     merging.process_queues()
+    merging.collect_merged()
     t2.head_sha = commit(
         Path(t2.worktree_path), {"shop/shipping.py": "FREE_OVER = 50\n", "docs/x.md": "x\n"}, "ship"
     )

@@ -72,4 +72,7 @@ def test_killing_the_worker_at_each_step_of_a_merge(step, shop, data_dir):
     assert git(shop["origin"], "log", "--format=%s", "-1", "main") == "T-1: Add tax"
     assert git(shop["origin"], "rev-parse", "main^") == old
     assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
-    assert "merge-" not in git(shop["clone"], "worktree", "list")  # no scratch left
+    # The check's scratch worktree is reused, and sits at the tested commit, clean.
+    listed = git(shop["clone"], "worktree", "list", "--porcelain")
+    assert listed.count("worktree ") == 2  # the clone itself and the scratch
+    assert "T-1" not in listed  # the merged task's worktree was removed

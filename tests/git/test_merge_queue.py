@@ -56,6 +56,7 @@ def test_a_passing_check_moves_main_to_exactly_the_tested_commit(repository, sho
     old = origin_main(shop)
     merging.enqueue(task, by=lead)
     assert merging.process_queues() == 1
+    assert merging.collect_merged() == 1
     run = CheckRun.objects.get(task=task)
     new = origin_main(shop)
     assert run.status == "passed" and run.commit_sha == new != old
@@ -78,6 +79,7 @@ def test_a_failing_check_leaves_main_alone_and_returns_the_task_with_the_log(
     old = origin_main(shop)
     merging.enqueue(task, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     assert origin_main(shop) == old
     task.refresh_from_db()
     assert task.status == Task.CHANGES_REQUESTED
@@ -94,7 +96,9 @@ def test_two_queued_tasks_merge_in_queue_order(repository, shop, lead):
     merging.enqueue(second, by=lead)
     merging.enqueue(first, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     merging.process_queues()
+    merging.collect_merged()
     log = git(shop["origin"], "log", "--format=%s", "-2", "main").splitlines()
     assert log == ["T-3: First", "T-4: Second"]
     for name in ("shop/a.py", "shop/b.py"):
@@ -109,6 +113,7 @@ def test_a_conflict_returns_the_task_naming_the_files(repository, shop, lead):
     old = origin_main(shop)
     merging.enqueue(task, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     assert origin_main(shop) == old
     task.refresh_from_db()
     assert task.status == Task.CHANGES_REQUESTED
@@ -123,9 +128,11 @@ def test_a_stale_base_is_rebased_in_a_clean_worktree_and_never_deletes_the_featu
     feature = approved_task(repository, shop, "T-6", {"shop/gift.py": "GIFT = True\n"}, "Gifts")
     merging.enqueue(feature, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     # T-7 forked before T-6 landed; merging its tree would delete shop/gift.py.
     merging.enqueue(stale, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     stale.refresh_from_db()
     assert stale.status == Task.MERGED
     assert git(shop["origin"], "show", "main:shop/gift.py") == "GIFT = True"
@@ -137,9 +144,11 @@ def test_a_stale_base_in_a_dirty_worktree_is_sent_back_naming_the_feature(reposi
     feature = approved_task(repository, shop, "T-8", {"shop/gift.py": "GIFT = True\n"}, "Gifts")
     merging.enqueue(feature, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     (Path(stale.worktree_path) / "notes.txt").write_text("still thinking\n")
     merging.enqueue(stale, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     stale.refresh_from_db()
     assert stale.status == Task.CHANGES_REQUESTED
     reason = MergeRequest.objects.get(task=stale).log
@@ -158,6 +167,7 @@ def test_main_moving_during_the_check_rebuilds_on_the_new_tip(repository, shop, 
     task = approved_task(repository, shop, "T-10", {"shop/c.py": "C = 1\n"}, "Late")
     merging.enqueue(task, by=lead)
     merging.process_queues()
+    merging.collect_merged()
     assert CheckRun.objects.filter(task=task).count() == 2  # the rebuilt candidate is tested
     log = git(shop["origin"], "log", "--format=%s", "-2", "main").splitlines()
     assert log == ["T-10: Late", "late"]

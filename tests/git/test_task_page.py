@@ -46,6 +46,7 @@ def test_a_lead_rebases_and_the_gate_clears_then_the_merge_keeps_the_feature(lea
     from fleet import merging
 
     merging.process_queues()
+    merging.collect_merged()
     t2.refresh_from_db()
     assert t2.status == Task.MERGED
     from fleet.git.repo import open_repo
