@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -114,7 +116,8 @@ def ensure_repository() -> Repository:
             "path": str(clone),
             "remote_name": "origin",
             "default_branch": "main",
-            "check_command": "python -m pytest -q",
+            # This interpreter has pytest (it is in requirements.txt).
+            "check_command": f"{shlex.quote(sys.executable)} -m pytest -q",
             "worktree_root": str(data / "worktrees" / REPO_SLUG),
             "dod_items": ["Tests cover the change", "CHANGELOG entry", "README updated"],
         },
@@ -131,6 +134,42 @@ def seed() -> tuple[bool, list[Login]]:
     with transaction.atomic():
         _seed_fleet(repository, User.objects.get(username="lead"))
     return True, logins
+
+
+T3_MODELS = (
+    "from dataclasses import dataclass\nfrom decimal import ROUND_HALF_EVEN, Decimal\n\n\n"
+    "@dataclass\nclass Product:\n    sku: str\n    name: str\n    price_cents: int\n\n"
+    '    def gross_cents(self, tax_rate: str = "0.2") -> int:\n'
+    "        gross = Decimal(self.price_cents) * (1 + Decimal(tax_rate))\n"
+    '        return int(gross.quantize(Decimal("1"), rounding=ROUND_HALF_EVEN))\n'
+)
+T3_TEST = (
+    "\n\ndef test_gross_rounds_half_even():\n"
+    '    assert Product("b", "B", 5).gross_cents("0.1") == 6\n'
+    '    assert Product("c", "C", 15).gross_cents("0.1") == 16\n'
+)
+
+
+def _stale_branch(repo: Repository, task: Task, base: str) -> str:
+    """T-3's worktree and commit, on a branch from ``base`` (kept when it exists)."""
+    worktree = Path(repo.worktree_root) / task.key
+    task.base_sha = gitrepo.add_worktree(
+        repo_path=Path(repo.path), worktree=worktree, branch=task.branch, base=base
+    )
+    task.worktree_path = str(worktree)
+    task.save(update_fields=["base_sha", "worktree_path"])
+    subject = "Round prices half-even"
+    head = gitrepo.find_commit(worktree, subject=subject)
+    if head is None:
+        head = gitrepo.commit_files(
+            path=worktree,
+            files={
+                "shop/models.py": T3_MODELS,
+                "tests/test_models.py": DEMO_FILES["tests/test_models.py"] + T3_TEST,
+            },
+            message=subject,
+        )
+    return head
 
 
 def _seed_fleet(repo: Repository, lead: User) -> None:
@@ -195,6 +234,8 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
     for t in (t1, t2, t3, t4):
         t.make_ready(by=lead)
     base = gitrepo.head_sha(repo.path)
+    # T-3 forked before T-1 landed: its page shows the stale-base gate naming T-1.
+    t3_head = _stale_branch(repo, t3, base)
     t1.assign(agent=dee)
     t1.start(by=dee)
     t1.submit(commit=base, by=dee)
@@ -234,11 +275,11 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
     # T-3 is in review: rex found three things, one already adjudicated each way.
     t3.assign(agent=dee)
     t3.start(by=dee)
-    t3.submit(commit=merged, by=dee)
+    t3.submit(commit=t3_head, by=dee)
     rex.start_review(task=t3)
     review = Review.objects.create(
         task=t3,
-        commit_sha=merged,
+        commit_sha=t3_head,
         reviewer=rex,
         session=rex.sessions.first(),
         provenance={"fresh_session": True, "never_held_task": True, "model": "demo-model"},

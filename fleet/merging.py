@@ -144,13 +144,17 @@ def _advance(mr: MergeRequest) -> None:
             _save(mr, step="done", result=MergeRequest.FAILED, log=f"{task.key} is {task.status}")
             return
         _save(mr, step="queued", candidate_sha="")
-        head = task.head_sha or head_sha(path, f"refs/heads/{task.branch}")
-        head = _stale_base_gate(mr, task, tip=tip, head=head)
-        if head is None:
-            return
-        candidate = merge.build_candidate(
-            path, main=tip, head=head, message=f"{task.key}: {task.title}"
-        )
+        try:
+            head = task.head_sha or head_sha(path, f"refs/heads/{task.branch}")
+            head = _stale_base_gate(mr, task, tip=tip, head=head)
+            if head is None:
+                return
+            candidate = merge.build_candidate(
+                path, main=tip, head=head, message=f"{task.key}: {task.title}"
+            )
+        except GitError as exc:
+            # Main was fetched fine, so this is about the task's commit: send it back.
+            return _send_back(mr, f"{task.key} cannot be merged: {exc}")
         if candidate.sha is None:
             return _send_back(
                 mr,

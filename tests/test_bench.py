@@ -45,3 +45,26 @@ def test_heartbeat_bench_runs_servers_and_reports_what_it_measured(tmp_path, cap
 def test_bench_refuses_silly_bounds():
     with pytest.raises(CommandError, match="--agents"):
         call_command("fleet_bench", "heartbeat", "--agents", "0")
+
+
+def test_git_bench_runs_on_a_small_generated_repository(tmp_path, capsys):
+    out = tmp_path / "git.json"
+    call_command(
+        "fleet_bench",
+        "git",
+        "--files",
+        "300",
+        "--commits",
+        "250",
+        "--worktrees",
+        "5",
+        "--merges",
+        "2",
+        "--json",
+        str(out),
+    )
+    assert "stale-base report" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["merged"] == figures["merges"] == 2
+    assert figures["stale_report_hunks"] > 0  # the branch forked 200 commits back
+    assert figures["worktree_ratio"] > 0 and set(figures["met"]) >= {"worktree_ratio"}

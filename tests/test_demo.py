@@ -12,7 +12,18 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from fleet.git import repo as gitrepo
-from fleet.models import Agent, Budget, Event, Finding, Learning, Plan, Repository, Task
+from fleet.models import (
+    Agent,
+    Budget,
+    CheckRun,
+    Event,
+    Finding,
+    Learning,
+    MergeRequest,
+    Plan,
+    Repository,
+    Task,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +118,28 @@ def test_demo_builds_a_real_repository_and_a_fleet_in_several_states(data_dir):
         assert f"{username:<9} {password}" in out.getvalue()
         assert User.objects.get(username=username).check_password(password)
         assert User.objects.get(username=username).groups.filter(name=username).exists()
+
+
+def test_the_demo_shows_a_stale_base_that_the_merge_queue_rebases_and_merges(data_dir, client):
+    from fleet import merging
+    from fleet.git import facts
+
+    call_command("fleet_demo", verbosity=0)
+    t3 = Task.objects.get(key="T-3")
+    repo = t3.repository
+    lost = facts.stale_base_report(repo.path, main="origin/main", head=t3.head_sha)
+    assert [c.task_key for h in lost for c in h.commits] == ["T-1"]
+    client.force_login(User.objects.get(username="lead"))
+    assert "gate-red" in client.get("/tasks/T-3/").content.decode()
+
+    client.post("/tasks/T-3/merge/")  # the lead approves and queues it
+    merging.process_queues()
+    t3.refresh_from_db()
+    assert t3.status == Task.MERGED, MergeRequest.objects.get(task=t3).log
+    run = CheckRun.objects.filter(task=t3).first()
+    assert run.status == "passed" and "passed" in run.log  # the demo's own pytest ran
+    main = gitrepo.head_sha(repo.path, "origin/main")
+    assert run.commit_sha == main
+    with gitrepo.open_repo(repo.path) as git:
+        assert "gross_cents" in git.git.show("origin/main:shop/models.py")
+        assert git.git.show("origin/main:shop/catalogue.py")  # T-1's work survived

@@ -172,3 +172,14 @@ def test_main_moving_during_the_check_rebuilds_on_the_new_tip(repository, shop, 
     log = git(shop["origin"], "log", "--format=%s", "-2", "main").splitlines()
     assert log == ["T-10: Late", "late"]
     assert CheckRun.objects.filter(task=task).first().commit_sha == origin_main(shop)
+
+
+def test_a_commit_git_does_not_know_sends_the_task_back(repository, shop, lead):
+    task = approved_task(repository, shop, "T-11", {"shop/d.py": "D = 1\n"})
+    task.head_sha = "0123456789abcdef0123456789abcdef01234567"
+    task.save(update_fields=["head_sha"])
+    merging.enqueue(task, by=lead)
+    merging.process_queues()
+    task.refresh_from_db()
+    assert task.status == Task.CHANGES_REQUESTED
+    assert "cannot be merged" in MergeRequest.objects.get(task=task).log
