@@ -51,6 +51,11 @@ def enqueue(task: Task, *, by) -> MergeRequest:
             with transaction.atomic():
                 Repository.objects.select_for_update().get(pk=task.repository_id)
                 task.enqueue_merge(by=by)
+                # A request left pending by an earlier round (the task failed while
+                # merging, was retried and approved again) is superseded.
+                MergeRequest.objects.filter(task=task, result=MergeRequest.PENDING).update(
+                    result=MergeRequest.FAILED, step="done", log="superseded"
+                )
                 last = MergeRequest.objects.filter(repository_id=task.repository_id).aggregate(
                     n=Max("position")
                 )["n"]
@@ -107,18 +112,25 @@ def process_queues() -> int:
 
 
 def process(repository: Repository) -> MergeRequest | None:
-    head = (
-        MergeRequest.objects.filter(repository=repository, result=MergeRequest.PENDING)
-        .select_related("task", "repository")
-        .order_by("position")
-        .first()
-    )
-    if head is None:
-        return None
+    """Advance the head of the repository's queue (read under the lock, so a second
+    worker never acts on a head the first one already settled)."""
     with merge_lock(repository.path) as acquired:
         if not acquired:
             return None
-        _advance(head)
+        head = (
+            MergeRequest.objects.filter(repository=repository, result=MergeRequest.PENDING)
+            .select_related("task", "repository")
+            .order_by("position")
+            .first()
+        )
+        if head is None:
+            return None
+        try:
+            _advance(head)
+        except GitError as exc:
+            # Fetching main failed (remote down, missing): say so where people look.
+            _save(head, log=f"waiting: {exc}")
+            raise
     head.refresh_from_db()
     return head
 
@@ -136,16 +148,22 @@ def _advance(mr: MergeRequest) -> None:
     remote = repo.remote_name if merge.has_remote(path) else ""
     for _ in range(MAX_REBUILDS):
         tip = merge.tip(path, remote=remote, branch=repo.default_branch)
-        if mr.candidate_sha and tip == mr.candidate_sha:
-            # Restarted after main moved to the tested candidate: it is merged.
-            return _finish(mr, tip)
+        if (
+            mr.candidate_sha
+            and mr.step in ("updating", "cleanup")
+            and (tip == mr.candidate_sha or merge.is_ancestor(path, mr.candidate_sha, tip))
+        ):
+            # Restarted after main moved to the tested candidate (and maybe on since):
+            # it is merged.
+            return _finish(mr, mr.candidate_sha)
         task.refresh_from_db()
         if task.status != Task.MERGING:
             _save(mr, step="done", result=MergeRequest.FAILED, log=f"{task.key} is {task.status}")
             return
         _save(mr, step="queued", candidate_sha="")
         try:
-            head = task.head_sha or head_sha(path, f"refs/heads/{task.branch}")
+            # The full sha of the approved commit (the API accepts abbreviations).
+            head = head_sha(path, f"{task.head_sha or f'refs/heads/{task.branch}'}^{{commit}}")
             head = _stale_base_gate(mr, task, tip=tip, head=head)
             if head is None:
                 return
@@ -165,14 +183,23 @@ def _advance(mr: MergeRequest) -> None:
         _fault("candidate")
         if not _check(mr, candidate.sha):
             return
+        task.refresh_from_db()
+        if task.status != Task.MERGING:  # cancelled or sent back during the check
+            _save(mr, step="done", result=MergeRequest.FAILED, log=f"{task.key} is {task.status}")
+            return
         _save(mr, step="updating")
         _fault("before-update")
-        if remote:
-            moved = merge.push(
-                path, remote=remote, branch=repo.default_branch, new=candidate.sha, old=tip
-            )
-        else:
-            moved = merge.update_ref(path, branch=repo.default_branch, new=candidate.sha, old=tip)
+        try:
+            if remote:
+                moved = merge.push(
+                    path, remote=remote, branch=repo.default_branch, new=candidate.sha, old=tip
+                )
+            else:
+                moved = merge.update_ref(
+                    path, branch=repo.default_branch, new=candidate.sha, old=tip
+                )
+        except GitError as exc:
+            return _send_back(mr, f"main could not be moved to the tested commit: {exc}")
         if not moved:
             log.info("main moved while merging %s; rebuilding", task.key)
             continue
@@ -188,9 +215,10 @@ def _stale_base_gate(mr: MergeRequest, task: Task, *, tip: str, head: str) -> st
     if not lost:
         return head
     worktree = Path(task.worktree_path) if task.worktree_path else None
+    why_not = "the task has no worktree"
     if worktree and worktree.exists():
         try:
-            conflicts = worktrees.rebase(worktree, onto=tip)
+            conflicts = worktrees.rebase(worktree, onto=tip, branch=task.branch, expect_head=head)
         except GitError as exc:
             conflicts = [str(exc)]
         if not conflicts:
@@ -200,18 +228,25 @@ def _stale_base_gate(mr: MergeRequest, task: Task, *, tip: str, head: str) -> st
                 task.head_sha = rebased
                 log.info("rebased %s onto %s for its merge", task.key, tip[:10])
                 return rebased
+            why_not = "the rebased branch still loses lines"
+        else:
+            why_not = ", ".join(conflicts).strip("()")
     where = ", ".join(f"{h.path}:{h.start}-{h.end}" for h in lost[:10])
     keys = sorted({c.task_key for h in lost for c in h.commits if c.task_key})
     _send_back(
         mr,
         f"stale base: merging {task.branch} as it is would delete lines main gained "
-        f"({where}{'; from ' + ', '.join(keys) if keys else ''}); rebase onto fresh main",
+        f"({where}{'; from ' + ', '.join(keys) if keys else ''}); rebase onto fresh main "
+        f"(the queue did not: {why_not})",
     )
     return None
 
 
 def _check(mr: MergeRequest, candidate: str) -> bool:
     repo, task = mr.repository, mr.task
+    CheckRun.objects.filter(task=task, name="merge check", status="running").update(
+        status="error", log="the worker stopped during this check", finished_at=timezone.now()
+    )
     run = CheckRun.objects.create(
         repository=repo, task=task, name="merge check", commit_sha=candidate, status="running"
     )

@@ -8,11 +8,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.git import paths
-from fleet.git.repo import open_repo
+from fleet.git.repo import FLEET_GIT_ENV, open_repo
 
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 TASK_KEY = re.compile(r"^([A-Z][A-Z0-9]*-\d+): ")
-DIFF = ["--no-color", "--no-ext-diff", "--no-renames"]
+# Explicit prefixes and unquoted paths whatever the user's configuration says.
+DIFF = ["--no-color", "--no-ext-diff", "--no-renames", "--src-prefix=a/", "--dst-prefix=b/"]
+
+
+def _text(value: str) -> str:
+    """Git output as text a page can show: undecodable bytes become U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _numstat(repo, a: str, b: str) -> dict[str, tuple[int | None, int | None]]:
+    """path → (added, removed), None for a binary file (``--numstat -z``: any path)."""
+    out = repo.git.diff("--numstat", "-z", *DIFF, a, b, env=FLEET_GIT_ENV)
+    result: dict[str, tuple[int | None, int | None]] = {}
+    for record in out.split("\0"):
+        if record.count("\t") < 2:
+            continue
+        added, removed, path = record.split("\t", 2)
+        result[_text(path)] = (
+            None if added == "-" else int(added),
+            None if removed == "-" else int(removed),
+        )
+    return result
 
 
 @dataclass
@@ -45,7 +66,8 @@ class BranchFacts:
 def branch_facts(
     repo_path: str | Path, *, main: str, head: str, allowed: list[str] | None = None
 ) -> BranchFacts:
-    """``main`` and ``head`` are any revisions; ``allowed`` are the task's path globs."""
+    """``main`` and ``head`` are any revisions; ``allowed`` are the task's path globs
+    (none declared: every changed file is outside; ``None``: not checked)."""
     with open_repo(repo_path, "reading the branch") as repo:
         main_sha, head_sha = repo.git.rev_parse(main, head).split()
         base = repo.git.merge_base(main_sha, head_sha)
@@ -55,17 +77,11 @@ def branch_facts(
                 "--left-right", "--count", f"{main_sha}...{head_sha}"
             ).split()
         )
-        files = []
-        for line in repo.git.diff("--numstat", *DIFF, base, head_sha).splitlines():
-            added, removed, path = line.split("\t", 2)
-            files.append(
-                FileChange(
-                    path,
-                    None if added == "-" else int(added),
-                    None if removed == "-" else int(removed),
-                )
-            )
-        diff = repo.git.diff(*DIFF, base, head_sha)
+        files = [
+            FileChange(path, added, removed)
+            for path, (added, removed) in _numstat(repo, base, head_sha).items()
+        ]
+        diff = _text(repo.git.diff(*DIFF, base, head_sha, env=FLEET_GIT_ENV))
     changed = [f.path for f in files]
     return BranchFacts(
         main=main_sha,
@@ -75,7 +91,7 @@ def branch_facts(
         behind=behind,
         files=files,
         diff=diff,
-        outside=paths.outside(changed, allowed) if allowed else [],
+        outside=paths.outside(changed, allowed) if allowed is not None else [],
     )
 
 
@@ -94,6 +110,7 @@ class LostHunk:
     start: int  # first line number in main
     lines: list[str]
     commits: list[Introduced] = field(default_factory=list)
+    whole_file: bool = False  # binary or empty: no lines to show
 
     @property
     def end(self) -> int:
@@ -107,14 +124,14 @@ def _hunks(diff: str) -> list[dict]:
     path = None
     current = None
     header = False  # between "diff --git" and the first "@@": where "--- a/x" is a header
-    for line in diff.splitlines():
+    for line in diff.split("\n"):  # not splitlines(): \x0c or \u2028 are inside lines
         if line.startswith("diff --git "):
             path, current, header = None, None, True
         elif header and line.startswith("--- "):
-            old = line[4:]
+            old = line[4:].rstrip("\t")  # git appends a TAB to paths with spaces
             path = old[2:] if old.startswith("a/") else None
         elif header and line.startswith("+++ "):
-            new = line[4:]
+            new = line[4:].rstrip("\t")
             if new.startswith("b/"):
                 path = new[2:]
         elif line.startswith("@@"):
@@ -150,12 +167,13 @@ def stale_base_report(repo_path: str | Path, *, main: str, head: str) -> list[Lo
         if base == main_sha:
             return []
         gained: dict[str, set[int]] = {}
-        for hunk in _hunks(repo.git.diff("-U0", *DIFF, base, main_sha)):
+        for hunk in _hunks(_text(repo.git.diff("-U0", *DIFF, base, main_sha, env=FLEET_GIT_ENV))):
             lines = range(hunk["new_start"], hunk["new_start"] + hunk["new_count"])
             gained.setdefault(hunk["path"], set()).update(lines)
         # The tree diff sees main's version as "old": its removed lines are main's.
         report: list[LostHunk] = []
-        for hunk in _hunks(repo.git.diff("-U0", *DIFF, main_sha, head_sha)):
+        tree_diff = _text(repo.git.diff("-U0", *DIFF, main_sha, head_sha, env=FLEET_GIT_ENV))
+        for hunk in _hunks(tree_diff):
             mine = gained.get(hunk["path"])
             if not mine:
                 continue
@@ -171,8 +189,28 @@ def stale_base_report(repo_path: str | Path, *, main: str, head: str) -> list[Lo
                         report.append(current)
                 else:
                     current = None
+        report += _whole_files(repo, base, main_sha, head_sha, {h.path for h in report})
         _attribute(repo, base, main_sha, report)
     return report
+
+
+def _whole_files(repo, base: str, main: str, head: str, seen: set[str]) -> list[LostHunk]:
+    """What has no lines to compare: binary files and empty files that main gained or
+    changed after the fork, which the branch's tree would undo though the task never
+    touched them."""
+    gained = _numstat(repo, base, main)
+    undone = _numstat(repo, main, head)
+    own = _numstat(repo, base, head)
+    lost = []
+    for path, (added, removed) in undone.items():
+        if path in seen or path not in gained or path in own:
+            continue
+        binary = added is None or gained[path][0] is None
+        empty = (added, removed) == (0, 0) or gained[path] == (0, 0)
+        if binary or empty:
+            label = "(binary file)" if binary else "(empty file)"
+            lost.append(LostHunk(path, 1, [label], whole_file=True))
+    return lost
 
 
 def _attribute(repo, base: str, main_sha: str, report: list[LostHunk]) -> None:
@@ -183,8 +221,16 @@ def _attribute(repo, base: str, main_sha: str, report: list[LostHunk]) -> None:
         return
     touched: dict[str, list[Introduced]] = {}
     current: Introduced | None = None
-    log = repo.git.log("--format=%x00%H %s", "--name-only", "--no-renames", f"{base}..{main_sha}")
-    for line in log.splitlines():
+    log = _text(
+        repo.git.log(
+            "--format=%x00%H %s",
+            "--name-only",
+            "--no-renames",
+            f"{base}..{main_sha}",
+            env=FLEET_GIT_ENV,
+        )
+    )
+    for line in log.split("\n"):
         if line.startswith("\0"):
             sha, _, subject = line[1:].partition(" ")
             match = TASK_KEY.match(subject)
@@ -196,13 +242,15 @@ def _attribute(repo, base: str, main_sha: str, report: list[LostHunk]) -> None:
         by_path.setdefault(lost.path, []).append(lost)
     for path, hunks in by_path.items():
         candidates = touched.get(path, [])
-        if len(candidates) == 1:
+        if len(candidates) == 1 or all(h.whole_file for h in hunks):
             for lost in hunks:
                 lost.commits = list(candidates)
             continue
         known = {c.sha: c for c in candidates}
         ranges = [arg for h in hunks for arg in ("-L", f"{h.start},{h.end}")]
-        line_commit = _blame_lines(repo.git.blame("--porcelain", *ranges, main_sha, "--", path))
+        line_commit = _blame_lines(
+            _text(repo.git.blame("--porcelain", *ranges, main_sha, "--", path, env=FLEET_GIT_ENV))
+        )
         for lost in hunks:
             found: dict[str, Introduced] = {}
             for number in range(lost.start, lost.end + 1):
@@ -220,7 +268,7 @@ def _blame_lines(porcelain: str) -> dict[int, tuple[str, str]]:
     subjects: dict[str, str] = {}
     lines: dict[int, tuple[str, str]] = {}
     sha, final = None, 0
-    for line in porcelain.splitlines():
+    for line in porcelain.split("\n"):
         parts = line.split(" ")
         if (
             len(parts[0]) == 40

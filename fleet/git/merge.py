@@ -4,17 +4,18 @@ checked in a scratch worktree, and main moves only by compare-and-swap."""
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from fleet.git.errors import GitError
-from fleet.git.repo import AUTHOR_ENV, open_repo
+from fleet.git.repo import FLEET_GIT_ENV, open_repo
 from fleet.git.worktrees import scratch
 
 
@@ -36,7 +37,7 @@ def build_candidate(repo_path: str | Path, *, main: str, head: str, message: str
             conflicts = sorted({line.strip() for line in lines[1:] if line.strip()})
             return Candidate(None, conflicts or ["(unknown)"])
         tree = out.splitlines()[0].strip()
-        sha = repo.git.commit_tree(tree, "-p", main, "-m", message, env=AUTHOR_ENV)
+        sha = repo.git.commit_tree(tree, "-p", main, "-m", message, env=FLEET_GIT_ENV)
     return Candidate(sha, [])
 
 
@@ -53,16 +54,23 @@ def run_check(
     """Run ``command`` (a shell line) in the scratch worktree ``workdir`` at ``commit``."""
     if not command.strip():
         return CheckResult(True, "no check command configured for this repository\n")
+    pgid_file = workdir.with_name(workdir.name + ".pgid")
+    _kill_leftover(pgid_file)  # a check from a worker that died must not run on
     path = scratch(repo_path, path=workdir, commit=commit)
+    marker = uuid.uuid4().hex  # in the check's environment: how its processes are known
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "DJANGO"))}
+    env["FLEET_CHECK_RUN"] = marker
     proc = subprocess.Popen(
         command,
         shell=True,
         cwd=path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # so a timeout can kill the whole process group
-        env={k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "DJANGO"))},
+        start_new_session=True,  # its own process group, so all of it can be killed
+        preexec_fn=_die_with_parent,
+        env=env,
     )
+    pgid_file.write_text(f"{proc.pid} {marker}")
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -70,16 +78,54 @@ def run_check(
         out, _ = proc.communicate()
         log = out.decode(errors="replace") + f"\n[fleet] check timed out after {timeout:g} s\n"
         return CheckResult(False, log[-100_000:], timed_out=True)
+    finally:
+        _kill_leftover(pgid_file)  # whatever the command left running in its group
     log = out.decode(errors="replace")
     log += f"\n[fleet] `{command}` exited with {proc.returncode}\n"
     return CheckResult(proc.returncode == 0, log[-100_000:])
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the worker dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_leftover(pgid_file: Path) -> None:
+    """Kill what is left of a recorded check: only processes that carry its marker, so
+    a process group id reused by something else is never touched."""
+    try:
+        pgid_text, marker = pgid_file.read_text().split()
+        pgid = int(pgid_text)
+    except (OSError, ValueError):
+        return
+    needle = f"FLEET_CHECK_RUN={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+    pgid_file.unlink(missing_ok=True)
+
+
 def update_ref(repo_path: str | Path, *, branch: str, new: str, old: str) -> bool:
     """Compare-and-swap ``refs/heads/<branch>`` from ``old`` to ``new``; False when the
-    branch no longer points at ``old``. A checked-out ``branch`` in Fleet's own clone has
-    its files moved along, so the clone does not appear to hold reverse changes."""
+    branch no longer points at ``old``. If Fleet's own clone has ``branch`` checked out,
+    its HEAD is detached at ``old`` first, so index and files stay consistent with HEAD
+    (never a clone whose index would revert the merge)."""
     with open_repo(repo_path, f"updating {branch}") as repo:
+        checked_out = not repo.bare and repo.head.is_valid() and not repo.head.is_detached
+        if checked_out and repo.head.ref.name == branch:
+            repo.git.checkout("--detach", "--quiet")
         try:
             repo.git.update_ref(f"refs/heads/{branch}", new, old)
         except git.GitCommandError:
@@ -87,11 +133,6 @@ def update_ref(repo_path: str | Path, *, branch: str, new: str, old: str) -> boo
             if current != old:
                 return False
             raise
-        checked_out = not repo.bare and repo.head.is_valid() and not repo.head.is_detached
-        if checked_out and repo.head.ref.name == branch:
-            # The clone's own files are cosmetic (refs are what count): best effort.
-            with contextlib.suppress(git.GitCommandError):
-                repo.git.read_tree("-m", "-u", old, new)
     return True
 
 
@@ -108,9 +149,10 @@ def push(repo_path: str | Path, *, remote: str, branch: str, new: str, old: str)
             )
         except git.GitCommandError as exc:
             text = f"{exc.stdout}\n{exc.stderr}"
-            if "stale info" in text or "rejected" in text or "non-fast-forward" in text:
+            if "stale info" in text:  # the lease: main moved on the remote meanwhile
                 return False
-            raise GitError(f"pushing to {remote} failed: {text.strip()[:300]}") from exc
+            # A hook, branch protection, permissions: not something a rebuild fixes.
+            raise GitError(f"pushing to {remote} was refused: {text.strip()[:500]}") from exc
     return True
 
 

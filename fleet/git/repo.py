@@ -7,6 +7,7 @@ GitPython keeps ``cat-file`` helper processes alive per Repo object.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,18 @@ AUTHOR_ENV = {
     "GIT_AUTHOR_EMAIL": "fleet@localhost",
     "GIT_COMMITTER_NAME": "Fleet",
     "GIT_COMMITTER_EMAIL": "fleet@localhost",
+}
+# For the commits and rebases Fleet makes itself: a user's signing or ref-updating
+# configuration must not make them fail or move other branches.
+FLEET_GIT_ENV = {
+    **AUTHOR_ENV,
+    "GIT_CONFIG_COUNT": "3",
+    "GIT_CONFIG_KEY_0": "commit.gpgSign",
+    "GIT_CONFIG_VALUE_0": "false",
+    "GIT_CONFIG_KEY_1": "rebase.updateRefs",
+    "GIT_CONFIG_VALUE_1": "false",
+    "GIT_CONFIG_KEY_2": "core.quotePath",
+    "GIT_CONFIG_VALUE_2": "false",
 }
 
 
@@ -117,23 +130,30 @@ def branch_diff(path: str | Path, *, base: str, head: str) -> tuple[str, list[st
     return text, files
 
 
-@contextlib.contextmanager
-def worktree_lock(repo_path: str | Path) -> Iterator[None]:
-    """Serialize worktree add/remove/prune per repository: parallel ``worktree add``
-    races on ``.git/config.lock``."""
-    import fcntl
-
+def common_dir(repo_path: str | Path) -> Path:
+    """The repository's shared ``.git`` directory (also from inside a worktree)."""
     with open_repo(repo_path) as repo:
-        lock_path = Path(repo.git.rev_parse("--git-common-dir"))
-    if not lock_path.is_absolute():
-        lock_path = Path(repo_path) / lock_path
+        path = Path(repo.git.rev_parse("--git-common-dir"))
+    return path if path.is_absolute() else Path(repo_path) / path
+
+
+@contextlib.contextmanager
+def _repo_flock(repo_path: str | Path, name: str) -> Iterator[None]:
     # A flock on a file that stays: nothing to clean up when a process dies holding it.
-    with open(lock_path / "fleet-worktrees.flock", "w") as handle:
+    with open(common_dir(repo_path) / name, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def worktree_lock(repo_path: str | Path) -> Iterator[None]:
+    """Serialize worktree add/remove/prune per repository: parallel ``worktree add``
+    races on ``.git/config.lock``."""
+    with _repo_flock(repo_path, "fleet-worktrees.flock"):
+        yield
 
 
 def fresh_base(repo_path: str | Path, *, remote: str, branch: str) -> str:
@@ -146,7 +166,9 @@ def fresh_base(repo_path: str | Path, *, remote: str, branch: str) -> str:
                 raise MissingRemote(
                     f"{repo_path} has no remote {remote!r} (it has: {', '.join(names)})"
                 )
-            repo.git.fetch(remote, branch)
+            with _repo_flock(repo_path, "fleet-fetch.flock"):
+                # Concurrent fetches of one ref fail on its lock: one at a time.
+                repo.git.fetch(remote, branch)
             ref = f"refs/remotes/{remote}/{branch}"
         else:
             ref = f"refs/heads/{branch}"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from fleet.git.errors import DirtyWorktree, GitError
-from fleet.git.repo import AUTHOR_ENV, fresh_base, open_repo, worktree_lock
+from fleet.git.repo import FLEET_GIT_ENV, fresh_base, open_repo, worktree_lock
 
 
 def create(repo_path: str | Path, *, worktree: Path, branch: str, remote: str, default: str) -> str:
@@ -69,6 +70,13 @@ def remove(
             dirty = dirty_files(worktree)
             if dirty:
                 return Removal(False, False, f"uncommitted changes: {', '.join(dirty[:5])}")
+            with open_repo(worktree, f"reading {worktree}") as tree:
+                head = tree.git.rev_parse("HEAD")
+                attached = _attached_branch(tree)
+            if attached != branch and head != merged_head:
+                # Commits on a detached HEAD (or another branch) would become unreachable.
+                where = f"on {attached}" if attached else "on a detached HEAD"
+                return Removal(False, False, f"the worktree is {where} at {head[:10]}")
             # Ignored files (the identity layer) go with it; git refuses otherwise.
             repo.git.worktree("remove", "--force", str(worktree))
             removed = True
@@ -82,24 +90,76 @@ def remove(
         return Removal(removed, True)
 
 
-def rebase(worktree: str | Path, *, onto: str) -> list[str]:
-    """Rebase the worktree's branch onto ``onto`` if it is clean and the rebase applies
-    cleanly; returns [] on success, else the conflicting files (the rebase is aborted
-    and the branch left exactly as it was)."""
+IN_PROGRESS = ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD")
+
+
+def _attached_branch(repo: git.Repo) -> str | None:
+    try:
+        return repo.git.symbolic_ref("--quiet", "--short", "HEAD")
+    except git.GitCommandError:
+        return None
+
+
+def _own_changes_id(cwd: str | Path, base: str, head: str) -> str:
+    """An identity of the branch's own changes: a context-free patch id of base..head."""
+    diff = subprocess.run(
+        ["git", "diff", "-U0", "--no-color", "--no-ext-diff", base, head],
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+    ).stdout
+    if not diff.strip():
+        return ""
+    out = subprocess.run(
+        ["git", "patch-id", "--stable"], cwd=cwd, input=diff, capture_output=True, check=True
+    ).stdout
+    return out.split(b" ")[0].decode()
+
+
+def rebase(
+    worktree: str | Path, *, onto: str, branch: str, expect_head: str | None = None
+) -> list[str]:
+    """Rebase the task's branch in its worktree onto ``onto``, only when nothing can be
+    lost or slipped in: the worktree is clean, on ``branch``, with no rebase or merge of
+    its own in progress; its HEAD is ``expect_head`` (the approved commit) when given;
+    the branch has no merge commits (a rebase would flatten them); and afterwards the
+    branch's own changes are exactly what they were. Returns [] on success, else why
+    not (conflicting files, or the reason); the branch is then left as it was."""
     dirty = dirty_files(worktree)
     if dirty:
         raise DirtyWorktree(f"{worktree} has uncommitted changes: {', '.join(dirty[:5])}")
     with open_repo(worktree, f"rebasing {worktree}") as repo:
+        git_dir = Path(repo.git.rev_parse("--absolute-git-dir"))
+        busy = [name for name in IN_PROGRESS if (git_dir / name).exists()]
+        if busy:
+            return [f"(a {busy[0]} of the builder's own is in progress)"]
+        if _attached_branch(repo) != branch:
+            return [f"(the worktree is not on {branch})"]
+        old_head = repo.git.rev_parse("HEAD")
+        if expect_head and old_head != repo.git.rev_parse(f"{expect_head}^{{commit}}"):
+            return [f"(the worktree moved past the approved commit {expect_head[:10]})"]
+        old_base = repo.git.merge_base(onto, old_head)
+        if repo.git.rev_list("--merges", f"{old_base}..{old_head}").strip():
+            return ["(the branch has merge commits; rebase it by hand)"]
+        before = _own_changes_id(worktree, old_base, old_head)
         try:
-            repo.git.rebase(onto, env={"GIT_EDITOR": "true", **AUTHOR_ENV})
+            repo.git.rebase(onto, env={"GIT_EDITOR": "true", **FLEET_GIT_ENV})
         except git.GitCommandError:
             conflicts = repo.git.diff("--name-only", "--diff-filter=U").splitlines()
-            try:
-                repo.git.rebase("--abort")
-            except git.GitCommandError as exc:
-                raise GitError(f"rebase of {worktree} failed and could not be aborted") from exc
+            _abort(repo, worktree)
             return conflicts or ["(the rebase failed)"]
+        after = _own_changes_id(worktree, onto, repo.git.rev_parse("HEAD"))
+        if after != before:
+            repo.git.reset("--hard", old_head)  # HEAD only moved by our rebase
+            return ["(the rebased branch would change its own diff; rebase it by hand)"]
     return []
+
+
+def _abort(repo: git.Repo, worktree) -> None:
+    try:
+        repo.git.rebase("--abort")
+    except git.GitCommandError as exc:
+        raise GitError(f"rebase of {worktree} failed and could not be aborted") from exc
 
 
 def disk_usage(path: str | Path) -> int:

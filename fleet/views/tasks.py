@@ -34,8 +34,9 @@ def _branch_state(task: Task) -> dict[str, Any]:
             head = task.head_sha or head_sha(repository.path, f"refs/heads/{task.branch}")
         except GitError:
             return {"branch_error": f"{task.branch} does not exist yet"}
+        # Claims are released at submit; they still say which paths the task meant.
         allowed = list(task.declared_paths or []) + list(
-            task.claims.filter(released_at__isnull=True).values_list("path", flat=True)
+            task.claims.values_list("path", flat=True).distinct()
         )
         branch = facts.branch_facts(repository.path, main=main, head=head, allowed=allowed)
         lost = facts.stale_base_report(repository.path, main=main, head=head)
@@ -71,11 +72,18 @@ def task_rebase(request: HttpRequest, key: str) -> HttpResponse:
         return redirect("fleet-task", key=key)
     try:
         main = _main_ref(task.repository)
-        conflicts = worktrees.rebase(Path(task.worktree_path), onto=main)
+        conflicts = worktrees.rebase(
+            Path(task.worktree_path),
+            onto=main,
+            branch=task.branch,
+            expect_head=task.head_sha or None,  # once submitted: only the submitted commit
+        )
     except GitError as exc:
         messages.error(request, f"Not rebased: {exc}")
         return redirect("fleet-task", key=key)
-    if conflicts:
+    if conflicts and conflicts[0].startswith("("):
+        messages.error(request, f"Not rebased {conflicts[0]}; the branch is unchanged.")
+    elif conflicts:
         messages.error(
             request,
             f"Not rebased: it would conflict in {', '.join(conflicts)}; the branch is unchanged "

@@ -66,7 +66,7 @@ def test_the_near_miss_is_reported_and_cleared_by_a_rebase_and_merging_keeps_a(s
     # The tree diff alone would delete A's function: that is the danger reported.
     assert "-def discount(total, code):" in git(clone, "diff", tip, "feat/T-2")
 
-    assert worktrees.rebase(b, onto=tip) == []
+    assert worktrees.rebase(b, onto=tip, branch="feat/T-2") == []
     assert facts.stale_base_report(clone, main=tip, head="feat/T-2") == []
     merged_b = squash_merge(shop, b, "T-2", "Free shipping")
     cart = git(clone, "show", f"{merged_b}:shop/cart.py")

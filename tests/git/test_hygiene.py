@@ -43,6 +43,7 @@ def test_five_hundred_git_operations_leak_nothing(shop):
     commit(wt, {"shop/tax.py": "RATE = 0.2\n"}, "tax")
 
     counter = iter(range(10_000))
+    scratch_dir = shop["root"] / "scratch" / "check"
 
     def operations():
         # commit_files reads objects through GitPython (its cat-file helpers).
@@ -52,6 +53,9 @@ def test_five_hundred_git_operations_leak_nothing(shop):
         yield lambda: facts.stale_base_report(clone, main="main", head="feat/T-1")
         yield lambda: merge.build_candidate(clone, main="main", head="feat/T-1", message="T-1: x")
         yield lambda: worktrees.dirty_files(wt)
+        yield lambda: merge.run_check(
+            clone, commit="main", command="true", workdir=scratch_dir, timeout=30
+        )
 
     for op in operations():  # warm up: imports, caches
         op()

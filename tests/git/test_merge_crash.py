@@ -14,7 +14,7 @@ from fleet.models import CheckRun, MergeRequest, Task
 
 from ..agent.conftest import ROOT, database_url
 from ..conftest import make_repository, make_user
-from .conftest import git
+from .conftest import git, push_from_other
 from .test_merge_queue import approved_task, origin_main
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -33,6 +33,18 @@ def worker_once(data_dir: Path, fault: str | None = None) -> subprocess.Complete
         text=True,
         timeout=120,
     )
+
+
+def check_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"FLEET_CHECK_RUN=" in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def git_locks(*roots: Path) -> list[Path]:
@@ -60,17 +72,26 @@ def test_killing_the_worker_at_each_step_of_a_merge(step, shop, data_dir):
         assert origin_main(shop) == old
     assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
 
+    if step == "after-update":
+        # Main moves on before the worker comes back: still merged once, not twice.
+        push_from_other(shop, {"NEWS.md": "news\n"}, "other work")
     done = worker_once(data_dir)
     assert done.returncode == 0, done.stderr[-2000:]
     task.refresh_from_db()
     mr.refresh_from_db()
     assert task.status == Task.MERGED and mr.result == "merged"
-    tested = CheckRun.objects.filter(task=task, status="passed").values_list(
-        "commit_sha", flat=True
+    tested = set(
+        CheckRun.objects.filter(task=task, status="passed").values_list("commit_sha", flat=True)
     )
-    assert origin_main(shop) in set(tested)
-    assert git(shop["origin"], "log", "--format=%s", "-1", "main") == "T-1: Add tax"
-    assert git(shop["origin"], "rev-parse", "main^") == old
+    assert mr.candidate_sha in tested  # what landed is what was tested
+    subjects = git(shop["origin"], "log", "--format=%s", "main").splitlines()
+    assert subjects.count("T-1: Add tax") == 1
+    if step == "after-update":
+        assert subjects[:2] == ["other work", "T-1: Add tax"]
+    else:
+        assert subjects[0] == "T-1: Add tax"
+        assert git(shop["origin"], "rev-parse", "main^") == old
+    assert check_processes() == []  # nothing of a killed check runs on
     assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
     # The check's scratch worktree is reused, and sits at the tested commit, clean.
     listed = git(shop["clone"], "worktree", "list", "--porcelain")

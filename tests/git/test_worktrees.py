@@ -115,9 +115,9 @@ def test_rebase_only_in_a_clean_worktree_and_only_when_it_applies(shop):
     before = gitrepo.head_sha(wt)
     (wt / "dirty.txt").write_text("x")
     with pytest.raises(DirtyWorktree):
-        worktrees.rebase(wt, onto=tip)
+        worktrees.rebase(wt, onto=tip, branch="feat/T-5")
     (wt / "dirty.txt").unlink()
-    assert worktrees.rebase(wt, onto=tip) == ["shop/cart.py"]
+    assert worktrees.rebase(wt, onto=tip, branch="feat/T-5") == ["shop/cart.py"]
     assert gitrepo.head_sha(wt) == before and worktrees.dirty_files(wt) == []
 
 
