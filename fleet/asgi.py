@@ -16,9 +16,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from fleet import daphne_speedups  # noqa: E402
 from fleet.api.fastpath import HeartbeatRoute  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
 
+daphne_speedups.install()
 http_app = django_asgi_app
 if settings.FLEET_HEARTBEAT_FASTPATH:
     http_app = HeartbeatRoute(http_app)
