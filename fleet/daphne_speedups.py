@@ -15,10 +15,13 @@ import re
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9a-z-]+"
 _SIMPLE = re.compile(rb"^(" + _TOKEN + rb"/" + _TOKEN + rb")$")
+_PLAIN = re.compile(rb"[\t\x20-\x7e]*")  # anything else (controls, non-ASCII): Twisted decides
 
 
 def fast_content_type(original):
     def parse(line: bytes) -> bytes:
+        if not _PLAIN.fullmatch(line):
+            return original(line)
         head, _, params = line.partition(b";")
         match = _SIMPLE.match(head.strip().lower())
         if match and b'"' not in params and b"(" not in line:
