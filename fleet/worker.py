@@ -70,11 +70,16 @@ SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
 class Worker:
     interval: float = 5.0
     stop_requested: threading.Event = field(default_factory=threading.Event)
+    # Which sweeps this worker runs (default: all). A deployment can run the merge
+    # queue in a worker of its own, so a long check never delays lease expiry.
+    sweeps: tuple[str, ...] = tuple(name for name, _ in SWEEPS)
 
     def tick(self, now=None) -> dict[str, int]:
         now = now or timezone.now()
         results = {}
         for name, sweep in SWEEPS:
+            if name not in self.sweeps:
+                continue
             try:
                 results[name] = sweep(now)
             except Exception:

@@ -74,6 +74,29 @@ def test_once_runs_a_single_tick():
     assert "stopped after 1 tick(s)" in out.getvalue()
 
 
+@pytest.mark.django_db
+def test_a_worker_can_run_only_some_sweeps(settings):
+    task = make_task(status=Task.READY)
+    agent = make_agent(last_heartbeat_at=timezone.now())
+    task.assign(agent=agent, ttl=1)
+    later = timezone.now() + timedelta(seconds=settings.FLEET_HEARTBEAT_TTL + 60)
+    # A merge-only worker leaves leases and liveness to the other worker.
+    assert Worker(sweeps=("merges", "merged_worktrees")).tick(now=later) == {
+        "merges": 0,
+        "merged_worktrees": 0,
+    }
+    task.refresh_from_db()
+    assert task.status == Task.ASSIGNED
+    assert Worker(sweeps=("expired_leases",)).tick(now=later) == {"expired_leases": 1}
+    task.refresh_from_db()
+    assert task.status == Task.READY
+    with pytest.raises(SystemExit):
+        call_command("fleet_worker", "--once", "--only", "merges", "--skip", "merges")
+    out = StringIO()  # last: the command closes the test's connection when it ends
+    call_command("fleet_worker", "--once", "--skip", "merges", stdout=out)
+    assert "sweeps: expired_leases, stale_agents, merged_worktrees" in out.getvalue()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_worker_cleanly(tmp_path):
     env = {
