@@ -364,9 +364,16 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         task.lease_expires_at = batch.now + timedelta(seconds=settings.FLEET_LEASE_TTL)
         batch.dirty_tasks[task.pk] = task
     left = budget_left(budgets)
+    rotate = beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
+    if rotate and agent.status in (Agent.IDLE, Agent.WORKING, Agent.REVIEWING):
+        # Past the rotation line: the agent is rotating until its next session boots
+        # (which then ends this session as "rotated", not "crashed"). One Event.
+        rotating = Agent.objects.get(pk=agent.pk)
+        rotating.rotate(by=rotating)
+        agent.status = rotating.status
     return {
         "status": agent.status,
-        "rotate": beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT,
+        "rotate": rotate,
         "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
         "inbox": agent.unread,
         "lease_expires_at": task.lease_expires_at if held else None,

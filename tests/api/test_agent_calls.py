@@ -13,6 +13,7 @@ from fleet.models import (
     AgentSession,
     Budget,
     CheckRun,
+    Event,
     FileClaim,
     Finding,
     JournalEntry,
@@ -316,3 +317,21 @@ def test_a_reviewer_heartbeats_without_a_lease_and_stays_in_its_repository(
     for _ in range(3):
         response = as_agent_any(rex).post("heartbeat", {"context_pct": 2, "cost_usd": 0.5})
         assert response.status_code == 200 and response.json()["epoch"] is None
+
+
+def test_a_heartbeat_past_the_rotation_line_rotates_and_the_next_boot_completes_it(
+    as_agent_any, ready_tasks
+):
+    agent, token = make_token_agent()
+    task_key = take_task(as_agent_any, token)["task"]["key"]
+    first = as_agent_any(token).get("boot").json()["session_id"]
+    body = as_agent_any(token).post("heartbeat", {"context_pct": 61}).json()
+    assert body["rotate"] is True and body["status"] == "rotating"
+    again = as_agent_any(token).post("heartbeat", {"context_pct": 63}).json()
+    assert again["status"] == "rotating" and again["epoch"] is not None  # lease kept
+    assert Event.objects.filter(kind="agent.rotate", agent=agent).count() == 1
+    boot = as_agent_any(token).get("boot").json()
+    assert boot["task"]["key"] == task_key
+    assert AgentSession.objects.get(pk=first).end_reason == "rotated"
+    agent.refresh_from_db()
+    assert agent.status == Agent.WORKING
