@@ -13,13 +13,10 @@ starts over from a fresh tip.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -29,7 +26,7 @@ from django.utils import timezone
 
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
-from fleet.git.repo import head_sha, open_repo
+from fleet.git.repo import head_sha, repo_flock
 from fleet.models import CheckRun, MergeRequest, Message, Repository, Task
 
 log = logging.getLogger("fleet.merge")
@@ -68,24 +65,10 @@ def enqueue(task: Task, *, by) -> MergeRequest:
     raise RuntimeError(f"could not queue {task.key}")
 
 
-@contextlib.contextmanager
-def merge_lock(repo_path: str) -> Iterator[bool]:
-    """At most one merging worker per repository on this machine (a non-blocking
-    flock; the kernel drops it when a worker dies)."""
-    with open_repo(repo_path) as repo:
-        common = Path(repo.git.rev_parse("--git-common-dir"))
-    if not common.is_absolute():
-        common = Path(repo_path) / common
-    with open(common / "fleet-merge.flock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def merge_lock(repo_path: str):
+    """At most one merging worker per repository on this machine (non-blocking: yields
+    False when another worker holds it)."""
+    return repo_flock(repo_path, "fleet-merge.flock", wait=False)
 
 
 def process_queues() -> int:
@@ -297,7 +280,7 @@ def _finish(mr: MergeRequest, merged: str) -> None:
         _save(mr, step="cleanup", result=MergeRequest.MERGED, candidate_sha=merged)
     if merge.has_remote(repo.path):
         # Fleet's local default branch follows the remote's when it only lags behind.
-        local = merge.tip(repo.path, remote="", branch=repo.default_branch, fetch=False)
+        local = head_sha(repo.path, f"refs/heads/{repo.default_branch}")
         if local != merged and merge.is_ancestor(repo.path, local, merged):
             merge.update_ref(repo.path, branch=repo.default_branch, new=merged, old=local)
 

@@ -71,16 +71,16 @@ class HeartbeatRoute:
             return  # the client left before sending its body: nobody to answer
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         too_big = more or (limit is not None and len(body) > limit)
-        pending = None if too_big else self._parse(scope, body)
+        headers = dict(scope["headers"])
+        pending = None if too_big else self._parse(scope, headers, body)
         if pending is None:
             return await self.app(scope, _replay(body, receive, more), send)
         result = await self._submit(pending)
-        await _respond(send, result, _is_secure(scope, dict(scope["headers"])))
+        await _respond(send, result, _is_secure(scope, headers))
 
-    def _parse(self, scope, body: bytes) -> heartbeats.Pending | None:
+    def _parse(self, scope, headers: dict[bytes, bytes], body: bytes) -> heartbeats.Pending | None:
         """A Pending beat, or None when Django should answer this request."""
         names = [name for name, _ in scope["headers"]]
-        headers = dict(scope["headers"])
         if names.count(b"host") > 1 or names.count(b"authorization") > 1:
             return None  # Django decides what a repeated header means
         host = headers.get(b"host", b"").decode("latin-1")

@@ -15,7 +15,7 @@ from pathlib import Path
 import git
 
 from fleet.git.errors import GitError
-from fleet.git.repo import FLEET_GIT_ENV, open_repo
+from fleet.git.repo import FLEET_GIT_ENV, fresh_base, open_repo
 from fleet.git.worktrees import scratch
 
 
@@ -156,15 +156,10 @@ def push(repo_path: str | Path, *, remote: str, branch: str, new: str, old: str)
     return True
 
 
-def tip(repo_path: str | Path, *, remote: str, branch: str, fetch: bool = True) -> str:
-    """Main's current tip: ``<remote>/<branch>`` (fetched) when there is a remote,
-    else the local branch."""
-    from fleet.git.repo import fresh_base
-
-    if fetch:
-        return fresh_base(repo_path, remote=remote, branch=branch)
-    with open_repo(repo_path) as repo:
-        return repo.git.rev_parse(f"refs/heads/{branch}")
+def tip(repo_path: str | Path, *, remote: str, branch: str) -> str:
+    """Main's current tip: ``<remote>/<branch>`` freshly fetched when there is a remote,
+    else the local branch (``fresh_base`` under the merge queue's name)."""
+    return fresh_base(repo_path, remote=remote, branch=branch)
 
 
 def has_remote(repo_path: str | Path) -> bool:

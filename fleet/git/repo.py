@@ -138,12 +138,18 @@ def common_dir(repo_path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def _repo_flock(repo_path: str | Path, name: str) -> Iterator[None]:
-    # A flock on a file that stays: nothing to clean up when a process dies holding it.
+def repo_flock(repo_path: str | Path, name: str, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive flock on ``<common git dir>/<name>``; yields whether it was taken
+    (always True when ``wait``). A file that stays: nothing to clean up when a process
+    dies holding it, the kernel releases the lock."""
     with open(common_dir(repo_path) / name, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -152,7 +158,7 @@ def _repo_flock(repo_path: str | Path, name: str) -> Iterator[None]:
 def worktree_lock(repo_path: str | Path) -> Iterator[None]:
     """Serialize worktree add/remove/prune per repository: parallel ``worktree add``
     races on ``.git/config.lock``."""
-    with _repo_flock(repo_path, "fleet-worktrees.flock"):
+    with repo_flock(repo_path, "fleet-worktrees.flock"):
         yield
 
 
@@ -166,7 +172,7 @@ def fresh_base(repo_path: str | Path, *, remote: str, branch: str) -> str:
                 raise MissingRemote(
                     f"{repo_path} has no remote {remote!r} (it has: {', '.join(names)})"
                 )
-            with _repo_flock(repo_path, "fleet-fetch.flock"):
+            with repo_flock(repo_path, "fleet-fetch.flock"):
                 # Concurrent fetches of one ref fail on its lock: one at a time.
                 repo.git.fetch(remote, branch)
             ref = f"refs/remotes/{remote}/{branch}"
