@@ -317,6 +317,15 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         raise TransitionError(
             f"lease epoch {beat.epoch} is no longer held by {agent.name}", code="stale_lease"
         )
+    if (
+        agent.spent_usd + Decimal(str(beat.cost_usd)) >= MAX_USD
+        or agent.tokens_used + beat.tokens_in + beat.tokens_out >= MAX_TOKENS
+    ):
+        # Refused before anything about the agent changes (a refused beat changes nothing).
+        raise TransitionError(
+            f"{agent.name}'s spend totals would overflow; a person must look at this agent",
+            code="spend_overflow",
+        )
     if agent.status == Agent.STALE:
         revived = Agent.objects.get(pk=agent.pk)
         revived.revive()
@@ -326,14 +335,6 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
     agent.status_line = beat.status_line
     batch.dirty_agents[agent.pk] = agent
     cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
-    if (
-        agent.spent_usd + cost >= MAX_USD
-        or agent.tokens_used + beat.tokens_in + beat.tokens_out >= MAX_TOKENS
-    ):
-        raise TransitionError(
-            f"{agent.name}'s spend totals would overflow; a person must look at this agent",
-            code="spend_overflow",
-        )
     budgets = batch.budgets[agent.pk]
     if beat.tokens_in or beat.tokens_out or cost:
         if agent.session_id is None:

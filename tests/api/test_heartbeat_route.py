@@ -171,6 +171,8 @@ def test_spend_that_would_overflow_the_totals_is_refused(as_agent_any):
     response = as_agent_any(token).post("heartbeat", {"context_pct": 1, "cost_usd": 50_000})
     assert response.status_code == 409 and response.json()["error"] == "spend_overflow"
     assert not SpendEvent.objects.filter(agent=agent).exists()
+    agent.refresh_from_db()
+    assert agent.last_heartbeat_at is None  # a refused beat changes nothing
 
 
 def test_a_disallowed_host_is_handed_to_django(client):
