@@ -14,6 +14,7 @@ than model instances and writes with one parameterized statement per table.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -207,7 +208,10 @@ def _rows(sql: str, params: list) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _agents_sql(where: str) -> str:
+@functools.lru_cache(maxsize=256)
+def _agents_sql(where: str, vendor: str) -> str:
+    """The batch's agent read (built once per shape; ``where`` differs only in how
+    many placeholders it has, ``vendor`` in quoting and locking)."""
     a = {name: _col(Agent, name) for name in ("id", "token_hash")}
     unread = (
         f"SELECT COUNT(*) FROM {_table(Message)} m WHERE m.{_col(Message, 'recipient')} = "
@@ -242,7 +246,7 @@ def _load(pending: list[Pending]) -> _Batch:
     if hashes:
         where.append(f"a.{_col(Agent, 'token_hash')} IN ({_marks(hashes)})")
     if where:
-        for row in _rows(_agents_sql(" OR ".join(where)), [*ids, *hashes]):
+        for row in _rows(_agents_sql(" OR ".join(where), connection.vendor), [*ids, *hashes]):
             pk, name, token_hash, revoked, status, task_id, usd, tokens, unread, session = row
             agents[pk] = AgentRow(
                 pk,
@@ -417,13 +421,7 @@ def _update_rows(model, rows, names: list[str]) -> None:
     rows = list(rows)
     if not rows:
         return
-    quote = connection.ops.quote_name
-    fields = [model._meta.get_field(name) for name in names]
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(model._meta.db_table),
-        ", ".join(f"{quote(f.column)} = %s" for f in fields),
-        quote(model._meta.pk.column),
-    )
+    sql, fields = _statement("update", model, tuple(names), connection.vendor)
     params = [
         [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
         for row in rows
@@ -436,13 +434,27 @@ def _insert_rows(model, objs, names: list[str]) -> None:
     """``INSERT`` with executemany, for the same reason (ids are not needed back)."""
     if not objs:
         return
-    quote = connection.ops.quote_name
-    fields = [model._meta.get_field(name) for name in names]
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        quote(model._meta.db_table),
-        ", ".join(quote(f.column) for f in fields),
-        ", ".join(["%s"] * len(fields)),
-    )
+    sql, fields = _statement("insert", model, tuple(names), connection.vendor)
     params = [[f.get_db_prep_save(getattr(o, f.attname), connection) for f in fields] for o in objs]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+@functools.lru_cache(maxsize=32)
+def _statement(kind: str, model, names: tuple[str, ...], vendor: str) -> tuple[str, list]:
+    """The UPDATE-by-id or INSERT for these fields, built once per process (the hot
+    path runs it every batch). ``vendor`` keys the cache to the database's quoting."""
+    fields = [model._meta.get_field(name) for name in names]
+    if kind == "update":
+        sql = "UPDATE {} SET {} WHERE {} = %s".format(
+            _table(model),
+            ", ".join(f"{_col(model, f.name)} = %s" for f in fields),
+            _col(model, model._meta.pk.name),
+        )
+    else:
+        sql = "INSERT INTO {} ({}) VALUES ({})".format(
+            _table(model),
+            ", ".join(_col(model, f.name) for f in fields),
+            ", ".join(["%s"] * len(fields)),
+        )
+    return sql, fields

@@ -138,7 +138,7 @@ def _advance(mr: MergeRequest) -> None:
         ):
             # Restarted after main moved to the tested candidate (and maybe on since):
             # it is merged.
-            return _finish(mr, mr.candidate_sha)
+            return _finish(mr, mr.candidate_sha, remote=bool(remote))
         task.refresh_from_db()
         if task.status != Task.MERGING:
             _save(mr, step="done", result=MergeRequest.FAILED, log=f"{task.key} is {task.status}")
@@ -187,7 +187,7 @@ def _advance(mr: MergeRequest) -> None:
             log.info("main moved while merging %s; rebuilding", task.key)
             continue
         _fault("after-update")
-        return _finish(mr, candidate.sha)
+        return _finish(mr, candidate.sha, remote=bool(remote))
     log.info("main kept moving under %s; it stays at the head of the queue", task.key)
 
 
@@ -268,7 +268,7 @@ def _send_back(mr: MergeRequest, reason: str, log_text: str = "") -> None:
             )
 
 
-def _finish(mr: MergeRequest, merged: str) -> None:
+def _finish(mr: MergeRequest, merged: str, *, remote: bool) -> None:
     """Main is the tested candidate: the task is merged. Its worktree and branch are
     removed later by ``collect_merged`` (removing thousands of files does not hold up
     the queue)."""
@@ -278,7 +278,7 @@ def _finish(mr: MergeRequest, merged: str) -> None:
         if task.status == Task.MERGING:
             task.mark_merged(commit=merged)
         _save(mr, step="cleanup", result=MergeRequest.MERGED, candidate_sha=merged)
-    if merge.has_remote(repo.path):
+    if remote:
         # Fleet's local default branch follows the remote's when it only lags behind.
         local = head_sha(repo.path, f"refs/heads/{repo.default_branch}")
         if local != merged and merge.is_ancestor(repo.path, local, merged):

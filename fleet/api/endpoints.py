@@ -25,7 +25,7 @@ from fleet.api.schemas import (
     SubmitOut,
     WorkOut,
 )
-from fleet.git import repo as gitrepo
+from fleet.git import facts
 from fleet.git.errors import GitError
 from fleet.models import Agent, CheckRun, Learning, Review, Task, TransitionError
 
@@ -99,9 +99,9 @@ def review(request: HttpRequest, review_id: int):
     review = _review_for(request.auth, review_id)
     task = review.task
     try:
-        diff, files = gitrepo.branch_diff(
+        branch = facts.branch_facts(
             task.repository.path,
-            base=task.base_sha or task.repository.default_branch,
+            main=task.base_sha or task.repository.default_branch,
             head=review.commit_sha,
         )
     except GitError as exc:
@@ -111,8 +111,8 @@ def review(request: HttpRequest, review_id: int):
         "status": review.status,
         "commit_sha": review.commit_sha,
         "task": task,
-        "diff": diff,
-        "changed_files": files,
+        "diff": branch.diff,
+        "changed_files": [change.path for change in branch.files],
     }
 
 

@@ -122,14 +122,6 @@ def find_commit(path: str | Path, *, subject: str, ref: str = "HEAD") -> str | N
     return None
 
 
-def branch_diff(path: str | Path, *, base: str, head: str) -> tuple[str, list[str]]:
-    """The task's own changes: the diff from the merge base of ``base`` and ``head``."""
-    with open_repo(path) as repo:
-        text = repo.git.diff(f"{base}...{head}")
-        files = repo.git.diff("--name-only", f"{base}...{head}").splitlines()
-    return text, files
-
-
 def common_dir(repo_path: str | Path) -> Path:
     """The repository's shared ``.git`` directory (also from inside a worktree)."""
     with open_repo(repo_path) as repo:

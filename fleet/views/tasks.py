@@ -21,8 +21,9 @@ from fleet.roles import LEAD, ROLES, role_required, user_roles
 
 def _main_ref(repository: Repository) -> str:
     """Main's tip, freshly fetched (the local branch when there is no remote)."""
-    remote = repository.remote_name if merge.has_remote(repository.path) else ""
-    return merge.tip(repository.path, remote=remote, branch=repository.default_branch)
+    return merge.tip(
+        repository.path, remote=repository.remote_name, branch=repository.default_branch
+    )
 
 
 def _branch_state(task: Task) -> dict[str, Any]:

@@ -43,6 +43,21 @@ def shop(tmp_path: Path) -> dict[str, Path]:
     return {"origin": origin, "clone": clone, "other": other, "root": tmp_path}
 
 
+@pytest.fixture
+def repository(shop, data_dir):
+    """The shop as a Fleet repository whose check always passes."""
+    from ..conftest import make_repository
+
+    return make_repository(path=str(shop["clone"]), slug="shop", check_command="true")
+
+
+@pytest.fixture
+def lead(db):
+    from ..conftest import make_user
+
+    return make_user("lea", "lead")
+
+
 def push_from_other(shop: dict[str, Path], files: dict[str, str], message: str) -> str:
     other = shop["other"]
     git(other, "pull", "-q", "--ff-only", "origin", "main")

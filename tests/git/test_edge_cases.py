@@ -22,16 +22,6 @@ from .test_merge_queue import approved_task, origin_main
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def repository(shop, data_dir):
-    return make_repository(path=str(shop["clone"]), slug="shop", check_command="true")
-
-
-@pytest.fixture
-def lead(db):
-    return make_user("lea", "lead")
-
-
 def stale_report_after(shop, files: dict[str, bytes | str]):
     """Main gains ``files`` through T-1 after T-2 forked; T-2's stale-base report."""
     b = make_worktree(shop, "T-2")

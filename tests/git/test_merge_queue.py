@@ -11,20 +11,10 @@ from fleet.git import repo as gitrepo
 from fleet.git import worktrees
 from fleet.models import Agent, CheckRun, MergeRequest, Message, Task, Wave
 
-from ..conftest import make_agent, make_repository, make_task, make_user, make_wave
+from ..conftest import make_agent, make_task, make_wave
 from .conftest import commit, git, push_from_other
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def repository(shop, data_dir):
-    return make_repository(path=str(shop["clone"]), slug="shop", check_command="true")
-
-
-@pytest.fixture
-def lead(db):
-    return make_user("lea", "lead")
 
 
 def approved_task(repository, shop, key: str, files: dict[str, str], title: str = "") -> Task:
