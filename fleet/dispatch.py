@@ -9,6 +9,7 @@ changing anything when the call is not allowed.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +17,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from fleet import heartbeats
+from fleet import heartbeats, planning, spawn
+from fleet.git.errors import GitError
 from fleet.heartbeats import Beat
 from fleet.models import (
     Agent,
@@ -160,13 +162,34 @@ def _next_task(agent: Agent) -> Task | None:
         if task is None:
             return None
         task.assign(agent=agent)
+        planning.dispatched(task, by=agent)
         task.start(by=agent, epoch=task.lease_epoch)
         if agent.status == Agent.IDLE:
             agent.start_work(task=task)
         else:
             agent.current_task = task
             agent.save(update_fields=["current_task"])
+    _ensure_worktree(task, agent)
     return Task.objects.select_related("repository").get(pk=task.pk)
+
+
+def _ensure_worktree(task: Task, agent: Agent) -> None:
+    """Every dispatch runs in the task's own worktree on its own branch off fresh
+    main: made now when the task has none (kept when it has one)."""
+    if task.worktree_path and Path(task.worktree_path).exists():
+        return
+    try:
+        worktree, base = spawn.prepare_worktree(task)
+    except (GitError, OSError) as exc:
+        Event.objects.record(
+            "task.worktree_failed",
+            by=agent,
+            task=task,
+            repository_id=task.repository_id,
+            payload={"error": str(exc)},
+        )
+        return
+    Task.objects.filter(pk=task.pk).update(base_sha=base, worktree_path=str(worktree))
 
 
 def _next_review(agent: Agent) -> Review | None:
@@ -203,11 +226,14 @@ def _next_review(agent: Agent) -> Review | None:
 
 
 def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
-    """A builder hands in a commit: the task goes to review and a Review opens."""
+    """A builder hands in a commit: the task goes to review and a Review opens. The
+    ownership gate (changed files within the declared and claimed paths, none that
+    planning gave another task) is worked out here and kept on the task."""
     require_role(agent, Agent.BUILDER, action="submit code")
     require_own_task(agent, task, action="submit it")
+    report = planning.ownership(task, commit)  # git, before the transaction
     with transaction.atomic():
-        task.submit(commit=commit, by=agent, epoch=epoch)
+        task.submit(commit=commit, by=agent, epoch=epoch, ownership=report)
         review = Review.objects.create(task=task, commit_sha=commit)
         if agent.status == Agent.WORKING:
             agent.finish()
@@ -220,14 +246,20 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
 # --- claims ---------------------------------------------------------------
 
 
-def claim(agent: Agent, *, task: Task, paths: list[str], mode: str, ttl: int) -> list[FileClaim]:
-    """Claim file paths for a task under a lease; 409 names the current holder."""
+def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[FileClaim]:
+    """Claim file paths for a task under a lease the agent's heartbeats renew; 409
+    names the current holder, or the task a planning decision gave the path to."""
     require_role(agent, Agent.BUILDER, action="claim files")
     require_own_task(agent, task, action="claim files for it")
+    if task.status not in Task.LEASED_STATES:
+        raise TransitionError(f"{task.key} is {task.status}; claim while working on it")
     now = timezone.now()
-    expires = now + timedelta(seconds=ttl)
+    expires = now + timedelta(seconds=settings.FLEET_CLAIM_TTL)
     claims = []
     with transaction.atomic():
+        refusals = planning.claim_refusals(task, list(paths), mode)
+        if refusals:
+            raise TransitionError("; ".join(refusals), code="claim_owned")
         for path in dict.fromkeys(paths):
             held = (
                 FileClaim.objects.select_for_update()

@@ -26,7 +26,16 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from fleet import ratelimit
-from fleet.models import Agent, AgentSession, Budget, Message, SpendEvent, Task, TransitionError
+from fleet.models import (
+    Agent,
+    AgentSession,
+    Budget,
+    FileClaim,
+    Message,
+    SpendEvent,
+    Task,
+    TransitionError,
+)
 
 log = logging.getLogger("fleet.api")
 
@@ -112,6 +121,7 @@ class _Batch:
     dirty_tasks: dict[int, TaskRow] = field(default_factory=dict)
     dirty_budgets: dict[int, BudgetRow] = field(default_factory=dict)
     spend: list[SpendEvent] = field(default_factory=list)
+    claimants: set[int] = field(default_factory=set)  # agents whose claims live on
 
 
 def holds_lease(agent: Any, task: Any) -> bool:
@@ -368,6 +378,7 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
     if held:
         task.lease_expires_at = batch.now + timedelta(seconds=settings.FLEET_LEASE_TTL)
         batch.dirty_tasks[task.pk] = task
+        batch.claimants.add(agent.pk)
     left = budget_left(budgets)
     rotate = beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
     if rotate and agent.status in (Agent.IDLE, Agent.WORKING, Agent.REVIEWING):
@@ -395,6 +406,7 @@ def _write(batch: _Batch) -> None:
     )
     _update_rows(Task, batch.dirty_tasks.values(), ["lease_expires_at"])
     _update_rows(Budget, batch.dirty_budgets.values(), ["spent_usd", "updated_at"])
+    _renew_claims(batch)
     _insert_rows(
         SpendEvent,
         batch.spend,
@@ -409,6 +421,29 @@ def _write(batch: _Batch) -> None:
             "created_at",
         ],
     )
+
+
+def _renew_claims(batch: _Batch) -> None:
+    """A heartbeat keeps its agent's live claims alive for another claim TTL (about
+    three heartbeat intervals); a lapsed claim stays lapsed."""
+    if not batch.claimants:
+        return
+    ids = sorted(batch.claimants)
+    expires = batch.now + timedelta(seconds=settings.FLEET_CLAIM_TTL)
+    field = FileClaim._meta.get_field("expires_at")
+    sql = (
+        f"UPDATE {_table(FileClaim)} SET {_col(FileClaim, 'expires_at')} = %s"
+        f" WHERE {_col(FileClaim, 'released_at')} IS NULL"
+        f" AND {_col(FileClaim, 'expires_at')} > %s"
+        f" AND {_col(FileClaim, 'agent')} IN ({_marks(ids)})"
+    )
+    params = [
+        field.get_db_prep_save(expires, connection),
+        field.get_db_prep_save(batch.now, connection),
+        *ids,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _update_rows(model, rows, names: list[str]) -> None:

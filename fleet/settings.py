@@ -208,6 +208,9 @@ LOGGING = {
 # Fleet behaviour.
 FLEET_HEARTBEAT_TTL = env_int("FLEET_HEARTBEAT_TTL", 120)  # seconds before an agent is stale
 FLEET_LEASE_TTL = env_int("FLEET_LEASE_TTL", 900)  # seconds a task lease lasts unrenewed
+FLEET_HEARTBEAT_INTERVAL = env_int("FLEET_HEARTBEAT_INTERVAL", 30)  # how often agents beat
+# A file claim lives about three heartbeat intervals past the agent's last heartbeat.
+FLEET_CLAIM_TTL = env_int("FLEET_CLAIM_TTL", 3 * FLEET_HEARTBEAT_INTERVAL)
 FLEET_WAVE_SOFT_LIMIT = 4  # the "rule of 4"
 FLEET_CONTEXT_ROTATE_PCT = 60
 FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)

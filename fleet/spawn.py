@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from fleet import planning
 from fleet.git import repo as gitrepo
 from fleet.git import worktrees
 from fleet.git.errors import GitError
@@ -116,7 +117,7 @@ def worktree_path(task: Task) -> Path:
     return root / task.key
 
 
-def _prepare_worktree(task: Task) -> tuple[Path, str]:
+def prepare_worktree(task: Task) -> tuple[Path, str]:
     """The task's worktree on its own branch off freshly fetched main (kept if it exists)."""
     repo = task.repository
     worktree = worktree_path(task)
@@ -154,7 +155,7 @@ def spawn(
         # Git first: if it fails, no rows were written. A worktree left behind by
         # a later failure is kept and reused by the next spawn onto this task.
         try:
-            directory, base = _prepare_worktree(task)
+            directory, base = prepare_worktree(task)
         except (GitError, OSError) as exc:
             raise SpawnError(f"could not create the worktree for {task.key}: {exc}") from exc
     agent = Agent(name=name, role=role, repository=repository)
@@ -183,6 +184,7 @@ def spawn(
             task.save(update_fields=["base_sha", "worktree_path"])
             try:
                 task.assign(agent=agent, by=by)
+                planning.dispatched(task, by=by)
                 task.start(by=agent, epoch=task.lease_epoch)
                 agent.start_work(task=task)
             except TransitionError as exc:

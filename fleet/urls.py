@@ -23,12 +23,40 @@ urlpatterns = [
             ]
         ),
     ),
+    # plans/
+    path(
+        "plans/",
+        include(
+            [
+                path("", views.plan_list, name="fleet-plans"),
+                path("<slug:slug>/", views.plan_detail, name="fleet-plan"),
+                path(
+                    "<slug:slug>/waves/<int:number>/",
+                    include(
+                        [
+                            path("", views.wave_detail, name="fleet-wave"),
+                            path("tasks/", views.wave_add_task, name="fleet-wave-add-task"),
+                            path(
+                                "shared/<int:shared_id>/",
+                                views.wave_decide,
+                                name="fleet-wave-decide",
+                            ),
+                            path("budget/", views.wave_budget, name="fleet-wave-budget"),
+                            path("approve/", views.wave_approve, name="fleet-wave-approve"),
+                        ]
+                    ),
+                ),
+            ]
+        ),
+    ),
     # tasks/
     path(
         "tasks/<str:key>/",
         include(
             [
                 path("", views.task_detail, name="fleet-task"),
+                path("edit/", views.task_edit, name="fleet-task-edit"),
+                path("move/", views.task_move, name="fleet-task-move"),
                 path("rebase/", views.task_rebase, name="fleet-task-rebase"),
                 path("merge/", views.task_queue_merge, name="fleet-task-merge"),
             ]

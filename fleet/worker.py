@@ -16,7 +16,7 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
-from fleet.models import Agent, Task, TransitionError
+from fleet.models import Agent, FileClaim, Task, TransitionError
 
 log = logging.getLogger("fleet.worker")
 
@@ -46,6 +46,20 @@ def mark_stale_agents(now) -> int:
     return count
 
 
+def expired_claims(now) -> int:
+    """Claims whose agent stopped heartbeating lapse; mark them released so every
+    view agrees (a lapsed claim is already free to take over)."""
+    return FileClaim.objects.filter(released_at__isnull=True, expires_at__lte=now).update(
+        released_at=now
+    )
+
+
+def waves(now) -> int:
+    from fleet.planning import advance_waves
+
+    return advance_waves()
+
+
 def merge_queues(now) -> int:
     from fleet.merging import process_queues
 
@@ -61,8 +75,10 @@ def merged_worktrees(now) -> int:
 SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("expired_leases", expire_leases),
     ("stale_agents", mark_stale_agents),
+    ("expired_claims", expired_claims),
     ("merges", merge_queues),
     ("merged_worktrees", merged_worktrees),
+    ("waves", waves),
 ]
 
 

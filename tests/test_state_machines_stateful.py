@@ -143,9 +143,11 @@ class FleetMachine(RuleBasedStateMachine):
             "cancel": {"by": None},
         }[action]
         if action == "assign" and (
-            self.expected_waves[0] != "running" or self.expected_agent in ("stopped", "stale")
+            self.expected_waves[0] not in ("approved", "running")
+            or self.expected_agent in ("stopped", "stale")
         ):
-            nxt = None  # work is handed out only in a running wave, to an available agent
+            nxt = None  # work is handed out only in an approved or running wave, to an
+            # available agent
         if action == "resume" and not self.assigned[i]:
             nxt = None  # nobody to resume it
         if self._apply(task, action, nxt, kwargs):

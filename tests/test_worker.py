@@ -35,7 +35,14 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
     later = now + timedelta(seconds=settings.FLEET_HEARTBEAT_TTL + 60)
     results = Worker().tick(now=later)
 
-    assert results == {"expired_leases": 1, "stale_agents": 2, "merges": 0, "merged_worktrees": 0}
+    assert results == {
+        "expired_leases": 1,
+        "stale_agents": 2,
+        "expired_claims": 0,
+        "merges": 0,
+        "merged_worktrees": 0,
+        "waves": 0,
+    }
     task.refresh_from_db()
     agent.refresh_from_db()
     fresh.refresh_from_db()
@@ -47,8 +54,10 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
     assert Worker().tick(now=later) == {
         "expired_leases": 0,
         "stale_agents": 0,
+        "expired_claims": 0,
         "merges": 0,
         "merged_worktrees": 0,
+        "waves": 0,
     }
 
 
@@ -60,8 +69,10 @@ def test_live_agents_and_leases_are_left_alone():
     assert Worker().tick() == {
         "expired_leases": 0,
         "stale_agents": 0,
+        "expired_claims": 0,
         "merges": 0,
         "merged_worktrees": 0,
+        "waves": 0,
     }
     task.refresh_from_db()
     assert task.status == Task.ASSIGNED
@@ -94,7 +105,10 @@ def test_a_worker_can_run_only_some_sweeps(settings):
         call_command("fleet_worker", "--once", "--only", "merges", "--skip", "merges")
     out = StringIO()  # last: the command closes the test's connection when it ends
     call_command("fleet_worker", "--once", "--skip", "merges", stdout=out)
-    assert "sweeps: expired_leases, stale_agents, merged_worktrees" in out.getvalue()
+    assert (
+        "sweeps: expired_leases, stale_agents, expired_claims, merged_worktrees, waves"
+        in out.getvalue()
+    )
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def cmd_journal(args, client):
 
 
 def cmd_claim(args, client):
-    claims = ops.claim(client, paths=args.paths, task=args.task, mode=args.mode, ttl=args.ttl)
+    claims = ops.claim(client, paths=args.paths, task=args.task, mode=args.mode)
     _print(
         args,
         claims,
@@ -170,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--task")
     p.add_argument("--mode", choices=["write", "read"], default="write")
-    p.add_argument("--ttl", type=int, default=900)
     p = sub.add_parser("release", help="release a claim")
     p.add_argument("id", type=int)
     p = sub.add_parser("submit", help="hand in your task's commit (default: HEAD)")

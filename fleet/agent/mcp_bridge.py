@@ -87,8 +87,8 @@ def journal(kind: Literal["done", "learned", "next", "note"], body: str) -> dict
     description="Claim repository paths for your task before editing them; fails "
     "naming the holder if another agent has them." + FALLBACK.format(cli="claim PATH...")
 )
-def claim(paths: list[str], mode: Literal["write", "read"] = "write", ttl: int = 900) -> dict:
-    return {"claims": _call(ops.claim, paths=paths, mode=mode, ttl=ttl)}
+def claim(paths: list[str], mode: Literal["write", "read"] = "write") -> dict:
+    return {"claims": _call(ops.claim, paths=paths, mode=mode)}
 
 
 @server.tool(description="Release a file claim by id." + FALLBACK.format(cli="release ID"))

@@ -90,13 +90,12 @@ def claim(
     paths: list[str],
     task: str | None = None,
     mode: str = "write",
-    ttl: int = 900,
 ) -> list:
     _guard(client)
     task = task or client.identity.read_state().get("task") or client.identity.task
     if not task:
         raise FleetError(0, "no_task", "no current task: pull work first or pass --task")
-    return client.post("claims", {"task": task, "paths": paths, "mode": mode, "ttl": ttl})
+    return client.post("claims", {"task": task, "paths": paths, "mode": mode})
 
 
 def release(client: Client, *, claim_id: int) -> dict:

@@ -64,11 +64,11 @@ def work_next(request: HttpRequest):
 
 @router.post("claims", response={201: list[ClaimOut], **ERRORS}, summary="Claim file paths")
 def claim(request: HttpRequest, payload: ClaimIn):
-    """Claim paths of the agent's task under a lease; 409 names the holder of a held path."""
+    """Claim paths of the agent's task under a lease renewed by its heartbeats (it
+    lapses about three heartbeat intervals after the last one). 409 names the holder
+    of a held path, or the task a planning decision gave the path to."""
     task = _task(payload.task)
-    claims = dispatch.claim(
-        request.auth, task=task, paths=payload.paths, mode=payload.mode, ttl=payload.ttl
-    )
+    claims = dispatch.claim(request.auth, task=task, paths=payload.paths, mode=payload.mode)
     return Status(201, claims)
 
 

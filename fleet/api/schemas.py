@@ -130,7 +130,6 @@ class ClaimIn(Schema):
     task: Text = Field(..., max_length=20)
     paths: list[str] = Field(..., min_length=1, max_length=100)
     mode: Literal["write", "read"] = "write"
-    ttl: int = Field(900, ge=30, le=86_400, description="seconds the claim lasts")
 
     @field_validator("paths")
     @classmethod

@@ -281,3 +281,10 @@ def _blame_lines(porcelain: str) -> dict[int, tuple[str, str]]:
         elif line.startswith("\t") and sha:
             lines[final] = (sha, subjects.get(sha, ""))
     return lines
+
+
+def changed_paths(repo_path: str | Path, *, main: str, head: str) -> list[str]:
+    """The files ``head`` changes since it forked from ``main`` (``main...head``)."""
+    with open_repo(repo_path, "listing the changed files") as repo:
+        out = repo.git.diff("--name-only", "-z", "--no-renames", f"{main}...{head}")
+    return sorted(p for p in out.split("\0") if p)

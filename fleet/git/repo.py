@@ -199,3 +199,10 @@ def tracked(path: str | Path, paths: list[str]) -> list[str]:
     """Which of ``paths`` (files or directories) git tracks in the work tree at ``path``."""
     with open_repo(path) as repo:
         return repo.git.ls_files("--", *paths).splitlines()
+
+
+def list_files(path: str | Path, ref: str) -> list[str]:
+    """Every file path in the tree of ``ref``, sorted (``git ls-tree -r``)."""
+    with open_repo(path, f"listing the files of {ref}") as repo:
+        out = repo.git.ls_tree("-r", "-z", "--name-only", "--full-tree", ref)
+    return sorted(p for p in out.split("\0") if p)

@@ -194,3 +194,12 @@ def scratch(repo_path: str | Path, *, path: Path, commit: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         repo.git.worktree("add", "--detach", str(path), commit)
     return path
+
+
+def branch_and_behind(worktree: str | Path, main: str) -> tuple[str | None, int]:
+    """The branch a worktree has checked out (None when detached), and how many
+    commits of ``main`` its HEAD lacks."""
+    with open_repo(worktree, "reading the worktree") as repo:
+        branch = _attached_branch(repo)
+        behind = int(repo.git.rev_list("--count", f"HEAD..{main}"))
+    return branch, behind

@@ -202,7 +202,7 @@ class Agent(StateMachine):
         return self._transition("complete_rotation", by=by, target=self._resting_status)
 
     def mark_stale(self, *, by: Any = None) -> Event:
-        return self._transition("mark_stale", by=by)
+        return self._transition("mark_stale", by=by, after=_release_claims)
 
     def revive(self, *, by: Any = None) -> Event:
         return self._transition("revive", by=by or self, target=self._resting_status)
@@ -211,13 +211,29 @@ class Agent(StateMachine):
         if reason not in self.STOP_REASONS:
             raise TransitionError(f"Unknown stop reason {reason!r}", code="bad_reason")
         return self._transition(
-            "stop", by=by, changes={"stop_reason": reason}, payload={"reason": reason}
+            "stop",
+            by=by,
+            changes={"stop_reason": reason},
+            payload={"reason": reason},
+            after=_release_claims,
         )
 
     def resume(self, *, by: Any) -> Event:
         return self._transition(
             "resume", by=by, changes={"stop_reason": ""}, target=self._resting_status
         )
+
+
+def _release_claims(agent: Agent) -> dict[str, Any]:
+    """An agent that stops or goes stale lets go of its file claims (same transaction)."""
+    from fleet.models.work import FileClaim
+
+    paths = FileClaim.objects.filter(agent=agent, released_at__isnull=True)
+    released = sorted(paths.values_list("path", flat=True))
+    if not released:
+        return {}
+    paths.update(released_at=timezone.now())
+    return {"claims_released": released}
 
 
 class AgentSession(models.Model):

@@ -91,6 +91,9 @@ class CheckRun(models.Model):
     task = models.ForeignKey(
         Task, null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
     )
+    wave = models.ForeignKey(
+        "Wave", null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
+    )
     name = models.CharField(max_length=100)
     commit_sha = models.CharField(max_length=40)
     status = models.CharField(max_length=10, choices=[(s, s) for s in STATUSES], default="pending")

@@ -50,6 +50,14 @@ class Plan(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    drafted_by = models.ForeignKey(
+        "Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the orchestrator agent that drafted this through the API",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -94,6 +102,7 @@ class Wave(StateMachine):
         "verify": (frozenset({MERGED}), VERIFIED),
     }
     EVENT_PREFIX = "wave"
+    DISPATCHING = (APPROVED, RUNNING)  # its ready tasks are handed out
 
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="waves")
     number = models.PositiveIntegerField()
@@ -107,6 +116,22 @@ class Wave(StateMachine):
         related_name="+",
     )
     approved_at = models.DateTimeField(null=True, blank=True)
+    # What approval read out and accepted, kept with the wave (and in its Event).
+    announcement = models.TextField(blank=True)
+    override_reason = models.TextField(
+        blank=True, help_text="why it was approved before the previous wave was verified"
+    )
+    crowd_reason = models.TextField(
+        blank=True, help_text="why more than the rule-of-four agents run in this wave"
+    )
+    drafted_by = models.ForeignKey(
+        "Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the orchestrator agent that drafted this through the API",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -142,7 +167,17 @@ class Wave(StateMachine):
             problems.append(f"Shared file {path} has no strategy yet.")
         return problems
 
-    def approve(self, *, by: Any) -> Event:
+    def approve(
+        self,
+        *,
+        by: Any,
+        announcement: str = "",
+        override_reason: str = "",
+        crowd_reason: str = "",
+    ) -> Event:
+        """The transition itself; ``fleet.planning.approve`` runs the whole preflight
+        and makes the tasks ready in the same transaction."""
+
         def check(current: Wave) -> None:
             if by is not None and _is_agent(by):
                 raise TransitionError("only a person (a lead) approves a wave", code="role")
@@ -154,12 +189,28 @@ class Wave(StateMachine):
             "approve",
             by=by,
             check=check,
-            changes={"approved_by": by, "approved_at": timezone.now()},
+            changes={
+                "approved_by": by,
+                "approved_at": timezone.now(),
+                "announcement": announcement,
+                "override_reason": override_reason,
+                "crowd_reason": crowd_reason,
+            },
+            payload={
+                "announcement": announcement,
+                **({"override_reason": override_reason} if override_reason else {}),
+                **({"crowd_reason": crowd_reason} if crowd_reason else {}),
+            },
         )
 
     def start(self, *, by: Any = None) -> Event:
+        """Running from the first assignment; the order of waves holds unless a lead
+        overrode it (with a reason) at approval."""
+
         def check(current: Wave) -> None:
             previous = current.previous()
+            if current.override_reason:
+                return
             if previous is not None and previous.status != Wave.VERIFIED:
                 raise TransitionError(
                     f"Wave {current.number} can start only after wave {previous.number}"
@@ -184,8 +235,8 @@ class Wave(StateMachine):
 
         return self._transition("mark_merged", by=by, check=check)
 
-    def verify(self, *, by: Any) -> Event:
-        return self._transition("verify", by=by)
+    def verify(self, *, by: Any, checks: list | None = None) -> Event:
+        return self._transition("verify", by=by, payload={"checks": checks or []})
 
 
 # --- tasks ----------------------------------------------------------------
@@ -193,7 +244,7 @@ class Wave(StateMachine):
 
 class TaskQuerySet(models.QuerySet):
     def ready(self) -> TaskQuerySet:
-        return self.filter(status=Task.READY, wave__status=Wave.RUNNING).order_by(
+        return self.filter(status=Task.READY, wave__status__in=Wave.DISPATCHING).order_by(
             "wave__number", "id"
         )
 
@@ -270,6 +321,12 @@ class Task(StateMachine):
     spec = models.TextField(blank=True, help_text="Requirements and acceptance criteria")
     spec_version = models.PositiveIntegerField(default=1)
     declared_paths = models.JSONField(default=list, blank=True, help_text="Globs this task edits")
+    read_only = models.BooleanField(
+        default=False, help_text="The task reads the repository but changes no file"
+    )
+    # The ownership gate, worked out at submit: changed files outside the declared and
+    # claimed paths, and files a planning decision gave to another task.
+    ownership = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=DRAFT)
     base_sha = models.CharField(max_length=40, blank=True)
     head_sha = models.CharField(max_length=40, blank=True)
@@ -281,6 +338,14 @@ class Task(StateMachine):
     attempt = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_epoch = models.PositiveIntegerField(default=0)
+    drafted_by = models.ForeignKey(
+        "Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the orchestrator agent that drafted this through the API",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -350,9 +415,9 @@ class Task(StateMachine):
             if agent.status in ("stopped", "stale"):
                 raise TransitionError(f"{agent} is {agent.status}", code="agent_unavailable")
             wave_status = Wave.objects.values_list("status", flat=True).get(pk=current.wave_id)
-            if wave_status != Wave.RUNNING:
+            if wave_status not in Wave.DISPATCHING:
                 raise TransitionError(
-                    f"{current.key}: its wave is {wave_status}, not running",
+                    f"{current.key}: its wave is {wave_status}, not approved or running",
                     code="wave_not_running",
                 )
 
@@ -392,13 +457,20 @@ class Task(StateMachine):
             current.save(update_fields=["lease_expires_at"])
         self.lease_expires_at = current.lease_expires_at
 
-    def submit(self, *, commit: str, by: Any, epoch: int | None = None) -> Event:
+    def submit(
+        self, *, commit: str, by: Any, epoch: int | None = None, ownership: dict | None = None
+    ) -> Event:
+        changes: dict[str, Any] = {"head_sha": commit, "lease_expires_at": None}
+        payload: dict[str, Any] = {"commit": commit}
+        if ownership is not None:
+            changes["ownership"] = ownership
+            payload["ownership_ok"] = ownership.get("ok")
         return self._transition(
             "submit",
             by=by,
             check=lambda current: self._fence(current, by, epoch, action="submit"),
-            changes={"head_sha": commit, "lease_expires_at": None},
-            payload={"commit": commit},
+            changes=changes,
+            payload=payload,
         )
 
     def request_changes(self, *, by: Any, reason: str = "") -> Event:
@@ -481,10 +553,14 @@ def _is_agent(obj: Any) -> bool:
 
 
 def _release_holders(task: Task) -> dict[str, Any]:
-    """Agents whose current task this was let go of it in the same transaction:
-    a task that left an agent's hands never stays on that agent's card."""
+    """Agents whose current task this was let go of it (and of its file claims) in
+    the same transaction: a task that left an agent's hands never stays on that
+    agent's card."""
     from fleet.models.agents import Agent
 
+    FileClaim.objects.filter(task_id=task.pk, released_at__isnull=True).update(
+        released_at=timezone.now()
+    )
     holders = Agent.objects.filter(current_task_id=task.pk)
     names = list(holders.values_list("name", flat=True))
     if not names:
@@ -551,6 +627,10 @@ class SharedFile(models.Model):
     ]
 
     wave = models.ForeignKey(Wave, on_delete=models.CASCADE, related_name="shared_files")
+    # Paths are per repository: README.md in two repositories is not one file.
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     path = models.CharField(max_length=500)
     tasks = models.ManyToManyField(Task, related_name="shared_files")
     strategy = models.CharField(max_length=16, choices=STRATEGY_CHOICES, blank=True)
@@ -565,7 +645,9 @@ class SharedFile(models.Model):
     class Meta:
         ordering = ["path"]
         constraints = [
-            models.UniqueConstraint(fields=["wave", "path"], name="shared_file_unique_path"),
+            models.UniqueConstraint(
+                fields=["wave", "repository", "path"], name="shared_file_unique_path"
+            ),
             models.CheckConstraint(
                 condition=~Q(strategy__in=["owner", "contract"]) | Q(owner_task__isnull=False),
                 name="shared_file_owner_needed",

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from fleet.views.agents import agent_list, agent_revoke, agent_spawn
 from fleet.views.fleet import activity, healthz, navigation, overview
+from fleet.views.plans import (
+    plan_detail,
+    plan_list,
+    task_edit,
+    task_move,
+    wave_add_task,
+    wave_approve,
+    wave_budget,
+    wave_decide,
+    wave_detail,
+)
 from fleet.views.tasks import repository_list, task_detail, task_queue_merge, task_rebase
 
 __all__ = [
@@ -14,8 +25,17 @@ __all__ = [
     "healthz",
     "navigation",
     "overview",
+    "plan_detail",
+    "plan_list",
     "repository_list",
     "task_detail",
+    "task_edit",
+    "task_move",
     "task_queue_merge",
     "task_rebase",
+    "wave_add_task",
+    "wave_approve",
+    "wave_budget",
+    "wave_decide",
+    "wave_detail",
 ]

@@ -19,6 +19,7 @@ from fleet.roles import LEAD, MANAGER, REVIEWER, ROLES, role_required, user_role
 # (label, url name, roles that see it; None means every signed-in person)
 NAVIGATION = [
     ("Fleet", "fleet-overview", None),
+    ("Plans", "fleet-plans", None),
     ("Agents", "fleet-agents", None),
     ("Repositories", "fleet-repositories", None),
     ("Activity", "fleet-activity", None),

@@ -173,7 +173,7 @@ def test_an_expired_claim_is_taken_over(as_agent, ready_tasks):
     _, bob_token = make_token_agent()
     ada_key = take_task(as_agent, ada_token)["task"]["key"]
     bob_key = take_task(as_agent, bob_token)["task"]["key"]
-    as_agent(ada_token).post("claims", {"task": ada_key, "paths": ["a.py"], "ttl": 30})
+    as_agent(ada_token).post("claims", {"task": ada_key, "paths": ["a.py"]})
     past = timezone.now() - timedelta(seconds=60)
     FileClaim.objects.update(created_at=past, expires_at=past + timedelta(seconds=30))
     assert (

@@ -1,0 +1,137 @@
+"""The planner's forms: the pages use them, and the API validates drafts with them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from fleet.models import Budget, Plan, Repository, SharedFile, Task, Wave
+
+MAX_DECLARED = 500
+
+
+def clean_declared(value: str | list) -> list[str]:
+    """One glob per line (or a list), relative to the repository root, no ``..``."""
+    lines = value if isinstance(value, list) else str(value).splitlines()
+    out: list[str] = []
+    for raw in lines:
+        if not isinstance(raw, str):
+            raise forms.ValidationError("Each declared path is a string.")
+        path = raw.strip()
+        if not path or path.startswith("#"):
+            continue
+        if "\x00" in path or len(path) > 500:
+            raise forms.ValidationError(f"{path[:60]!r} is not a usable path.")
+        if path.startswith("/") or path.startswith("~") or ".." in path.split("/"):
+            raise forms.ValidationError(
+                f"{path} reaches outside the repository: use a path relative to its root."
+            )
+        if path not in out:
+            out.append(path)
+    if len(out) > MAX_DECLARED:
+        raise forms.ValidationError(f"At most {MAX_DECLARED} declared paths per task.")
+    return out
+
+
+class PlanForm(forms.ModelForm):
+    class Meta:
+        model = Plan
+        fields = ["name", "slug", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class WaveForm(forms.ModelForm):
+    class Meta:
+        model = Wave
+        fields = ["name"]
+        help_texts = {"name": "e.g. Foundation, Features, Integration"}
+
+
+class TaskForm(forms.ModelForm):
+    repository = forms.ModelChoiceField(
+        Repository.objects.order_by("name"), to_field_name="slug", empty_label=None
+    )
+    declared_paths = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
+        help_text="One path or glob per line, relative to the repository root "
+        "(src/**/*.py, docs/, config/settings.py).",
+    )
+    spec = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Requirements and acceptance criteria.",
+    )
+
+    class Meta:
+        model = Task
+        fields = ["key", "kind", "title", "repository", "spec", "declared_paths", "read_only"]
+
+    def __init__(self, *args, locked: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["declared_paths"] = "\n".join(self.instance.declared_paths or [])
+            self.fields["key"].disabled = True
+        if locked:  # approved: only the title and spec change (the spec gets a new version)
+            for name in ("kind", "repository", "declared_paths", "read_only"):
+                self.fields[name].disabled = True
+
+    def clean_declared_paths(self) -> list[str]:
+        value = self.cleaned_data.get("declared_paths")
+        if self.fields["declared_paths"].disabled:
+            return list(self.instance.declared_paths or [])
+        return clean_declared(value or "")
+
+
+class DecisionForm(forms.Form):
+    strategy = forms.ChoiceField(choices=SharedFile.STRATEGY_CHOICES[1:])
+    task = forms.CharField(max_length=20, help_text="the task that owns (or keeps) the path")
+
+
+class MoveForm(forms.Form):
+    wave = forms.IntegerField(min_value=1, help_text="the wave number to move the task to")
+
+
+class BudgetForm(forms.Form):
+    limit_usd = forms.DecimalField(
+        required=False, min_value=Decimal("0.01"), max_digits=12, decimal_places=2
+    )
+    limit_tokens = forms.IntegerField(required=False, min_value=1, max_value=10**15)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("limit_usd") is None and data.get("limit_tokens") is None:
+            raise forms.ValidationError("Set a limit in USD, in tokens, or both.")
+        return data
+
+    def save(self, wave: Wave) -> Budget:
+        """Set the wave's caps; a cap below what was already spent is clamped to the
+        spent amount (which means "stop now")."""
+        with transaction.atomic():
+            budget = Budget.objects.select_for_update().filter(scope="wave", wave=wave).first()
+            budget = budget or Budget(scope="wave", wave=wave)
+            usd, tokens = self.cleaned_data["limit_usd"], self.cleaned_data["limit_tokens"]
+            budget.limit_usd = None if usd is None else max(usd, budget.spent_usd)
+            budget.limit_tokens = None if tokens is None else max(tokens, budget.spent_tokens)
+            budget.updated_at = timezone.now()
+            budget.save()
+        return budget
+
+
+class ApproveForm(forms.Form):
+    override_reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only when approving before the previous wave is verified (audited).",
+    )
+    crowd_reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=f"Only when the wave runs more than {settings.FLEET_WAVE_SOFT_LIMIT} agents.",
+    )
