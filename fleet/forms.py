@@ -75,6 +75,7 @@ class TaskForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["declared_paths"] = "\n".join(self.instance.declared_paths or [])
+            self.initial["repository"] = self.instance.repository.slug
             self.fields["key"].disabled = True
         if locked:  # approved: only the title and spec change (the spec gets a new version)
             for name in ("kind", "repository", "declared_paths", "read_only"):

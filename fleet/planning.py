@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max, Prefetch, Q
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from fleet.models import (
     Event,
     FileClaim,
     Message,
+    Plan,
     Repository,
     SharedFile,
     Task,
@@ -234,6 +235,47 @@ def matrix(wave: Wave) -> Matrix:
         ids = {t.pk for t in members}
         rows.append(Row(sf, [_cell(sf, t, ids) for t in ordered], members))
     return Matrix(ordered, rows, wave)
+
+
+# --- drafting -------------------------------------------------------------------
+
+
+def add_wave(plan: Plan, *, name: str, by: Any, drafted_by: Any = None) -> Wave:
+    """The next wave of a plan (numbers stay in order under concurrent adds)."""
+    with transaction.atomic():
+        Plan.objects.select_for_update().get(pk=plan.pk)
+        number = (plan.waves.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        wave = Wave.objects.create(plan=plan, number=number, name=name, drafted_by=drafted_by)
+        Event.objects.record("wave.create", by=by, wave=wave, plan=plan, payload={"number": number})
+    return wave
+
+
+def add_task(task: Task, wave: Wave, *, by: Any, drafted_by: Any = None) -> Task:
+    """Save a validated, unsaved task into a draft wave (refused once it is approved)."""
+    with transaction.atomic():
+        wave = Wave.objects.select_for_update().get(pk=wave.pk)
+        if wave.status != Wave.DRAFT:
+            raise TransitionError(
+                f"wave {wave.number} is {wave.status}; tasks are added to draft waves",
+                code="wave_not_draft",
+            )
+        task.wave, task.drafted_by = wave, drafted_by
+        try:
+            with transaction.atomic():
+                task.save()
+        except IntegrityError as exc:  # the key was taken between validation and save
+            raise TransitionError(f"a task {task.key} already exists", code="key_taken") from exc
+        Event.objects.record(
+            "task.create",
+            by=by,
+            task=task,
+            wave=wave,
+            plan_id=wave.plan_id,
+            repository_id=task.repository_id,
+            payload={"declared": len(task.declared_paths)},
+        )
+    sync_shared(wave)
+    return task
 
 
 # --- decisions and moves ------------------------------------------------------
@@ -673,6 +715,27 @@ def claim_refusals(task: Task, paths: list[str], mode: str) -> list[str]:
     return out
 
 
+def allowed_paths(task: Task) -> list[str]:
+    """What a task may change: its declared paths and its write claims (none for a
+    read-only task). Claims are released at submit; they still count."""
+    if task.read_only:
+        return []
+    claimed = task.claims.filter(mode=FileClaim.WRITE).values_list("path", flat=True).distinct()
+    return [*task.declared_paths, *claimed]
+
+
+def owned_by_others(task: Task, changed: list[str]) -> list[dict[str, str]]:
+    """The changed files a planning decision gave to another task."""
+    owned = []
+    decisions = _decisions_against(task)
+    for path in changed:
+        for sf in decisions:
+            if globs.matches(path, sf.path):
+                owned.append({"path": path, "owner": sf.owner_task.key, "strategy": sf.strategy})
+                break
+    return owned
+
+
 def ownership(task: Task, commit: str) -> dict[str, Any]:
     """The ownership gate for a submitted commit: changed files outside the task's
     declared and claimed paths, and files a planning decision gave another task."""
@@ -683,18 +746,8 @@ def ownership(task: Task, commit: str) -> dict[str, Any]:
         changed = facts.changed_paths(repository.path, main=main, head=commit)
     except GitError as exc:
         return {**report, "ok": False, "error": f"cannot list the changed files: {exc}"}
-    allowed: list[str] = []
-    if not task.read_only:
-        claimed = task.claims.filter(mode=FileClaim.WRITE).values_list("path", flat=True)
-        allowed = [*task.declared_paths, *claimed]
-    outside = globs.outside(changed, allowed)
-    owned = []
-    decisions = _decisions_against(task)
-    for path in changed:
-        for sf in decisions:
-            if globs.matches(path, sf.path):
-                owned.append({"path": path, "owner": sf.owner_task.key, "strategy": sf.strategy})
-                break
+    outside = globs.outside(changed, allowed_paths(task))
+    owned = owned_by_others(task, changed)
     return {
         **report,
         "changed": len(changed),

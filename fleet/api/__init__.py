@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from fleet.api import errors
+from fleet.api import errors, planner
 from fleet.api.auth import AgentToken, PerAgentThrottle
 from fleet.api.endpoints import router
 
@@ -13,7 +13,7 @@ api = NinjaAPI(
     version="1",
     description=(
         "What agents call: boot, heartbeat, pull work, claim files, submit, review, "
-        "journal, inbox. Errors are JSON {error, detail}."
+        "journal, inbox; orchestrators draft plans. Errors are JSON {error, detail}."
     ),
     urls_namespace="fleet-api",
     auth=AgentToken(),
@@ -21,3 +21,4 @@ api = NinjaAPI(
 )
 errors.install(api)
 api.add_router("", router)
+api.add_router("", planner.router)

@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
+from fleet.api.planner import Invalid
 from fleet.dispatch import Refused
 from fleet.models import TransitionError
 
@@ -35,6 +36,10 @@ def install(api: NinjaAPI) -> None:
             for e in exc.errors
         ]
         return respond(request, 422, "invalid", detail)
+
+    @api.exception_handler(Invalid)
+    def invalid_draft(request, exc: Invalid):
+        return respond(request, 422, "invalid", exc.errors)
 
     @api.exception_handler(AuthenticationError)
     def unauthorized(request, exc: AuthenticationError):

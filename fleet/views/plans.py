@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -77,7 +77,7 @@ def plan_detail(request: HttpRequest, slug: str) -> HttpResponse:
             messages.error(request, "Only a lead adds waves.")
             return redirect("fleet-plan", slug=slug)
         if form.is_valid():
-            wave = add_wave(plan, name=form.cleaned_data["name"], by=request.user)
+            wave = planning.add_wave(plan, name=form.cleaned_data["name"], by=request.user)
             messages.success(request, f"Wave {wave.number} added.")
             return redirect(_wave_url(wave))
     waves = list(
@@ -92,45 +92,6 @@ def plan_detail(request: HttpRequest, slug: str) -> HttpResponse:
         {"plan": plan, "waves": waves, "form": form, "is_lead": is_lead},
         status=400 if form.errors else 200,
     )
-
-
-def add_wave(plan: Plan, *, name: str, by: Any, drafted_by: Any = None) -> Wave:
-    """The next wave of a plan (numbers stay in order under concurrent adds)."""
-    with transaction.atomic():
-        Plan.objects.select_for_update().get(pk=plan.pk)
-        number = (plan.waves.order_by("-number").values_list("number", flat=True).first() or 0) + 1
-        wave = Wave.objects.create(plan=plan, number=number, name=name, drafted_by=drafted_by)
-        Event.objects.record("wave.create", by=by, wave=wave, plan=plan, payload={"number": number})
-    return wave
-
-
-def add_task(form: TaskForm, wave: Wave, *, by: Any, drafted_by: Any = None) -> Task:
-    """Save a valid task form into a draft wave (refused once the wave is approved)."""
-    with transaction.atomic():
-        wave = Wave.objects.select_for_update().get(pk=wave.pk)
-        if wave.status != Wave.DRAFT:
-            raise TransitionError(
-                f"wave {wave.number} is {wave.status}; tasks are added to draft waves",
-                code="wave_not_draft",
-            )
-        task = form.save(commit=False)
-        task.wave, task.drafted_by = wave, drafted_by
-        try:
-            with transaction.atomic():
-                task.save()
-        except IntegrityError as exc:  # the key was taken between validation and save
-            raise TransitionError(f"a task {task.key} already exists", code="key_taken") from exc
-        Event.objects.record(
-            "task.create",
-            by=by,
-            task=task,
-            wave=wave,
-            plan_id=wave.plan_id,
-            repository_id=task.repository_id,
-            payload={"declared": len(task.declared_paths)},
-        )
-    planning.sync_shared(wave)
-    return task
 
 
 def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, Any]:
@@ -190,7 +151,7 @@ def wave_add_task(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     form = TaskForm(request.POST)
     if form.is_valid():
         try:
-            task = add_task(form, wave, by=request.user)
+            task = planning.add_task(form.save(commit=False), wave, by=request.user)
         except TransitionError as exc:
             form.add_error(None, exc.message)
         else:

@@ -9,13 +9,14 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from fleet import merging
+from fleet import merging, planning
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
-from fleet.models import MergeRequest, Repository, Task, TransitionError
+from fleet.models import FileClaim, MergeRequest, Repository, Task, TransitionError
 from fleet.roles import LEAD, ROLES, role_required, user_roles
 
 
@@ -35,15 +36,29 @@ def _branch_state(task: Task) -> dict[str, Any]:
             head = task.head_sha or head_sha(repository.path, f"refs/heads/{task.branch}")
         except GitError:
             return {"branch_error": f"{task.branch} does not exist yet"}
-        # Claims are released at submit; they still say which paths the task meant.
-        allowed = list(task.declared_paths or []) + list(
-            task.claims.values_list("path", flat=True).distinct()
-        )
+        allowed = planning.allowed_paths(task)
         branch = facts.branch_facts(repository.path, main=main, head=head, allowed=allowed)
         lost = facts.stale_base_report(repository.path, main=main, head=head)
     except GitError as exc:
         return {"branch_error": str(exc)}
     return {"facts": branch, "lost": lost, "declared": allowed}
+
+
+def _ownership_gate(task: Task, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The gate as worked out at submit, or (before submit) on the branch as it is."""
+    if task.ownership:
+        return {**task.ownership, "when": "at submit"}
+    branch = state.get("facts")
+    if branch is None:
+        return None
+    owned = planning.owned_by_others(task, [f.path for f in branch.files])
+    return {
+        "ok": not branch.outside and not owned,
+        "outside": branch.outside,
+        "owned": owned,
+        "changed": len(branch.files),
+        "when": "on the branch now",
+    }
 
 
 @require_GET
@@ -59,6 +74,7 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
         "is_lead": LEAD in user_roles(request.user),
         **_branch_state(task),
     }
+    context["ownership"] = _ownership_gate(task, context)
     context["worktree_exists"] = bool(task.worktree_path) and Path(task.worktree_path).exists()
     return render(request, "fleet/task.html", context)
 
@@ -114,11 +130,37 @@ def task_queue_merge(request: HttpRequest, key: str) -> HttpResponse:
     return redirect("fleet-task", key=key)
 
 
+def claim_tree(claims: list[FileClaim]) -> list[dict[str, Any]]:
+    """Live claims as the lines of a file tree: each directory once, then its files
+    with their holders, indented by depth."""
+    lines: list[dict[str, Any]] = []
+    seen_dirs: set[str] = set()
+    by_path: dict[str, list[FileClaim]] = {}
+    for claim in claims:
+        by_path.setdefault(claim.path, []).append(claim)
+    for path in sorted(by_path):
+        parts = path.split("/")
+        for depth in range(len(parts) - 1):
+            directory = "/".join(parts[: depth + 1])
+            if directory not in seen_dirs:
+                seen_dirs.add(directory)
+                lines.append({"depth": depth, "name": parts[depth] + "/", "claims": []})
+        lines.append({"depth": len(parts) - 1, "name": parts[-1], "claims": by_path[path]})
+    return lines
+
+
 @require_GET
 @role_required(*ROLES)
 def repository_list(request: HttpRequest) -> HttpResponse:
     rows = []
+    now = timezone.now()
     for repository in Repository.objects.order_by("name"):
+        claims = list(
+            FileClaim.objects.live(now)
+            .filter(repository=repository)
+            .select_related("agent", "task")
+            .order_by("path", "mode")
+        )
         tasks = repository.tasks.exclude(worktree_path="").order_by("key")
         trees = []
         for task in tasks:
@@ -141,6 +183,8 @@ def repository_list(request: HttpRequest) -> HttpResponse:
                 "worktrees": trees,
                 "bytes": sum(t["bytes"] for t in trees),
                 "kept": kept,
+                "claims": claims,
+                "tree": claim_tree(claims),
                 "queue": repository.merges.filter(result=MergeRequest.PENDING)
                 .select_related("task")
                 .order_by("position"),
