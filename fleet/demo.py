@@ -21,6 +21,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.db import transaction
 from django.utils import timezone
 
+from fleet import planning
 from fleet.git import repo as gitrepo
 from fleet.models import (
     Agent,
@@ -35,7 +36,6 @@ from fleet.models import (
     Plan,
     Repository,
     Review,
-    SharedFile,
     SpendEvent,
     Task,
     Wave,
@@ -195,15 +195,17 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
             spec=spec or f"Requirements: {title}.\nAcceptance: tests pass and the README says how.",
         )
 
-    t1 = task("T-1", wave1, "feat", "Product catalogue", ["shop/models.py"])
+    t1 = task("T-1", wave1, "feat", "Product catalogue", ["shop/catalogue.py"])
     t2 = task("T-2", wave1, "feat", "Shopping cart", ["shop/cart.py", "tests/test_cart.py"])
-    t3 = task("T-3", wave1, "fix", "Round prices half-even", ["shop/models.py"])
+    t3 = task(
+        "T-3", wave1, "fix", "Round prices half-even", ["shop/models.py", "tests/test_models.py"]
+    )
     t4 = task("T-4", wave1, "feat", "Checkout flow", ["shop/checkout.py"])
-    t5 = task("T-5", wave2, "feat", "Discount codes", ["shop/discounts.py", "shop/routes.py"])
-    t6 = task("T-6", wave2, "feat", "Order history page", ["shop/orders.py", "shop/routes.py"])
+    task("T-5", wave2, "feat", "Discount codes", ["shop/discounts.py", "shop/routes.py"])
+    task("T-6", wave2, "feat", "Order history page", ["shop/orders.py", "shop/routes.py"])
     task("T-7", wave2, "docs", "Document the API", ["docs/api.md"])
-    shared = SharedFile.objects.create(wave=wave2, path="shop/routes.py")
-    shared.tasks.set([t5, t6])
+    # Wave 2's matrix finds shop/routes.py in T-5 and T-6, for the lead to resolve.
+    planning.sync_shared(wave2)
 
     def agent(name, role, heartbeat_ago, context, status_line=""):
         a = Agent.objects.create(
@@ -227,12 +229,14 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
     sam = agent("sam", Agent.REVIEWER, 12, 5)
     assert olly and sam
 
-    wave1.approve(by=lead)
+    # Wave 1 went through the preflight (budget set, nothing shared, four agents).
+    wave_budget = Budget.objects.create(scope="wave", wave=wave1, limit_usd=Decimal("20"))
+    planning.approve(wave1, by=lead)
     wave1.start(by=lead)
 
     # T-1 went all the way through and is on main.
     for t in (t1, t2, t3, t4):
-        t.make_ready(by=lead)
+        t.refresh_from_db()
     base = gitrepo.head_sha(repo.path)
     # T-3 forked before T-1 landed: its page shows the stale-base gate naming T-1.
     t3_head = _stale_branch(repo, t3, base)
@@ -327,7 +331,6 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
 
     # Spend, with running totals that match the raw events.
     fleet_budget = Budget.objects.create(scope="fleet", limit_usd=Decimal("50"))
-    wave_budget = Budget.objects.create(scope="wave", wave=wave1, limit_usd=Decimal("20"))
     max_budget = Budget.objects.create(scope="agent", agent=max_, limit_usd=Decimal("3"))
     spend = [
         (ada, t2, 120_000, 9_000, "1.8400"),

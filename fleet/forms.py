@@ -99,9 +99,15 @@ class MoveForm(forms.Form):
 
 class BudgetForm(forms.Form):
     limit_usd = forms.DecimalField(
-        required=False, min_value=Decimal("0.01"), max_digits=12, decimal_places=2
+        label="Limit (USD)",
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
     )
-    limit_tokens = forms.IntegerField(required=False, min_value=1, max_value=10**15)
+    limit_tokens = forms.IntegerField(
+        label="Limit (tokens)", required=False, min_value=1, max_value=10**15
+    )
 
     def clean(self):
         data = super().clean()

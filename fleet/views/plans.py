@@ -3,6 +3,7 @@ and task editing. Leads change things; every signed-in person may look."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +27,9 @@ from fleet.forms import (
 )
 from fleet.models import Budget, CheckRun, Event, Plan, SharedFile, Task, TransitionError, Wave
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
+
+
+CENTS = Decimal("0.01")
 
 
 def _wave(slug: str, number: int) -> Wave:
@@ -106,7 +110,10 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
             columns[label] = members
     budget = Budget.objects.filter(scope="wave", wave=wave).first()
     budget_form = forms.get("budget_form") or BudgetForm(
-        initial={"limit_usd": budget.limit_usd, "limit_tokens": budget.limit_tokens}
+        initial={
+            "limit_usd": budget.limit_usd.quantize(CENTS) if budget.limit_usd else None,
+            "limit_tokens": budget.limit_tokens,
+        }
         if budget
         else None
     )
