@@ -28,7 +28,6 @@ from fleet.forms import (
 from fleet.models import Budget, CheckRun, Event, Plan, SharedFile, Task, TransitionError, Wave
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
 
-
 CENTS = Decimal("0.01")
 
 
