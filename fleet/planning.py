@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import git
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Prefetch, Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from fleet.git import facts, merge, worktrees
@@ -58,11 +59,29 @@ def _files_at(path: str, sha: str) -> tuple[str, ...]:
     return tuple(gitrepo.list_files(path, sha))
 
 
+@functools.lru_cache(maxsize=16)
+def _file_set(path: str, sha: str) -> frozenset[str]:
+    return frozenset(_files_at(path, sha))
+
+
+def known_base(repository: Repository) -> str:
+    """The base commit as last fetched (``<remote>/<default>``, else the local default
+    branch), without fetching: page views read it; dispatch and merges fetch."""
+    remote, branch = repository.remote_name, repository.default_branch
+    with gitrepo.open_repo(repository.path, "reading the base commit") as repo:
+        for ref in ([f"refs/remotes/{remote}/{branch}"] if remote else []) + [branch]:
+            try:
+                return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+            except git.GitCommandError:
+                continue
+    raise GitError(f"{repository.slug} has no {branch} branch")
+
+
 def tracked_files(repository: Repository) -> tuple[str | None, tuple[str, ...]]:
     """(base sha, its sorted file paths); (None, ()) when the clone cannot be read,
     in which case declared paths match only literally."""
     try:
-        sha = gitrepo.head_sha(repository.path, base_ref(repository))
+        sha = known_base(repository)
         return sha, _files_at(repository.path, sha)
     except GitError:
         return None, ()
@@ -78,27 +97,31 @@ class Overlap:
     tasks: list[Task]
 
 
-def _expansions(tasks: list[Task], files: tuple[str, ...]) -> dict[int, set[str]]:
+def _expansions(
+    tasks: list[Task], files: tuple[str, ...], file_set: frozenset[str] | None = None
+) -> dict[int, set[str]]:
     """Each task's concrete paths. The universe is the tracked files plus every
     literal any of these tasks declares, so a new file declared by one task is
     caught by another task's glob. A glob that matches nothing stands for itself
     (two tasks declaring ``new/**`` still collide)."""
-    literals = {
-        p.strip().lstrip("/")
-        for t in tasks
-        for p in t.declared_paths or []
-        if not globs.is_glob(p.strip())
-    }
-    universe = sorted(set(files) | literals) if literals - set(files) else list(files)
-    cache: dict[str, list[str]] = {}
+    clean = {raw: raw.strip().lstrip("/") for t in tasks for raw in t.declared_paths or []}
+    pattern_of = {raw: p for raw, p in clean.items() if globs.is_glob(p)}
+    literals = {p for raw, p in clean.items() if raw not in pattern_of}
+    known = file_set if file_set is not None else frozenset(files)
+    new = literals - known
+    universe = sorted(known | new) if new else files
+    expanded: dict[str, list[str]] = {}
     out = {}
     for task in tasks:
         mine: set[str] = set()
-        for pattern in task.declared_paths or []:
-            pattern = pattern.strip().lstrip("/")
-            if pattern not in cache:
-                cache[pattern] = globs.expand(pattern, universe) or [pattern]
-            mine.update(cache[pattern])
+        for raw in task.declared_paths or []:
+            pattern = pattern_of.get(raw)
+            if pattern is None:
+                mine.add(clean[raw])
+                continue
+            if pattern not in expanded:
+                expanded[pattern] = globs.expand(pattern, universe) or [pattern]
+            mine.update(expanded[pattern])
         out[task.pk] = mine
     return out
 
@@ -125,9 +148,11 @@ def overlaps(wave: Wave) -> list[Overlap]:
         repository = tasks[0].repository
         if not any(t.pk in own_ids for t in tasks):
             continue
-        _, files = tracked_files(repository)
+        sha, files = tracked_files(repository)
         holders: dict[str, list[Task]] = defaultdict(list)
-        expansions = _expansions(tasks, files)
+        expansions = _expansions(
+            tasks, files, _file_set(repository.path, sha) if sha else frozenset()
+        )
         for task in tasks:
             for path in expansions[task.pk]:
                 holders[path].append(task)
@@ -149,12 +174,12 @@ def sync_shared(wave: Wave) -> None:
     found = {(o.repository.pk, o.path): o for o in overlaps(wave)}
     through = SharedFile.tasks.through
     with transaction.atomic():
-        existing = {
-            (sf.repository_id, sf.path): sf
-            for sf in wave.shared_files.prefetch_related(
-                Prefetch("tasks", queryset=Task.objects.only("id"))
-            )
-        }
+        existing = {(sf.repository_id, sf.path): sf for sf in wave.shared_files.all()}
+        linked: dict[int, set[int]] = defaultdict(set)
+        for sf_id, task_id in through.objects.filter(sharedfile__wave=wave).values_list(
+            "sharedfile_id", "task_id"
+        ):
+            linked[sf_id].add(task_id)
         gone = [
             sf.pk
             for key, sf in existing.items()
@@ -163,7 +188,7 @@ def sync_shared(wave: Wave) -> None:
         changed = [
             sf
             for key, sf in existing.items()
-            if key in found and {t.pk for t in sf.tasks.all()} != {t.pk for t in found[key].tasks}
+            if key in found and linked[sf.pk] != {t.pk for t in found[key].tasks}
         ]
         fresh = [
             SharedFile(wave=wave, repository=o.repository, path=o.path)
@@ -219,20 +244,23 @@ def _cell(shared: SharedFile, task: Task, members: set[int]) -> str:
 def matrix(wave: Wave) -> Matrix:
     """Shared paths × tasks (the wave's own tasks first, then tasks running in other
     waves), in a fixed number of queries whatever the size."""
-    shared = list(
-        wave.shared_files.select_related("repository", "owner_task").prefetch_related(
-            Prefetch("tasks", queryset=Task.objects.select_related("wave").order_by("key"))
-        )
-    )
-    columns: dict[int, Task] = {}
-    for sf in shared:
-        for task in sf.tasks.all():
-            columns.setdefault(task.pk, task)
-    ordered = sorted(columns.values(), key=lambda t: (t.wave_id != wave.pk, t.key))
+    shared = list(wave.shared_files.select_related("repository", "owner_task"))
+    links: dict[int, list[int]] = defaultdict(list)
+    for sf_id, task_id in SharedFile.tasks.through.objects.filter(
+        sharedfile__wave=wave
+    ).values_list("sharedfile_id", "task_id"):
+        links[sf_id].append(task_id)
+    tasks = {
+        t.pk: t
+        for t in Task.objects.filter(pk__in={i for ids in links.values() for i in ids})
+        .select_related("wave")
+        .order_by("key")
+    }
+    ordered = sorted(tasks.values(), key=lambda t: (t.wave_id != wave.pk, t.key))
     rows = []
     for sf in shared:
-        members = list(sf.tasks.all())
-        ids = {t.pk for t in members}
+        ids = set(links[sf.pk])
+        members = [t for t in ordered if t.pk in ids]
         rows.append(Row(sf, [_cell(sf, t, ids) for t in ordered], members))
     return Matrix(ordered, rows, wave)
 

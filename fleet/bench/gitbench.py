@@ -35,6 +35,11 @@ def _path() -> str:
     return os.environ.get("PATH", "/usr/bin:/bin")
 
 
+def file_path(n: int) -> str:
+    """The generated repository's n-th file (nested two directories deep)."""
+    return f"src/pkg{n // 1000:02d}/mod{(n // 50) % 20:02d}/file{n:05d}.py"
+
+
 def generate(origin: Path, *, files: int, commits: int) -> None:
     """A bare repository: one commit adding ``files`` files over nested directories,
     then ``commits - 1`` commits each rewriting one of them (streamed to fast-import)."""
@@ -49,22 +54,19 @@ def generate(origin: Path, *, files: int, commits: int) -> None:
         raw = text.encode()
         return b"data %d\n" % len(raw) + raw + b"\n"
 
-    def path(n: int) -> str:
-        return f"src/pkg{n // 1000:02d}/mod{(n // 50) % 20:02d}/file{n:05d}.py"
-
     out.write(b"commit refs/heads/main\nmark :1\n")
     out.write(b"committer Fleet <fleet@localhost> %d +0000\n" % when)
     out.write(data("initial import"))
     for n in range(files):
-        out.write(b"M 100644 inline %s\n" % path(n).encode())
+        out.write(b"M 100644 inline %s\n" % file_path(n).encode())
         out.write(data(f"# file {n}\nVALUE = {n}\n\n\ndef f{n}():\n    return VALUE\n"))
     for c in range(2, commits + 1):
         n = (c * 7919) % files
         out.write(b"commit refs/heads/main\nmark :%d\n" % c)
         out.write(b"committer Fleet <fleet@localhost> %d +0000\n" % (when + c))
-        out.write(data(f"T-{c}: change {path(n)}"))
+        out.write(data(f"T-{c}: change {file_path(n)}"))
         out.write(b"from :%d\n" % (c - 1))
-        out.write(b"M 100644 inline %s\n" % path(n).encode())
+        out.write(b"M 100644 inline %s\n" % file_path(n).encode())
         body = f"# file {n}\nVALUE = {n}\n\n\ndef f{n}():\n    return VALUE + {c}\n# rev {c}\n"
         out.write(data(body))
     out.close()

@@ -34,7 +34,9 @@ def seed_heartbeat(agents: int) -> dict:
         task.start(by=agent, epoch=task.lease_epoch)
         agent.start_work(task=task)
         task.refresh_from_db()
-        out.append({"name": agent.name, "token": token, "epoch": task.lease_epoch})
+        out.append(
+            {"name": agent.name, "token": token, "epoch": task.lease_epoch, "task": task.key}
+        )
     return {"agents": out}
 
 
@@ -88,6 +90,79 @@ def seed_and_merge(repo: str, count: int) -> dict:
     return {"seconds": seconds, "cleanup": cleanup, "merged": merged}
 
 
+def declared(t: int, per_task: int) -> list[str]:
+    """Task ``t``'s declared paths in the plan benchmark: its own files, five of its
+    neighbour's (the overlaps), and globs over ten more files each."""
+    from fleet.bench.gitbench import file_path
+
+    own = t * 300
+    # .../file01230.py -> .../file0123?.py: ten files each
+    globs = [file_path(own + 190 + 10 * k)[:-4] + "?.py" for k in range(5)]
+    neighbour = [file_path(own + 300 + i) for i in range(5)]
+    literals = [file_path(own + i) for i in range(max(0, per_task - 10))]
+    return literals + neighbour + globs
+
+
+def seed_matrix(repo: str, tasks: int, per_task: int, repeat: int = 5) -> dict:
+    """A draft wave of ``tasks`` tasks × ``per_task`` declared paths; the server time
+    of finding its shared files and building the matrix, and of the whole wave page."""
+    import statistics
+    import time
+
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from fleet import planning
+    from fleet.models import Plan, Repository, Task, Wave
+
+    repository = Repository.objects.create(name="Bench plan", slug="bench-plan", path=repo)
+    plan = Plan.objects.create(name="Bench plan", slug="bench-plan")
+    wave = Wave.objects.create(plan=plan, number=1)
+    Task.objects.bulk_create(
+        Task(
+            key=f"P-{t + 1}",
+            wave=wave,
+            repository=repository,
+            title=f"Plan bench {t}",
+            declared_paths=declared(t, per_task),
+        )
+        for t in range(tasks)
+    )
+
+    def timed(fn) -> float:
+        started = time.perf_counter()
+        fn()
+        return (time.perf_counter() - started) * 1000
+
+    first = timed(lambda: planning.sync_shared(wave))  # cold: lists the tree, makes the rows
+    warm = [
+        timed(lambda: (planning.sync_shared(wave), planning.matrix(wave))) for _ in range(repeat)
+    ]
+    matrix = planning.matrix(wave)
+    lead = User.objects.create_user("bench-lead")
+    lead.groups.add(Group.objects.get_or_create(name="lead")[0])
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(lead)
+    url = f"/plans/{plan.slug}/waves/1/"
+    pages = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(url)
+        pages.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"wave page answered {response.status_code}")
+    return {
+        "tasks": tasks,
+        "declared_per_task": per_task,
+        "shared_paths": len(matrix.rows),
+        "matrix_columns": len(matrix.columns),
+        "first_sync_ms": round(first, 1),
+        "matrix_ms": round(statistics.median(warm), 1),
+        "page_ms": round(statistics.median(pages), 1),
+        "page_bytes": len(response.content),
+    }
+
+
 def counts() -> dict:
     from fleet.models import Agent, SpendEvent
 
@@ -99,7 +174,8 @@ def counts() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.bench.seed")
-    parser.add_argument("what", choices=["heartbeat", "counts", "merges"])
+    parser.add_argument("what", choices=["heartbeat", "counts", "merges", "matrix"])
+    parser.add_argument("--paths", type=int, default=200)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--repo", default="")
     parser.add_argument("--count", type=int, default=20)
@@ -112,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         result = seed_heartbeat(args.agents)
     elif args.what == "merges":
         result = seed_and_merge(args.repo, args.count)
+    elif args.what == "matrix":
+        result = seed_matrix(args.repo, args.count, args.paths)
     else:
         result = counts()
     json.dump(result, sys.stdout)

@@ -47,7 +47,7 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 def is_glob(pattern: str) -> bool:
-    return pattern.endswith("/") or any(c in _GLOB_CHARS for c in pattern)
+    return pattern.endswith("/") or not _GLOB_CHARS.isdisjoint(pattern)
 
 
 def literal_prefix(pattern: str) -> str:

@@ -1,4 +1,4 @@
-"""``manage.py fleet_bench {heartbeat,git}``: measure Fleet on this machine.
+"""``manage.py fleet_bench {heartbeat,git,plan}``: measure Fleet on this machine.
 
 Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
 SQLite database, or a fresh PostgreSQL database when --database-url names one; a
@@ -16,14 +16,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet.bench import gitbench, heartbeat
+from fleet.bench import gitbench, heartbeat, plan
 
 
 class Command(BaseCommand):
     help = "Benchmark Fleet on this machine (loopback only, bounded in time and size)."
 
     def add_arguments(self, parser) -> None:
-        sub = parser.add_subparsers(dest="bench", required=True, metavar="{heartbeat,git}")
+        sub = parser.add_subparsers(dest="bench", required=True, metavar="{heartbeat,git,plan}")
         hb = sub.add_parser("heartbeat", help="agents posting heartbeats vs a trivial async view")
         hb.add_argument("--agents", type=int, default=20, help="simulated agents (default 20)")
         hb.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
@@ -48,12 +48,28 @@ class Command(BaseCommand):
         gb.add_argument("--merges", type=int, default=20)
         gb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
+        pb = sub.add_parser("plan", help="shared-file matrix of a large wave; claims under a race")
+        pb.add_argument("--tasks", type=int, default=50)
+        pb.add_argument("--paths", type=int, default=200, help="declared paths per task")
+        pb.add_argument("--files", type=int, default=20_000, help="files in the repository")
+        pb.add_argument("--claimers", type=int, default=100)
+        pb.add_argument("--seconds", type=float, default=10, help="seconds of claiming")
+        pb.add_argument(
+            "--database-url",
+            default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
+            help="PostgreSQL server to create a throwaway database on (default: SQLite)",
+        )
+        pb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
     def handle(self, *args, **options) -> None:
         progress = lambda line: self.stderr.write(line)  # noqa: E731
         try:
             if options["bench"] == "heartbeat":
                 results = self._heartbeat(options, progress)
                 text = heartbeat.table(results)
+            elif options["bench"] == "plan":
+                results = self._plan(options, progress)
+                text = plan.table(results)
             else:
                 results = self._git(options, progress)
                 text = gitbench.table(results)
@@ -91,5 +107,29 @@ class Command(BaseCommand):
             commits=options["commits"],
             worktree_count=options["worktrees"],
             merges=options["merges"],
+            progress=progress,
+        )
+
+    def _plan(self, options, progress) -> dict:
+        bounds = {
+            "tasks": (2, 500),
+            "paths": (10, 500),
+            "files": (1_000, 200_000),
+            "claimers": (2, 500),
+        }
+        for name, (low, high) in bounds.items():
+            if not low <= options[name] <= high:
+                raise CommandError(f"--{name} must be between {low} and {high}")
+        if options["tasks"] * 300 > options["files"]:
+            raise CommandError("--files must be at least 300 × --tasks")
+        if not 0.5 <= options["seconds"] <= 600:
+            raise CommandError("--seconds must be between 0.5 and 600")
+        return plan.run(
+            tasks=options["tasks"],
+            paths=options["paths"],
+            files=options["files"],
+            claimers=options["claimers"],
+            seconds=options["seconds"],
+            database_url=options["database_url"] or None,
             progress=progress,
         )
