@@ -150,6 +150,7 @@ def _locked(queryset):
 
 
 def _next_task(agent: Agent) -> Task | None:
+    _prepare_next(agent)
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         current = leased_task(agent)
@@ -171,6 +172,30 @@ def _next_task(agent: Agent) -> Task | None:
             agent.save(update_fields=["current_task"])
     _ensure_worktree(task, agent)
     return Task.objects.select_related("repository").get(pk=task.pk)
+
+
+def _prepare_next(agent: Agent) -> None:
+    """Make the worktree of the task this agent is about to get, before handing it
+    out: a dispatch whose worktree cannot be made is refused (409) with nothing
+    changed. (A concurrent caller may take that task first; the worktree is the
+    task's either way, and the winner's is made after assignment.)"""
+    if leased_task(agent) is not None:
+        return
+    candidates = Task.objects.ready().select_related("repository")
+    if agent.repository_id:
+        candidates = candidates.filter(repository_id=agent.repository_id)
+    task = candidates.first()
+    if task is None or (task.worktree_path and Path(task.worktree_path).exists()):
+        return
+    if not Path(task.repository.path, ".git").exists():
+        return  # no clone to make worktrees in: recorded at dispatch (the preflight says so)
+    try:
+        worktree, base = spawn.prepare_worktree(task)
+    except (GitError, OSError) as exc:
+        raise TransitionError(
+            f"cannot make {task.key}'s worktree off fresh main: {exc}", code="worktree_failed"
+        ) from exc
+    Task.objects.filter(pk=task.pk).update(base_sha=base, worktree_path=str(worktree))
 
 
 def _ensure_worktree(task: Task, agent: Agent) -> None:
@@ -253,6 +278,11 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
     require_own_task(agent, task, action="claim files for it")
     if task.status not in Task.LEASED_STATES:
         raise TransitionError(f"{task.key} is {task.status}; claim while working on it")
+    if task.read_only and mode == FileClaim.WRITE:
+        raise TransitionError(
+            f"{task.key} is read-only: it may claim files to read, not to write",
+            code="read_only",
+        )
     now = timezone.now()
     expires = now + timedelta(seconds=settings.FLEET_CLAIM_TTL)
     claims = []

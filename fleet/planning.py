@@ -8,6 +8,7 @@ another wave) becomes a ``SharedFile`` row the lead must resolve before approval
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import defaultdict
@@ -18,7 +19,7 @@ from typing import Any
 import git
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from fleet.git import facts, merge, worktrees
@@ -130,12 +131,16 @@ def overlaps(wave: Wave) -> list[Overlap]:
     """Paths declared by more than one task of the wave, or by a task of the wave and
     a task still running in another wave of any plan (per repository)."""
     own = list(
-        wave.tasks.exclude(status=Task.CANCELLED).select_related("repository").order_by("key")
+        wave.tasks.exclude(status=Task.CANCELLED)
+        .exclude(read_only=True)  # a task that changes nothing collides with nobody
+        .select_related("repository")
+        .order_by("key")
     )
     repositories = {t.repository_id for t in own}
     others = list(
         Task.objects.filter(repository_id__in=repositories, status__in=RUNNING_ELSEWHERE)
         .exclude(wave=wave)
+        .exclude(read_only=True)
         .select_related("repository", "wave")
         .order_by("key")
     )
@@ -168,12 +173,16 @@ def sync_shared(wave: Wave) -> None:
     """Bring a draft wave's SharedFile rows in line with its overlaps: a newly shared
     path appears unresolved, a path whose set of tasks changed is unresolved again,
     and a path no longer shared goes away (a sequenced one stays, as the record of
-    that decision). An approved wave's decisions are fixed."""
-    if wave.status != Wave.DRAFT:
-        return
-    found = {(o.repository.pk, o.path): o for o in overlaps(wave)}
+    that decision). An approved wave's decisions are fixed.
+
+    Runs under the wave's row lock (re-reading its status), so it cannot race an
+    approval, a task being added or another sync."""
     through = SharedFile.tasks.through
     with transaction.atomic():
+        wave = Wave.objects.select_for_update().get(pk=wave.pk)
+        if wave.status != Wave.DRAFT:
+            return
+        found = {(o.repository.pk, o.path): o for o in overlaps(wave)}
         existing = {(sf.repository_id, sf.path): sf for sf in wave.shared_files.all()}
         linked: dict[int, set[int]] = defaultdict(set)
         for sf_id, task_id in through.objects.filter(sharedfile__wave=wave).values_list(
@@ -302,7 +311,7 @@ def add_task(task: Task, wave: Wave, *, by: Any, drafted_by: Any = None) -> Task
             repository_id=task.repository_id,
             payload={"declared": len(task.declared_paths)},
         )
-    sync_shared(wave)
+        sync_shared(wave)
     return task
 
 
@@ -311,6 +320,7 @@ def add_task(task: Task, wave: Wave, *, by: Any, drafted_by: Any = None) -> Task
 
 def later_wave(wave: Wave, *, by: Any) -> Wave:
     """The first draft wave after ``wave`` in its plan, made when there is none."""
+    Plan.objects.select_for_update().get(pk=wave.plan_id)  # numbers stay in order
     later = (
         Wave.objects.filter(plan_id=wave.plan_id, number__gt=wave.number, status=Wave.DRAFT)
         .order_by("number")
@@ -332,7 +342,8 @@ def move_task(task: Task, to: Wave, *, by: Any, sync: bool = True) -> Event:
     """Move a draft task to another draft wave of its plan (before approval only)."""
     with transaction.atomic():
         task = Task.objects.select_for_update().select_related("wave").get(pk=task.pk)
-        source = task.wave
+        source = Wave.objects.select_for_update().get(pk=task.wave_id)
+        to = Wave.objects.select_for_update().get(pk=to.pk)
         if to.pk == source.pk:
             raise TransitionError(f"{task.key} is already in wave {to.number}", code="same_wave")
         if to.plan_id != source.plan_id:
@@ -357,9 +368,9 @@ def move_task(task: Task, to: Wave, *, by: Any, sync: bool = True) -> Event:
             repository_id=task.repository_id,
             payload={"from_wave": source.number, "to_wave": to.number},
         )
-    if sync:
-        sync_shared(source)
-        sync_shared(to)
+        if sync:
+            sync_shared(source)
+            sync_shared(to)
     return event
 
 
@@ -387,6 +398,14 @@ def decide(shared: SharedFile, *, strategy: str, task: Task | None, by: Any) -> 
             )
         moved = []
         if strategy == SharedFile.SEQUENCE:
+            elsewhere = [m for m in members if m.wave_id != wave.pk and m.pk != task.pk]
+            if elsewhere:
+                raise TransitionError(
+                    f"{task.key} would still share {shared.path} with "
+                    f"{', '.join(m.key for m in elsewhere)} running in another wave: keep "
+                    "that task instead, or pick owner or contract",
+                    code="still_shared",
+                )
             moved = [m for m in members if m.wave_id == wave.pk and m.pk != task.pk]
             if not moved:
                 raise TransitionError(
@@ -413,9 +432,9 @@ def decide(shared: SharedFile, *, strategy: str, task: Task | None, by: Any) -> 
                 "moved": [m.key for m in moved],
             },
         )
-    sync_shared(wave)
-    if moved:
-        sync_shared(Task.objects.get(pk=moved[0].pk).wave)
+        sync_shared(wave)
+        if moved:
+            sync_shared(Task.objects.get(pk=moved[0].pk).wave)
     return moved
 
 
@@ -466,10 +485,10 @@ def revise(task: Task, *, by: Any, **fields: Any) -> Event | None:
                 **({"notified": notified} if notified else {}),
             },
         )
+        if draft:
+            sync_shared(current.wave)
     for name in [*changed, "spec_version", "updated_at"]:
         setattr(task, name, getattr(current, name))
-    if draft:
-        sync_shared(current.wave)
     return event
 
 
@@ -509,7 +528,7 @@ def _isolation_problems(tasks: list[Task]) -> list[str]:
         repository = task.repository
         if repository.pk not in tips:
             try:
-                tips[repository.pk] = gitrepo.head_sha(repository.path, base_ref(repository))
+                tips[repository.pk] = known_base(repository)
             except GitError as exc:
                 tips[repository.pk] = None
                 problems.append(
@@ -662,9 +681,12 @@ def preflight(wave: Wave, *, override_reason: str = "", crowd_reason: str = "") 
 def approve(wave: Wave, *, by: Any, override_reason: str = "", crowd_reason: str = "") -> Event:
     """Approve a wave whose preflight is green: record what was read out and accepted,
     and make its tasks ready (on the hook for ``work/next``), in one transaction."""
-    sync_shared(wave)
+    for repository in Repository.objects.filter(tasks__wave=wave).distinct():
+        with contextlib.suppress(GitError):  # the isolation check below names it
+            base_ref(repository)  # fetch now, outside the transaction
     with transaction.atomic():
         wave = Wave.objects.select_for_update().get(pk=wave.pk)
+        sync_shared(wave)
         checks = preflight(wave, override_reason=override_reason, crowd_reason=crowd_reason)
         if not checks.ok:
             raise TransitionError("Preflight: " + "; ".join(checks.problems), code="preflight")
@@ -705,12 +727,13 @@ def dispatched(task: Task, *, by: Any) -> None:
 
 
 def _decisions_against(task: Task) -> list[SharedFile]:
-    """Owner/contract decisions that give a path to another task: those made about
-    this task, and any whose owner is still at work."""
+    """Owner/contract decisions of approved (not yet merged) waves that give a path to
+    another task: those made about this task, and any whose owner is still at work."""
     return list(
         SharedFile.objects.filter(
             repository_id=task.repository_id,
             strategy__in=[SharedFile.OWNER, SharedFile.CONTRACT],
+            wave__status__in=[Wave.APPROVED, Wave.RUNNING, Wave.BLOCKED],
         )
         .exclude(owner_task_id=task.pk)
         .filter(Q(tasks=task) | Q(owner_task__status__in=Task.OPEN_STATES))
@@ -745,10 +768,16 @@ def claim_refusals(task: Task, paths: list[str], mode: str) -> list[str]:
 
 def allowed_paths(task: Task) -> list[str]:
     """What a task may change: its declared paths and its write claims (none for a
-    read-only task). Claims are released at submit; they still count."""
+    read-only task). A claim released at submit still counts; one that lapsed (and
+    may have been taken over since) does not."""
     if task.read_only:
         return []
-    claimed = task.claims.filter(mode=FileClaim.WRITE).values_list("path", flat=True).distinct()
+    held = Q(released_at__isnull=True, expires_at__gt=timezone.now()) | Q(
+        released_at__lt=F("expires_at")  # released (at submit) while still valid
+    )
+    claimed = (
+        task.claims.filter(held, mode=FileClaim.WRITE).values_list("path", flat=True).distinct()
+    )
     return [*task.declared_paths, *claimed]
 
 
@@ -795,14 +824,14 @@ def advance_waves() -> int:
     """Running waves whose tasks all merged become merged; merged waves become
     verified once the repository's check command passes on the merged main."""
     changed = 0
-    for wave in Wave.objects.filter(status=Wave.RUNNING):
+    for wave in Wave.objects.filter(status__in=[Wave.APPROVED, Wave.RUNNING]):
         tasks = wave.tasks.all()
-        if (
-            tasks.filter(status=Task.MERGED).exists()
-            and not tasks.exclude(status__in=[Task.MERGED, Task.CANCELLED]).exists()
-        ):
+        if tasks.exists() and not tasks.exclude(status__in=[Task.MERGED, Task.CANCELLED]).exists():
             try:
-                wave.mark_merged()
+                with transaction.atomic():
+                    if wave.status == Wave.APPROVED:  # every task cancelled before dispatch
+                        wave.start()
+                    wave.mark_merged()
             except TransitionError:
                 continue
             changed += 1
@@ -847,9 +876,7 @@ def verify(wave: Wave) -> int:
         if run.status != "passed":
             return 0
         passed.append({"repository": repository.slug, "commit": tip})
-    if not passed:
-        return 0
-    try:
+    try:  # no repository to check: every task was cancelled, nothing merged
         wave.verify(by=None, checks=passed)
     except TransitionError:
         return 0

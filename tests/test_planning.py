@@ -464,3 +464,38 @@ def test_a_failed_verification_waits_for_main_to_move(app):
         "passed",
         "failed",
     ]
+
+
+def test_read_only_tasks_collide_with_nobody(app):
+    wave = make_wave()
+    draft(wave, app, "T-1", ["config/settings.py"])
+    draft(wave, app, "T-2", ["config/settings.py"], read_only=True)
+    assert shared_paths(wave) == {}
+
+
+def test_sequence_cannot_keep_a_conflict_with_a_running_task(app, lead):
+    plan = make_plan()
+    first = make_wave(plan=plan, status=Wave.RUNNING)
+    second = make_wave(plan=plan, number=2)
+    draft(first, app, "T-1", ["README.md"], status=Task.READY)
+    t2 = draft(second, app, "T-2", ["README.md"])
+    draft(second, app, "T-3", ["README.md"])
+    planning.sync_shared(second)
+    shared = second.shared_files.get()
+    with pytest.raises(TransitionError) as exc:
+        planning.decide(shared, strategy=SharedFile.SEQUENCE, task=t2, by=lead)
+    assert exc.value.code == "still_shared" and "T-1" in exc.value.message
+    assert Task.objects.get(key="T-3").wave_id == second.pk
+    moved = planning.decide(
+        shared, strategy=SharedFile.SEQUENCE, task=Task.objects.get(key="T-1"), by=lead
+    )
+    assert sorted(t.key for t in moved) == ["T-2", "T-3"]
+    assert not second.shared_files.filter(strategy="").exists()
+
+
+def test_a_wave_whose_tasks_were_all_cancelled_still_completes(app):
+    wave = make_wave(status=Wave.APPROVED)
+    draft(wave, app, "T-1", ["README.md"], status=Task.CANCELLED)
+    assert planning.advance_waves() == 2
+    wave.refresh_from_db()
+    assert wave.status == Wave.VERIFIED and not CheckRun.objects.filter(wave=wave).exists()

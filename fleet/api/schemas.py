@@ -145,6 +145,10 @@ class ClaimIn(Schema):
                 or "\\" in path
             ):
                 raise ValueError(f"not a relative repository path: {path!r}")
+            if path.endswith("/") or any(c in path for c in "*?["):
+                # A claim is one file: a glob or a directory would slip past the
+                # conflict check (exact paths) and the ownership gate.
+                raise ValueError(f"claim files one by one, not a glob or directory: {path!r}")
         return paths
 
 

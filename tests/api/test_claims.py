@@ -218,6 +218,10 @@ def test_a_path_planning_gave_another_task_fails_the_gate(tmp_path, data_dir):
     planning.sync_shared(wave)
     shared = SharedFile.objects.get(wave=wave, path="routes.py")
     planning.decide(shared, strategy="owner", task=t1, by=make_user("lea", "lead"))
+    head = gitrepo.commit_files(path=clone, files={"b.py": "B\n"}, message="draft")
+    # A draft wave's decisions bind nobody yet.
+    assert planning.ownership(t2, head)["ok"] is True
+    Wave.objects.filter(pk=wave.pk).update(status=Wave.RUNNING)
     head = gitrepo.commit_files(path=clone, files={"routes.py": "X\n", "b.py": "B\n"}, message="x")
     report = planning.ownership(t2, head)
     assert report["outside"] == [] and report["owned"] == [
@@ -225,3 +229,52 @@ def test_a_path_planning_gave_another_task_fails_the_gate(tmp_path, data_dir):
     ]
     assert report["ok"] is False
     assert planning.ownership(t1, head)["outside"] == ["b.py"]
+
+
+@pytest.mark.parametrize("path", ["src/**", "src/*.py", "src/", "a?.py", "[ab].py"])
+def test_a_claim_is_one_file_not_a_glob(as_agent, ready_tasks, path):
+    _, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    response = claim(as_agent, token, key, path)
+    assert response.status_code == 422 and "one by one" in str(response.json()["detail"])
+    assert not FileClaim.objects.exists()
+
+
+def test_a_read_only_task_claims_to_read_only(as_agent, ready_tasks):
+    _, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    Task.objects.filter(key=key).update(read_only=True)
+    response = claim(as_agent, token, key, "a.py")
+    assert response.status_code == 409 and response.json()["error"] == "read_only"
+    assert claim(as_agent, token, key, "a.py", mode="read").status_code == 201
+
+
+def test_a_lapsed_claim_does_not_widen_the_ownership_gate(as_agent, ready_tasks):
+    agent, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    claim(as_agent, token, key, "kept.py", "lapsed.py")
+    now = timezone.now()
+    FileClaim.objects.filter(path="lapsed.py").update(
+        created_at=now - timedelta(minutes=10),
+        expires_at=now - timedelta(minutes=5),
+        released_at=now - timedelta(minutes=1),  # taken over after it lapsed
+    )
+    task = Task.objects.get(key=key)
+    assert planning.allowed_paths(task) == ["kept.py"]
+    FileClaim.objects.filter(path="kept.py").update(released_at=timezone.now())  # at submit
+    assert planning.allowed_paths(task) == ["kept.py"]
+
+
+def test_a_dispatch_whose_worktree_cannot_be_made_is_refused(as_agent, tmp_path, data_dir):
+    origin, clone = tmp_path / "origin.git", tmp_path / "clone"
+    gitrepo.create_with_origin(origin=origin, clone=clone, files={"a": "a\n"}, message="init")
+    repo = make_repository(path=str(clone), slug="blocked")
+    make_task(wave=make_wave(status=Wave.RUNNING), repository=repo, key="T-1", status=Task.READY)
+    in_the_way = data_dir / "worktrees" / "blocked" / "T-1"
+    in_the_way.parent.mkdir(parents=True)
+    in_the_way.write_text("a file where the worktree should go")
+    _, token = make_token_agent(repository=repo)
+    response = as_agent(token).post("work/next")
+    assert response.status_code == 409 and response.json()["error"] == "worktree_failed"
+    task = Task.objects.get(key="T-1")
+    assert task.status == Task.READY and task.assignee is None and task.worktree_path == ""
