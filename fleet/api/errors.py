@@ -6,6 +6,7 @@ import functools
 import logging
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
@@ -74,6 +75,15 @@ def install(api: NinjaAPI) -> None:
     @api.exception_handler(ObjectDoesNotExist)
     def missing(request, exc: ObjectDoesNotExist):
         return respond(request, 404, "not_found", str(exc) or "not found")
+
+    @api.exception_handler(OperationalError)
+    def unavailable(request, exc: OperationalError):
+        # The database is out of reach for now (locked, out of connections, restarting):
+        # nothing was written; the agent retries.
+        log.warning("database unavailable on %s: %s", request.path, exc)
+        response = respond(request, 503, "unavailable", "the database is busy; retry shortly")
+        response["Retry-After"] = "1"
+        return response
 
     @api.exception_handler(Exception)
     def server_error(request, exc: Exception):

@@ -56,6 +56,9 @@ async def _claimer(
                     stats["errors"].append(f"release HTTP {status}: {body[:120]!r}")
             elif status == 409:
                 stats["refused"] += 1
+            elif status == 503:  # the server asks to retry (e.g. out of connections)
+                stats["retried"] += 1
+                await asyncio.sleep(0.05)
             else:
                 stats["errors"].append(f"claim HTTP {status}: {body[:120]!r}")
     finally:
@@ -63,7 +66,7 @@ async def _claimer(
 
 
 async def _race(port: int, agents: list[dict], seconds: float, seed: int) -> dict:
-    stats = {"granted": 0, "refused": 0, "double": 0, "errors": [], "latencies": []}
+    stats = {"granted": 0, "refused": 0, "retried": 0, "double": 0, "errors": [], "latencies": []}
     holders: dict[str, str] = {}
     deadline = time.monotonic() + seconds
     started = time.monotonic()
@@ -82,6 +85,7 @@ async def _race(port: int, agents: list[dict], seconds: float, seed: int) -> dic
         "attempts": attempts,
         "granted": stats["granted"],
         "refused_409": stats["refused"],
+        "retry_503": stats["retried"],
         "double_claims": stats["double"],
         "errors": len(stats["errors"]),
         "error_samples": stats["errors"][:5],
@@ -167,7 +171,8 @@ def table(results: dict) -> str:
             f"claims: {c['claimers']} agents, {CONTESTED} contested paths, {c['seconds']:g} s",
             f"  attempts/s {c['attempts_per_second']:>8.1f}   claims granted/s "
             f"{c['claims_per_second']:>7.1f}   p50 {c['p50_ms']} ms   p99 {c['p99_ms']} ms",
-            f"  granted {c['granted']}, refused (409) {c['refused_409']}, errors {c['errors']}, "
+            f"  granted {c['granted']}, refused (409) {c['refused_409']}, asked to retry (503) "
+            f"{c['retry_503']}, errors {c['errors']}, "
             f"double claims {c['double_claims']}  target 0: {ok('double_claims')}",
         ]
     )

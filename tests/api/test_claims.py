@@ -278,3 +278,34 @@ def test_a_dispatch_whose_worktree_cannot_be_made_is_refused(as_agent, tmp_path,
     assert response.status_code == 409 and response.json()["error"] == "worktree_failed"
     task = Task.objects.get(key="T-1")
     assert task.status == Task.READY and task.assignee is None and task.worktree_path == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_database_is_a_503_to_retry_and_nothing_is_half_written(as_agent, ready_tasks):
+    """Another process holds SQLite's write lock past the busy timeout: the claim is
+    answered 503 with Retry-After, nothing is written, and the retry succeeds."""
+    import sqlite3
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's file lock")
+    _, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    options = connection.settings_dict["OPTIONS"]
+    saved = options["timeout"]
+    connection.close()
+    options["timeout"] = 0.3
+    other = sqlite3.connect(connection.settings_dict["NAME"], timeout=5)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        response = claim(as_agent, token, key, "locked.py")
+        assert response.status_code == 503
+        assert response["Retry-After"] == "1" and response.json()["error"] == "unavailable"
+        other.rollback()
+        assert not FileClaim.objects.exists()
+        assert claim(as_agent, token, key, "locked.py").status_code == 201
+    finally:
+        other.close()
+        connection.close()
+        options["timeout"] = saved
