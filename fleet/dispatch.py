@@ -185,26 +185,21 @@ def _prepare_next(agent: Agent) -> None:
     if agent.repository_id:
         candidates = candidates.filter(repository_id=agent.repository_id)
     task = candidates.first()
-    if task is None or (task.worktree_path and Path(task.worktree_path).exists()):
-        return
-    if not Path(task.repository.path, ".git").exists():
+    if task is None or not Path(task.repository.path, ".git").exists():
         return  # no clone to make worktrees in: recorded at dispatch (the preflight says so)
     try:
-        worktree, base = spawn.prepare_worktree(task)
+        _make_worktree(task)
     except (GitError, OSError) as exc:
         raise TransitionError(
             f"cannot make {task.key}'s worktree off fresh main: {exc}", code="worktree_failed"
         ) from exc
-    Task.objects.filter(pk=task.pk).update(base_sha=base, worktree_path=str(worktree))
 
 
 def _ensure_worktree(task: Task, agent: Agent) -> None:
     """Every dispatch runs in the task's own worktree on its own branch off fresh
     main: made now when the task has none (kept when it has one)."""
-    if task.worktree_path and Path(task.worktree_path).exists():
-        return
     try:
-        worktree, base = spawn.prepare_worktree(task)
+        _make_worktree(task)
     except (GitError, OSError) as exc:
         Event.objects.record(
             "task.worktree_failed",
@@ -213,7 +208,12 @@ def _ensure_worktree(task: Task, agent: Agent) -> None:
             repository_id=task.repository_id,
             payload={"error": str(exc)},
         )
+
+
+def _make_worktree(task: Task) -> None:
+    if task.worktree_path and Path(task.worktree_path).exists():
         return
+    worktree, base = spawn.prepare_worktree(task)
     Task.objects.filter(pk=task.pk).update(base_sha=base, worktree_path=str(worktree))
 
 
