@@ -143,3 +143,17 @@ def test_the_demo_shows_a_stale_base_that_the_merge_queue_rebases_and_merges(dat
     with gitrepo.open_repo(repo.path) as git:
         assert "gross_cents" in git.git.show("origin/main:shop/models.py")
         assert git.git.show("origin/main:shop/catalogue.py")  # T-1's work survived
+
+
+def test_the_demo_shows_an_approved_wave_and_a_shared_file_to_resolve(client, data_dir):
+    from .conftest import make_user
+
+    call_command("fleet_demo", stdout=StringIO())
+    approval = Event.objects.get(kind="wave.approve")
+    assert approval.payload["announcement"] == (
+        "All 4 dispatches use isolation: worktree — verified"
+    )
+    client.force_login(make_user("lea", "lead"))
+    wave2 = client.get("/plans/demo-sprint/waves/2/").content.decode()
+    assert "shop/routes.py" in wave2 and "1 unresolved" in wave2
+    assert "wave 1 is running, not verified" in wave2
