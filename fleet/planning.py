@@ -235,6 +235,18 @@ class Matrix:
     def unresolved(self) -> int:
         return sum(1 for r in self.rows if not r.shared.strategy)
 
+    @property
+    def earlier_waves(self) -> list[int]:
+        """Earlier waves of this plan with tasks in the matrix: those finish before this
+        wave starts (unless a lead overrides the order), so their conflicts clear then."""
+        return sorted(
+            {
+                t.wave.number
+                for t in self.columns
+                if t.wave.plan_id == self.wave.plan_id and t.wave.number < self.wave.number
+            }
+        )
+
 
 def _cell(shared: SharedFile, task: Task, members: set[int]) -> str:
     if task.pk not in members:

@@ -89,6 +89,8 @@ def test_a_lead_sequences_a_shared_file_and_approves_wave_1(page, live_server, t
     page.goto(f"{live_server.url}/plans/launch/waves/2/")
     assert "T-2" in page.locator("#tasks").inner_text()
     assert "wave 1 is approved, not verified" in page.locator("#check-previous").inner_text()
+    # T-1 (wave 1, ready) still declares the file: shown, with why it clears by itself.
+    assert "clear by themselves" in page.locator("#earlier-note").inner_text()
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "wave-2-phone")
     assert page.js_errors == []
