@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from fleet import live
 from fleet.events import FLEET_GROUP
 from fleet.roles import user_roles
 
@@ -21,10 +24,19 @@ class FleetConsumer(AsyncWebsocketConsumer):
         if not await database_sync_to_async(user_roles)(user):
             await self.close(code=4403)
             return
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        view = (query.get("view") or [""])[0]
         self.joined = [FLEET_GROUP]
+        if view in live.VIEWS:
+            self.joined.append(live.group(view))
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        if view in live.VIEWS:
+            # The page's live regions as they are now: a (re)connected browser converges.
+            html = await database_sync_to_async(live.snapshot)(view)
+            await self.send(text_data=html)
+            live.PUMP.ensure_running()
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "joined", []):

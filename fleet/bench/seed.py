@@ -163,6 +163,23 @@ def seed_matrix(repo: str, tasks: int, per_task: int, repeat: int = 5) -> dict:
     }
 
 
+def seed_session() -> dict:
+    """A lead's logged-in session, for benchmark dashboards."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.models import Group, User
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user = User.objects.create_user("bench-watcher")
+    user.groups.add(Group.objects.get_or_create(name="lead")[0])
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return {"cookie": f"{settings.SESSION_COOKIE_NAME}={session.session_key}"}
+
+
 def counts() -> dict:
     from fleet.models import Agent, SpendEvent
 
@@ -174,7 +191,7 @@ def counts() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.bench.seed")
-    parser.add_argument("what", choices=["heartbeat", "counts", "merges", "matrix"])
+    parser.add_argument("what", choices=["heartbeat", "counts", "merges", "matrix", "session"])
     parser.add_argument("--paths", type=int, default=200)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--repo", default="")
@@ -188,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         result = seed_heartbeat(args.agents)
     elif args.what == "merges":
         result = seed_and_merge(args.repo, args.count)
+    elif args.what == "session":
+        result = seed_session()
     elif args.what == "matrix":
         result = seed_matrix(args.repo, args.count, args.paths)
     else:

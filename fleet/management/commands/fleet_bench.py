@@ -1,4 +1,4 @@
-"""``manage.py fleet_bench {heartbeat,git,plan}``: measure Fleet on this machine.
+"""``manage.py fleet_bench {heartbeat,git,plan,live}``: measure Fleet on this machine.
 
 Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
 SQLite database, or a fresh PostgreSQL database when --database-url names one; a
@@ -16,14 +16,16 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet.bench import gitbench, heartbeat, plan
+from fleet.bench import gitbench, heartbeat, live, plan
 
 
 class Command(BaseCommand):
     help = "Benchmark Fleet on this machine (loopback only, bounded in time and size)."
 
     def add_arguments(self, parser) -> None:
-        sub = parser.add_subparsers(dest="bench", required=True, metavar="{heartbeat,git,plan}")
+        sub = parser.add_subparsers(
+            dest="bench", required=True, metavar="{heartbeat,git,plan,live}"
+        )
         hb = sub.add_parser("heartbeat", help="agents posting heartbeats vs a trivial async view")
         hb.add_argument("--agents", type=int, default=20, help="simulated agents (default 20)")
         hb.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
@@ -61,12 +63,26 @@ class Command(BaseCommand):
         )
         pb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
+        lb = sub.add_parser("live", help="heartbeat-to-dashboard latency over websockets")
+        lb.add_argument("--agents", type=int, default=500)
+        lb.add_argument("--dashboards", type=int, default=50)
+        lb.add_argument("--seconds", type=float, default=20)
+        lb.add_argument(
+            "--database-url",
+            default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
+            help="PostgreSQL server to create a throwaway database on (default: SQLite)",
+        )
+        lb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
     def handle(self, *args, **options) -> None:
         progress = lambda line: self.stderr.write(line)  # noqa: E731
         try:
             if options["bench"] == "heartbeat":
                 results = self._heartbeat(options, progress)
                 text = heartbeat.table(results)
+            elif options["bench"] == "live":
+                results = self._live(options, progress)
+                text = live.table(results)
             elif options["bench"] == "plan":
                 results = self._plan(options, progress)
                 text = plan.table(results)
@@ -129,6 +145,20 @@ class Command(BaseCommand):
             paths=options["paths"],
             files=options["files"],
             claimers=options["claimers"],
+            seconds=options["seconds"],
+            database_url=options["database_url"] or None,
+            progress=progress,
+        )
+
+    def _live(self, options, progress) -> dict:
+        for name, (low, high) in {"agents": (1, 2000), "dashboards": (1, 500)}.items():
+            if not low <= options[name] <= high:
+                raise CommandError(f"--{name} must be between {low} and {high}")
+        if not 1 <= options["seconds"] <= 600:
+            raise CommandError("--seconds must be between 1 and 600")
+        return live.run(
+            agents=options["agents"],
+            dashboards=options["dashboards"],
             seconds=options["seconds"],
             database_url=options["database_url"] or None,
             progress=progress,

@@ -1,0 +1,161 @@
+"""``fleet_bench live``: N agents heartbeating once a second and M dashboards watching
+the overview over websockets, against one daphne process: how long from a heartbeat's
+POST to the frame that shows it at each dashboard, frames per dashboard per second,
+and the web process's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import websockets
+
+from fleet.bench.heartbeat import _run_module, bench_database, bench_env
+from fleet.bench.load import encode, json_request, read_response
+from fleet.bench.servers import Server, free_port
+
+TARGETS = {"p50_ms": 150, "p99_ms": 500, "frames_per_client_s": 5, "rss_mb": 250}
+MARK = re.compile(r"beat:(\d+):(\d+\.\d+)")
+
+
+async def _agent(port: int, agent: dict, index: int, until: float, stats: dict) -> None:
+    """One heartbeat a second, each carrying when it was sent in its status line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    next_at = time.monotonic() + (index % 100) / 100  # spread over the second
+    try:
+        while time.monotonic() < until:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += 1.0
+            line = f"beat:{index}:{time.time():.3f}"
+            writer.write(
+                encode(*json_request("/api/v1/heartbeat", {"status_line": line}, agent["token"]))
+            )
+            status, body, _ = await asyncio.wait_for(read_response(reader), 30)
+            stats["sent"] += 1
+            if status != 200:
+                stats["errors"].append(f"heartbeat HTTP {status}: {body[:120]!r}")
+    finally:
+        writer.close()
+
+
+async def _dashboard(port: int, cookie: str, until: float, measure_from: float, stats: dict):
+    seen: set[str] = set()
+    headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
+    url = f"ws://127.0.0.1:{port}/ws/fleet/?view=overview"
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+        while time.monotonic() < until:
+            try:
+                frame = await asyncio.wait_for(
+                    ws.recv(), timeout=max(0.1, until - time.monotonic())
+                )
+            except TimeoutError:
+                break
+            now, mono = time.time(), time.monotonic()
+            if mono >= measure_from:
+                stats["frames"] += 1
+                stats["bytes"] += len(frame)
+            for match in MARK.finditer(frame):
+                key = match.group(0)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if mono >= measure_from:
+                    stats["latencies"].append(now - float(match.group(2)))
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))] * 1000
+
+
+async def _drive(port, agents, cookie, dashboards, seconds, warmup) -> dict:
+    start = time.monotonic()
+    measure_from, until = start + warmup, start + warmup + seconds
+    stats = {"sent": 0, "errors": [], "frames": 0, "bytes": 0, "latencies": []}
+    await asyncio.gather(
+        *(_dashboard(port, cookie, until + 1, measure_from, stats) for _ in range(dashboards)),
+        *(_agent(port, a, i, until, stats) for i, a in enumerate(agents)),
+    )
+    return stats
+
+
+def run(
+    *,
+    agents: int = 500,
+    dashboards: int = 50,
+    seconds: float = 20,
+    warmup: float = 3,
+    database_url: str | None = None,
+    progress=print,
+) -> dict:
+    results: dict = {"agents": agents, "dashboards": dashboards, "seconds": seconds}
+    results["cpus"] = os.cpu_count()
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-live-"))
+    try:
+        with bench_database(workdir, database_url) as url:
+            env = bench_env(workdir, url)
+            results["database"] = url.split(":", 1)[0]
+            progress(f"migrating a fresh {results['database']} database …")
+            _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
+            _run_module(["manage.py", "collectstatic", "--no-input", "-v", "0"], env)
+            seeded = json.loads(
+                _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env)
+            )
+            cookie = json.loads(_run_module(["-m", "fleet.bench.seed", "session"], env))["cookie"]
+            server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
+            progress(f"{agents} agents at 1 heartbeat/s, {dashboards} dashboards, {seconds:g} s …")
+            with server:
+                stats = asyncio.run(
+                    _drive(server.port, seeded["agents"], cookie, dashboards, seconds, warmup)
+                )
+                rss = server.rss_kb()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    lat = stats["latencies"]
+    results.update(
+        {
+            "heartbeats_sent": stats["sent"],
+            "errors": len(stats["errors"]),
+            "error_samples": stats["errors"][:5],
+            "p50_ms": round(_percentile(lat, 50), 1),
+            "p99_ms": round(_percentile(lat, 99), 1),
+            "seen": len(lat),
+            "frames_per_client_s": round(stats["frames"] / dashboards / seconds, 2),
+            "kib_per_client_s": round(stats["bytes"] / 1024 / dashboards / seconds, 1),
+            "rss_mb": round(rss / 1024, 1) if rss else None,
+            "targets": TARGETS,
+        }
+    )
+    results["met"] = {
+        "p50_ms": results["p50_ms"] <= TARGETS["p50_ms"],
+        "p99_ms": results["p99_ms"] <= TARGETS["p99_ms"],
+        "frames_per_client_s": results["frames_per_client_s"] <= TARGETS["frames_per_client_s"],
+        "rss_mb": (results["rss_mb"] or 0) <= TARGETS["rss_mb"],
+    }
+    return results
+
+
+def table(r: dict) -> str:
+    ok = lambda key: "met" if r["met"][key] else "MISSED"  # noqa: E731
+    return "\n".join(
+        [
+            f"fleet_bench live: {r['agents']} agents at 1/s, {r['dashboards']} dashboards, "
+            f"{r['seconds']:g} s, {r['database']}, {r['cpus']} CPUs",
+            f"  heartbeat → dashboard  p50 {r['p50_ms']} ms ({ok('p50_ms')}, ≤ "
+            f"{TARGETS['p50_ms']})   p99 {r['p99_ms']} ms ({ok('p99_ms')}, ≤ {TARGETS['p99_ms']})"
+            f"   ({r['seen']} sightings)",
+            f"  frames per dashboard per second {r['frames_per_client_s']} "
+            f"({ok('frames_per_client_s')}, ≤ {TARGETS['frames_per_client_s']}), "
+            f"{r['kib_per_client_s']} KiB/s each",
+            f"  web RSS {r['rss_mb']} MB ({ok('rss_mb')}, ≤ {TARGETS['rss_mb']})",
+            f"  heartbeats sent {r['heartbeats_sent']}, errors {r['errors']}",
+        ]
+    )

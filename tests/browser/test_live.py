@@ -1,0 +1,79 @@
+"""The live overview in real Chromium: a heartbeat posted through the API changes
+the agent's card without a reload; the indicator follows a server restart; without a
+websocket the page polls."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from fleet import dispatch
+from fleet.heartbeats import Beat
+
+from ..agent.conftest import Server, free_port
+from ..conftest import make_agent, make_user
+from .conftest import screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def login(page, base: str) -> None:
+    page.goto(f"{base}/")
+    page.fill("#id_username", "lena")
+    page.fill("#id_password", "pw-lena-123")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
+def post_heartbeat(base: str, token: str, line: str) -> None:
+    request = urllib.request.Request(
+        f"{base}/api/v1/heartbeat",
+        data=json.dumps({"context_pct": 30, "status_line": line}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_a_heartbeat_changes_the_card_live_and_the_page_survives_a_restart(page, tmp_path):
+    make_user("lena", "lead", password="pw-lena-123")
+    agent = make_agent(name="ada", status_line="booting")
+    token = agent.issue_token()
+    server = Server(free_port(), tmp_path / "live").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        login(page, base)
+        indicator = page.locator("#live-indicator")
+        page.wait_for_selector('#live-indicator[data-state="live"]', timeout=10_000)
+        card = page.locator(f"#agent-{agent.pk}")
+        assert "booting" in card.inner_text()
+
+        post_heartbeat(base, token, "writing the cart tests")
+        page.locator(f"#agent-{agent.pk}", has_text="writing the cart").wait_for(timeout=5_000)
+        screenshot(page, "overview-live")
+
+        server.stop()
+        page.wait_for_selector('#live-indicator:not([data-state="live"])', timeout=10_000)
+        assert indicator.get_attribute("data-state") in {"reconnecting", "polling", "stale"}
+        server.start()
+        page.wait_for_selector('#live-indicator[data-state="live"]', timeout=20_000)
+        post_heartbeat(base, token, "back after the restart")
+        page.locator(f"#agent-{agent.pk}", has_text="after the restart").wait_for(timeout=5_000)
+        # Only the expected complaints of the downtime (refused sockets and polls).
+        downtime = ("ERR_CONNECTION", "Failed to load resource")
+        assert [e for e in page.js_errors if not any(d in e for d in downtime)] == []
+    finally:
+        server.stop()
+
+
+def test_without_a_websocket_the_overview_polls(page, live_server):
+    # pytest-django's live server speaks plain HTTP only: every websocket fails.
+    make_user("lena", "lead", password="pw-lena-123")
+    agent = make_agent(name="bob", status_line="first")
+    login(page, live_server.url)
+    page.wait_for_selector('#live-indicator[data-state="polling"]', timeout=15_000)
+    dispatch.heartbeat(agent, Beat(context_pct=40, status_line="seen by polling"))
+    page.locator(f"#agent-{agent.pk}", has_text="seen by polling").wait_for(timeout=10_000)
+    screenshot(page, "overview-polling")

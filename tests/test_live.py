@@ -1,0 +1,101 @@
+"""Live regions over the websocket: a snapshot on connect, frames for heartbeats and
+events, bounded frames under a burst, and convergence after a drop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from fleet import dispatch
+from fleet.asgi import application
+from fleet.heartbeats import Beat
+
+from .conftest import make_agent, make_user
+from .test_consumers import session_cookie_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def watcher(view: str = "overview") -> WebsocketCommunicator:
+    user = await sync_to_async(make_user)()
+    cookie = await sync_to_async(session_cookie_for)(user)
+    from django.contrib.auth.models import Group
+
+    await sync_to_async(lambda: user.groups.add(Group.objects.get_or_create(name="lead")[0]))()
+    comm = WebsocketCommunicator(
+        application,
+        f"/ws/fleet/?view={view}",
+        headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie)],
+    )
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def frames_until(comm, predicate, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, "no frame matched in time"
+        frame = await comm.receive_from(timeout=left)
+        if predicate(frame):
+            return frame
+
+
+def beat(agent, line: str) -> None:
+    dispatch.heartbeat(agent, Beat(context_pct=12, status_line=line))
+
+
+async def test_a_snapshot_on_connect_then_a_frame_per_heartbeat():
+    agent = await sync_to_async(make_agent)(name="ada", status_line="starting")
+    comm = await watcher()
+    snapshot = await comm.receive_from(timeout=5)
+    for region in ("fleet-summary", "fleet-problems", "fleet-agents", "fleet-waves"):
+        assert f'id="{region}"' in snapshot
+    assert "starting" in snapshot
+    await asyncio.sleep(0.6)  # the pump's first tick only takes its bearings
+    await sync_to_async(beat)(agent, "writing the cart tests")
+    frame = await frames_until(comm, lambda f: "writing the cart tests" in f)
+    assert f'id="agent-{agent.pk}"' in frame
+    await comm.disconnect()
+
+
+async def test_a_burst_of_heartbeats_gives_a_bounded_number_of_frames():
+    agents = [await sync_to_async(make_agent)(name=f"burst-{i}") for i in range(10)]
+    comm = await watcher()
+    await comm.receive_from(timeout=5)  # the snapshot
+    await asyncio.sleep(0.6)
+
+    def burst():
+        for i in range(100):
+            beat(agents[i % 10], f"beat {i}")
+
+    started = time.monotonic()
+    await sync_to_async(burst)()
+    frames = []
+    while time.monotonic() - started < 3:
+        if not await comm.receive_nothing(timeout=0.3):
+            frames.append(await comm.receive_from())
+    elapsed = time.monotonic() - started
+    assert any("beat 99" in f for f in frames)  # the last state arrived
+    # At most one frame per pump tick, whatever the number of heartbeats.
+    assert len(frames) <= elapsed / 0.25 + 2, len(frames)
+    await comm.disconnect()
+
+
+async def test_a_dropped_dashboard_converges_on_reconnect():
+    agent = await sync_to_async(make_agent)(name="cyd", status_line="before")
+    comm = await watcher()
+    assert "before" in await comm.receive_from(timeout=5)
+    await comm.disconnect()
+    # Changed while nobody watched: an event (a stop) and a heartbeat.
+    await sync_to_async(beat)(agent, "while you were away")
+    await sync_to_async(lambda: agent.stop(reason="person"))()
+    comm = await watcher()
+    snapshot = await comm.receive_from(timeout=5)
+    assert "while you were away" in snapshot and "stopped: person" in snapshot
+    await comm.disconnect()
