@@ -27,12 +27,14 @@ from django.db import close_old_connections
 from django.db.models import Count, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.html import format_html
 
 from fleet.models import Agent, Event, Task, Wave
+from fleet.templatetags.fleet_tags import age
 
 log = logging.getLogger("fleet.live")
 
-TICK = 0.25  # seconds between pump ticks: at most four frames a second per browser
+TICK = 0.2  # seconds between pump ticks: at most five frames a second per browser
 REFRESH = 10.0  # seconds between full snapshots (heartbeat ages move on by themselves)
 WINDOW = 500  # ids re-read behind the newest (PostgreSQL may commit ids out of order)
 VIEWS = ("overview",)
@@ -109,19 +111,53 @@ def snapshot(view: str) -> str:
     )
 
 
-def agent_cards(ids: list[int]) -> str:
-    """The cards of these agents, plus the summary their statuses feed."""
-    agents = _agents(ids)
-    cards = "".join(
-        render_to_string("fleet/overview.html#agent-card", {"agent": a, **_constants()})
-        for a in agents
+PULSE_FIELDS = ("pk", "status", "last_heartbeat_at", "context_pct", "spent_usd", "status_line")
+
+
+def pulse(agent: Any, now=None) -> str:
+    """The part of an agent's card a heartbeat changes (heartbeat age, context gauge,
+    spend, status line), as one element with its own id. Built with ``format_html``
+    rather than the template engine: a busy fleet sends hundreds of these a second."""
+    now = now or timezone.now()
+    get = agent.get if isinstance(agent, dict) else lambda name: getattr(agent, name)
+    pk, status, last = get("pk"), get("status"), get("last_heartbeat_at")
+    seconds = None if last is None else (now - last).total_seconds()
+    ttl = settings.FLEET_HEARTBEAT_TTL
+    if status == Agent.STOPPED:
+        health = "off"
+    elif seconds is None or seconds >= ttl:
+        health = "red"
+    else:
+        health = "amber" if seconds >= ttl / 2 else "ok"
+    rotate, context = settings.FLEET_CONTEXT_ROTATE_PCT, get("context_pct")
+    line = get("status_line")
+    return format_html(
+        '<div class="pulse" id="agent-{}-pulse"><dl>'
+        '<dt>Heartbeat</dt><dd class="hb hb-{}" title="Stale after {}s without a heartbeat">'
+        "{}</dd>"
+        '<dt>Context</dt><dd><span class="gauge" title="Rotation at {}%"><meter min="0" '
+        'max="100" low="{}" high="{}" optimum="0" value="{}">{}%</meter></span> {}%</dd>'
+        "<dt>Spend</dt><dd>${}</dd></dl>{}</div>",
+        pk,
+        health,
+        ttl,
+        age(seconds),
+        rotate,
+        rotate,
+        rotate,
+        context,
+        context,
+        context,
+        f"{get('spent_usd'):.2f}",
+        format_html('<p class="status-line">{}</p>', line) if line else "",
     )
-    statuses = Counter(Agent.objects.values_list("status", flat=True))
-    summary = render_to_string(
-        "fleet/overview.html#summary",
-        {"statuses": [(s, statuses.get(s, 0)) for s, _ in Agent.STATUS_CHOICES]},
-    )
-    return cards + summary
+
+
+def pulses(ids: list[int]) -> str:
+    """The pulses of these agents, from one query."""
+    now = timezone.now()
+    rows = Agent.objects.filter(pk__in=ids).values(*PULSE_FIELDS)
+    return "".join(pulse(row, now) for row in rows)
 
 
 class Pump:
@@ -160,7 +196,7 @@ class Pump:
 
     def collect(self) -> str:
         """What changed since the last tick, rendered: the whole overview after any
-        event (or every REFRESH seconds), else the cards of agents that heartbeated."""
+        event (or every REFRESH seconds), else the pulses of agents that heartbeated."""
         close_old_connections()
         try:
             window = Event.objects.filter(id__gt=(self.last_id or 0) - WINDOW)
@@ -182,7 +218,7 @@ class Pump:
                 self.last_full = time.monotonic()
                 return snapshot("overview")
             if beats:
-                return agent_cards(beats)
+                return pulses(beats)
             return ""
         finally:
             close_old_connections()

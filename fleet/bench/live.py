@@ -34,7 +34,13 @@ async def _agent(port: int, agent: dict, index: int, until: float, stats: dict) 
             next_at += 1.0
             line = f"beat:{index}:{time.time():.3f}"
             writer.write(
-                encode(*json_request("/api/v1/heartbeat", {"status_line": line}, agent["token"]))
+                encode(
+                    *json_request(
+                        "/api/v1/heartbeat",
+                        {"context_pct": 20, "status_line": line},
+                        agent["token"],
+                    )
+                )
             )
             status, body, _ = await asyncio.wait_for(read_response(reader), 30)
             stats["sent"] += 1

@@ -18,3 +18,11 @@ def age(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h ago"
     return f"{seconds // 86400}d ago"
+
+
+@register.simple_tag
+def agent_pulse(agent) -> str:
+    """The heartbeat-driven part of an agent's card (see ``fleet.live.pulse``)."""
+    from fleet.live import pulse
+
+    return pulse(agent)
