@@ -68,3 +68,49 @@ def test_git_bench_runs_on_a_small_generated_repository(tmp_path, capsys):
     assert figures["merged"] == figures["merges"] == 2
     assert figures["stale_report_hunks"] > 0  # the branch forked 200 commits back
     assert figures["worktree_ratio"] > 0 and set(figures["met"]) >= {"worktree_ratio"}
+
+
+def test_plan_bench_measures_the_matrix_and_a_claim_race(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    call_command(
+        "fleet_bench",
+        "plan",
+        "--tasks",
+        "4",
+        "--paths",
+        "20",
+        "--files",
+        "1500",
+        "--claimers",
+        "6",
+        "--seconds",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert "double claims" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    # Tasks 0-2 each declare five of the next task's files: three overlaps of five.
+    assert figures["matrix"]["shared_paths"] == 15
+    assert figures["claims"]["granted"] > 0 and figures["claims"]["double_claims"] == 0
+    assert figures["claims"]["errors"] == 0
+
+
+def test_live_bench_sees_heartbeats_arrive_at_dashboards(tmp_path, capsys):
+    out = tmp_path / "live.json"
+    call_command(
+        "fleet_bench",
+        "live",
+        "--agents",
+        "5",
+        "--dashboards",
+        "2",
+        "--seconds",
+        "2",
+        "--json",
+        str(out),
+    )
+    assert "heartbeat → dashboard" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["errors"] == 0 and figures["heartbeats_sent"] > 0
+    assert figures["seen"] > 0 and figures["p50_ms"] > 0
