@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from fleet import live
 from fleet.events import FLEET_GROUP
 from fleet.roles import user_roles
+
+RECHECK = 30.0  # seconds between re-checks that the person may still watch
+
+
+def _may_watch(user_id, session) -> bool:
+    """Still signed in (the session exists) as an active person with a role."""
+    key = getattr(session, "session_key", None)
+    if not key or not session.exists(key):
+        return False
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return user is not None and bool(user_roles(user))
 
 
 class FleetConsumer(AsyncWebsocketConsumer):
@@ -21,9 +34,12 @@ class FleetConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         # The same rule as the pages: a person without a role sees nothing live.
-        if not await database_sync_to_async(user_roles)(user):
+        # (Off the shared sync thread, which records heartbeats: a reconnect storm of
+        # dashboards must not delay them.)
+        if not await database_sync_to_async(user_roles, thread_sensitive=False)(user):
             await self.close(code=4403)
             return
+        self.user_id, self.checked_at = user.pk, time.monotonic()
         query = parse_qs(self.scope.get("query_string", b"").decode())
         view = (query.get("view") or [""])[0]
         self.joined = [FLEET_GROUP]
@@ -32,16 +48,33 @@ class FleetConsumer(AsyncWebsocketConsumer):
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        self.snapshot_at = 0.0
         if view in live.VIEWS:
             # The page's live regions as they are now: a (re)connected browser converges.
-            html = await database_sync_to_async(live.snapshot)(view)
+            # Frames rendered before this snapshot began are older than it: dropped.
+            self.snapshot_at = time.time()
+            html = await database_sync_to_async(live.snapshot, thread_sensitive=False)(view)
             await self.send(text_data=html)
-            live.PUMP.ensure_running()
+            live.PUMP.watch(+1)
+            self.watching = True
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "watching", False):
+            live.PUMP.watch(-1)
+            self.watching = False
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def fleet_fragment(self, message: dict) -> None:
         """A server-rendered HTML fragment, already rendered once for all clients."""
+        if message.get("at", time.time()) < self.snapshot_at:
+            return
+        if time.monotonic() - self.checked_at > RECHECK:
+            self.checked_at = time.monotonic()
+            allowed = await database_sync_to_async(_may_watch, thread_sensitive=False)(
+                self.user_id, self.scope.get("session")
+            )
+            if not allowed:  # signed out, deactivated or no longer in a role
+                await self.close(code=4401)
+                return
         await self.send(text_data=message["html"])

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -41,10 +42,14 @@ VIEWS = ("overview",)
 OVERVIEW_REGIONS = ("summary", "problems", "agents", "waves", "tasks")
 
 
+# This process, uniquely (PIDs repeat across containers and restarts).
+PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 def group(view: str) -> str:
     """This process's group for a view: each process's pump serves its own browsers,
     so with several processes on Redis no browser gets a frame twice."""
-    return f"live.{view}.{os.getpid()}"
+    return f"live.{view}.{PROCESS}"
 
 
 def heartbeat_health(agent: Agent, now) -> str:
@@ -171,28 +176,41 @@ class Pump:
         self.beat_seen: dict[int, Any] = {}
         self.last_full = 0.0
         self.frames = 0
+        self.watchers = 0
+
+    def watch(self, delta: int) -> None:
+        """A browser of this process started (+1) or stopped (-1) watching; the pump
+        runs while anyone watches, and stops (closing its connection) when nobody does."""
+        self.watchers = max(0, self.watchers + delta)
+        if self.watchers:
+            self.ensure_running()
 
     def ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done() or self.loop is not loop:
-            self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
-            self.task = loop.create_task(self._run())
+        if self.task is not None and not self.task.done():
+            if self.loop is loop:
+                return
+            self.task.cancel()  # a pump of another (test) loop
+        self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
+        self.task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         layer = get_channel_layer()
-        while True:
+        while self.watchers:
             try:
+                at = time.time()
                 html = await sync_to_async(self.collect, thread_sensitive=False)()
                 if html:
                     self.frames += 1
                     await layer.group_send(
-                        group("overview"), {"type": "fleet.fragment", "html": html}
+                        group("overview"), {"type": "fleet.fragment", "html": html, "at": at}
                     )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the live pump failed a tick; trying again")
             await asyncio.sleep(TICK)
+        await sync_to_async(close_old_connections, thread_sensitive=False)()
 
     def collect(self) -> str:
         """What changed since the last tick, rendered: the whole overview after any

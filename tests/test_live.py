@@ -99,3 +99,29 @@ async def test_a_dropped_dashboard_converges_on_reconnect():
     snapshot = await comm.receive_from(timeout=5)
     assert "while you were away" in snapshot and "stopped: person" in snapshot
     await comm.disconnect()
+
+
+async def test_a_dashboard_whose_session_ended_is_closed(monkeypatch):
+    from django.contrib.sessions.models import Session
+
+    from fleet import consumers
+
+    monkeypatch.setattr(consumers, "RECHECK", 0.0)
+    agent = await sync_to_async(make_agent)(name="dee")
+    comm = await watcher()
+    await comm.receive_from(timeout=5)
+    await asyncio.sleep(0.5)
+    await sync_to_async(lambda: Session.objects.all().delete())()  # signed out elsewhere
+    await sync_to_async(beat)(agent, "after the logout")
+    closed = await comm.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+def test_the_polling_fallback_answers_the_snapshot_only_to_a_person_with_a_role(client):
+    make_agent(name="eve", status_line="polled")
+    assert client.get("/?live=1").status_code == 302  # signed out: the login page
+    client.force_login(make_user("lea", "lead"))
+    response = client.get("/?live=1")
+    assert response.status_code == 200 and response["X-Fleet-Live"] == "1"
+    html = response.content.decode()
+    assert 'id="fleet-agents"' in html and "polled" in html and "<html" not in html

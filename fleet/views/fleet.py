@@ -43,7 +43,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
 def overview(request: HttpRequest) -> HttpResponse:
     if request.GET.get("live"):
         # The polling fallback (no websocket): the live regions, swapped by id.
-        return HttpResponse(live.snapshot("overview"))
+        response = HttpResponse(live.snapshot("overview"))
+        response["X-Fleet-Live"] = "1"  # what live.js checks (a login page is not this)
+        return response
     return render(
         request, "fleet/overview.html", {**live.overview_context(), "live_view": "overview"}
     )

@@ -9,6 +9,7 @@
   const POLL_MS = 3000;
   let open = false;
   let pollTimer = null;
+  let inFlight = null;
 
   function show(state, text) {
     indicator.dataset.state = state;
@@ -28,14 +29,26 @@
   }
 
   function poll() {
-    fetch(root.dataset.livePoll, { credentials: "same-origin", headers: { "HX-Request": "true" } })
-      .then((r) => (r.ok ? r.text() : Promise.reject(new Error("HTTP " + r.status))))
+    if (inFlight) inFlight.abort();
+    inFlight = new AbortController();
+    fetch(root.dataset.livePoll, {
+      credentials: "same-origin",
+      redirect: "manual", // signed out: the login page is not a snapshot
+      headers: { "HX-Request": "true" },
+      signal: inFlight.signal,
+    })
+      .then((r) =>
+        r.ok && r.headers.get("X-Fleet-Live") === "1"
+          ? r.text()
+          : Promise.reject(new Error("not a live snapshot: " + r.status))
+      )
       .then((html) => {
+        if (open) return; // the socket is back with newer state
         swapAll(html);
-        if (!open) show("polling", "live (polling)");
+        show("polling", "live (polling)");
       })
-      .catch(() => {
-        if (!open) show("stale", "stale");
+      .catch((err) => {
+        if (!open && err.name !== "AbortError") show("stale", "stale: reload the page");
       });
   }
 
@@ -47,13 +60,20 @@
 
   function stopPolling() {
     if (pollTimer) clearInterval(pollTimer);
+    if (inFlight) inFlight.abort();
     pollTimer = null;
+    inFlight = null;
   }
 
-  function lost() {
+  function lost(event) {
     open = false;
     show("reconnecting", "reconnecting…");
     setTimeout(() => { if (!open) startPolling(); }, POLL_MS);
+    // htmx retries only after abnormal closes; after a clean one, try again later.
+    const wrapper = event && event.detail && event.detail.socketWrapper;
+    if (wrapper && typeof wrapper.reconnect === "function") {
+      setTimeout(() => { if (!open) wrapper.reconnect(); }, 10 * POLL_MS);
+    }
   }
 
   document.body.addEventListener("htmx:wsOpen", () => {
