@@ -225,7 +225,9 @@ class Pump:
                 self.seen = set(window.values_list("id", flat=True))
                 self.last_full = time.monotonic()
                 self._beats()
-                return ""
+                # Whatever changed between the first browser's snapshot and this
+                # baseline would otherwise wait for the next refresh: send it all.
+                return snapshot("overview")
             ids = set(window.values_list("id", flat=True))
             new = ids - self.seen
             self.seen = ids

@@ -51,7 +51,7 @@ def test_a_heartbeat_changes_the_card_live_and_the_page_survives_a_restart(page,
         assert "booting" in card.inner_text()
 
         post_heartbeat(base, token, "writing the cart tests")
-        page.locator(f"#agent-{agent.pk}", has_text="writing the cart").wait_for(timeout=5_000)
+        page.locator(f"#agent-{agent.pk}", has_text="writing the cart").wait_for(timeout=10_000)
         screenshot(page, "overview-live")
 
         server.stop()
@@ -60,7 +60,7 @@ def test_a_heartbeat_changes_the_card_live_and_the_page_survives_a_restart(page,
         server.start()
         page.wait_for_selector('#live-indicator[data-state="live"]', timeout=20_000)
         post_heartbeat(base, token, "back after the restart")
-        page.locator(f"#agent-{agent.pk}", has_text="after the restart").wait_for(timeout=5_000)
+        page.locator(f"#agent-{agent.pk}", has_text="after the restart").wait_for(timeout=10_000)
         # Only the expected complaints of the downtime (refused sockets and polls).
         downtime = ("ERR_CONNECTION", "Failed to load resource")
         assert [e for e in page.js_errors if not any(d in e for d in downtime)] == []
