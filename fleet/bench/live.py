@@ -50,11 +50,19 @@ async def _agent(port: int, agent: dict, index: int, until: float, stats: dict) 
         writer.close()
 
 
-async def _dashboard(port: int, cookie: str, until: float, measure_from: float, stats: dict):
+async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
+    """Connect, take the snapshot, then count frames and heartbeat sightings until the
+    run ends (``clock`` is filled in once every dashboard is connected)."""
     seen: set[str] = set()
     headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
     url = f"ws://127.0.0.1:{port}/ws/fleet/?view=overview"
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+    async with websockets.connect(
+        url, additional_headers=headers, max_size=None, open_timeout=120
+    ) as ws:
+        await asyncio.wait_for(ws.recv(), timeout=120)  # the snapshot
+        stats["ready"] += 1
+        await clock["go"].wait()
+        until, measure_from = clock["until"] + 1, clock["measure_from"]
         while time.monotonic() < until:
             try:
                 frame = await asyncio.wait_for(
@@ -83,12 +91,25 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 async def _drive(port, agents, cookie, dashboards, seconds, warmup) -> dict:
+    """Dashboards connect first (their snapshots are not what is measured); then the
+    agents beat for warmup + seconds, and only the last ``seconds`` count."""
+    stats = {"sent": 0, "errors": [], "frames": 0, "bytes": 0, "latencies": [], "ready": 0}
+    clock: dict = {"go": asyncio.Event()}
+    watchers = [
+        asyncio.create_task(_dashboard(port, cookie, clock, stats)) for _ in range(dashboards)
+    ]
+    deadline = time.monotonic() + 180
+    while stats["ready"] < dashboards and time.monotonic() < deadline:
+        if any(w.done() for w in watchers):
+            for w in watchers:
+                if w.done() and w.exception():
+                    raise RuntimeError(f"a dashboard failed: {w.exception()!r}")
+        await asyncio.sleep(0.1)
     start = time.monotonic()
-    measure_from, until = start + warmup, start + warmup + seconds
-    stats = {"sent": 0, "errors": [], "frames": 0, "bytes": 0, "latencies": []}
+    clock.update(measure_from=start + warmup, until=start + warmup + seconds)
+    clock["go"].set()
     await asyncio.gather(
-        *(_dashboard(port, cookie, until + 1, measure_from, stats) for _ in range(dashboards)),
-        *(_agent(port, a, i, until, stats) for i, a in enumerate(agents)),
+        *watchers, *(_agent(port, a, i, clock["until"], stats) for i, a in enumerate(agents))
     )
     return stats
 
