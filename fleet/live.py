@@ -52,17 +52,14 @@ def group(view: str) -> str:
     return f"live.{view}.{PROCESS}"
 
 
-def heartbeat_health(agent: Agent, now) -> str:
-    """ok / amber / red as the heartbeat lease nears expiry."""
-    if agent.status == Agent.STOPPED:
+def heartbeat_health(status: str, seconds: float | None) -> str:
+    """ok / amber / red as the heartbeat lease nears expiry ("off" once stopped)."""
+    if status == Agent.STOPPED:
         return "off"
-    age = agent.heartbeat_age(now)
     ttl = settings.FLEET_HEARTBEAT_TTL
-    if age is None or age >= ttl:
+    if seconds is None or seconds >= ttl:
         return "red"
-    if age >= ttl / 2:
-        return "amber"
-    return "ok"
+    return "amber" if seconds >= ttl / 2 else "ok"
 
 
 def _agents(ids: list[int] | None = None) -> list[Agent]:
@@ -74,7 +71,6 @@ def _agents(ids: list[int] | None = None) -> list[Agent]:
         agents = agents.filter(pk__in=ids)
     agents = list(agents)
     for agent in agents:
-        agent.health = heartbeat_health(agent, now)
         agent.age = agent.heartbeat_age(now)
         agent.rotate_due = agent.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
     return agents
@@ -127,13 +123,7 @@ def pulse(agent: Any, now=None) -> str:
     get = agent.get if isinstance(agent, dict) else lambda name: getattr(agent, name)
     pk, status, last = get("pk"), get("status"), get("last_heartbeat_at")
     seconds = None if last is None else (now - last).total_seconds()
-    ttl = settings.FLEET_HEARTBEAT_TTL
-    if status == Agent.STOPPED:
-        health = "off"
-    elif seconds is None or seconds >= ttl:
-        health = "red"
-    else:
-        health = "amber" if seconds >= ttl / 2 else "ok"
+    health, ttl = heartbeat_health(status, seconds), settings.FLEET_HEARTBEAT_TTL
     rotate, context = settings.FLEET_CONTEXT_ROTATE_PCT, get("context_pct")
     line = get("status_line")
     return format_html(

@@ -51,6 +51,24 @@ def bench_database(workdir: Path, database_url: str | None):
         admin.close()
 
 
+@contextmanager
+def bench_site(prefix: str, database_url: str | None, results: dict, progress=print):
+    """A throwaway Fleet for one benchmark: a work dir, a migrated fresh database and
+    collected static files (pages render with DEBUG off); yields (workdir, env) and
+    removes it all afterwards. Notes the database kind in ``results``."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with bench_database(workdir, database_url) as url:
+            env = bench_env(workdir, url)
+            results["database"] = url.split(":", 1)[0]
+            progress(f"migrating a fresh {results['database']} database …")
+            _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
+            _run_module(["manage.py", "collectstatic", "--no-input", "-v", "0"], env)
+            yield workdir, env
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def bench_env(workdir: Path, database_url: str) -> dict[str, str]:
     """Production-like settings (DEBUG off) for the servers under test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "DJANGO_ALLOW"))}

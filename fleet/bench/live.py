@@ -9,15 +9,12 @@ import asyncio
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import websockets
 
-from fleet.bench.heartbeat import _run_module, bench_database, bench_env
-from fleet.bench.load import encode, json_request, read_response
+from fleet.bench.heartbeat import _run_module, bench_site
+from fleet.bench.load import encode, json_request, percentile_ms, read_response
 from fleet.bench.servers import Server, free_port
 
 TARGETS = {"p50_ms": 150, "p99_ms": 500, "frames_per_client_s": 5, "rss_mb": 250}
@@ -83,13 +80,6 @@ async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
                     stats["latencies"].append(now - float(match.group(2)))
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))] * 1000
-
-
 async def _drive(port, agents, cookie, dashboards, seconds, warmup) -> dict:
     """Dashboards connect first (their snapshots are not what is measured); then the
     agents beat for warmup + seconds, and only the last ``seconds`` count."""
@@ -125,35 +115,26 @@ def run(
 ) -> dict:
     results: dict = {"agents": agents, "dashboards": dashboards, "seconds": seconds}
     results["cpus"] = os.cpu_count()
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-live-"))
-    try:
-        with bench_database(workdir, database_url) as url:
-            env = bench_env(workdir, url)
-            results["database"] = url.split(":", 1)[0]
-            progress(f"migrating a fresh {results['database']} database …")
-            _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
-            _run_module(["manage.py", "collectstatic", "--no-input", "-v", "0"], env)
-            seeded = json.loads(
-                _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env)
+    with bench_site("fleet-bench-live-", database_url, results, progress) as (workdir, env):
+        seeded = json.loads(
+            _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env)
+        )
+        cookie = json.loads(_run_module(["-m", "fleet.bench.seed", "session"], env))["cookie"]
+        server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
+        progress(f"{agents} agents at 1 heartbeat/s, {dashboards} dashboards, {seconds:g} s …")
+        with server:
+            stats = asyncio.run(
+                _drive(server.port, seeded["agents"], cookie, dashboards, seconds, warmup)
             )
-            cookie = json.loads(_run_module(["-m", "fleet.bench.seed", "session"], env))["cookie"]
-            server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
-            progress(f"{agents} agents at 1 heartbeat/s, {dashboards} dashboards, {seconds:g} s …")
-            with server:
-                stats = asyncio.run(
-                    _drive(server.port, seeded["agents"], cookie, dashboards, seconds, warmup)
-                )
-                rss = server.rss_kb()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+            rss = server.rss_kb()
     lat = stats["latencies"]
     results.update(
         {
             "heartbeats_sent": stats["sent"],
             "errors": len(stats["errors"]),
             "error_samples": stats["errors"][:5],
-            "p50_ms": round(_percentile(lat, 50), 1),
-            "p99_ms": round(_percentile(lat, 99), 1),
+            "p50_ms": round(percentile_ms(lat, 50), 1),
+            "p99_ms": round(percentile_ms(lat, 99), 1),
             "seen": len(lat),
             "frames_per_client_s": round(stats["frames"] / dashboards / seconds, 2),
             "kib_per_client_s": round(stats["bytes"] / 1024 / dashboards / seconds, 1),

@@ -33,12 +33,7 @@ class LoadResult:
         return self.requests / self.elapsed if self.elapsed else 0.0
 
     def percentile(self, pct: float) -> float:
-        """Latency percentile in milliseconds (nearest rank)."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
-        return ordered[rank] * 1000
+        return percentile_ms(self.latencies, pct)
 
     def summary(self) -> dict:
         return {
@@ -52,6 +47,15 @@ class LoadResult:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "error_samples": self.error_samples[:5],
         }
+
+
+def percentile_ms(seconds: list[float], pct: float) -> float:
+    """A latency percentile in milliseconds (nearest rank) of latencies in seconds."""
+    if not seconds:
+        return 0.0
+    ordered = sorted(seconds)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
+    return ordered[rank] * 1000
 
 
 def encode(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:

@@ -7,14 +7,11 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from fleet.bench import gitbench
-from fleet.bench.heartbeat import _run_module, bench_database, bench_env
-from fleet.bench.load import encode, json_request, read_response
+from fleet.bench.heartbeat import _run_module, bench_site
+from fleet.bench.load import encode, json_request, percentile_ms, read_response
 from fleet.bench.servers import Server, free_port
 
 TARGETS = {"matrix_ms": 100, "double_claims": 0}
@@ -77,7 +74,7 @@ async def _race(port: int, agents: list[dict], seconds: float, seed: int) -> dic
         )
     )
     elapsed = time.monotonic() - started
-    latencies = sorted(stats["latencies"])
+    latencies = stats["latencies"]
     attempts = len(latencies)
     return {
         "claimers": len(agents),
@@ -91,8 +88,8 @@ async def _race(port: int, agents: list[dict], seconds: float, seed: int) -> dic
         "error_samples": stats["errors"][:5],
         "attempts_per_second": round(attempts / elapsed, 1) if elapsed else 0.0,
         "claims_per_second": round(stats["granted"] / elapsed, 1) if elapsed else 0.0,
-        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else 0.0,
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1) if latencies else 0.0,
+        "p50_ms": round(percentile_ms(latencies, 50), 1),
+        "p99_ms": round(percentile_ms(latencies, 99), 1),
     }
 
 
@@ -107,45 +104,36 @@ def run(
     progress=print,
 ) -> dict:
     results: dict = {"cpus": os.cpu_count()}
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-plan-"))
-    try:
-        with bench_database(workdir, database_url) as url:
-            env = bench_env(workdir, url)
-            results["database"] = url.split(":", 1)[0]
-            progress(f"migrating a fresh {results['database']} database …")
-            _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
-            _run_module(["manage.py", "collectstatic", "--no-input", "-v", "0"], env)  # pages
-            progress(f"generating a repository of {files:,} files …")
-            origin, clone = workdir / "origin.git", workdir / "clone"
-            gitbench.generate(origin, files=files, commits=2)
-            gitbench._git(workdir, "clone", "-q", str(origin), str(clone))
-            progress(f"matrix: {tasks} tasks × {paths} declared paths …")
-            results["matrix"] = json.loads(
-                _run_module(
-                    [
-                        "-m",
-                        "fleet.bench.seed",
-                        "matrix",
-                        "--repo",
-                        str(clone),
-                        "--count",
-                        str(tasks),
-                        "--paths",
-                        str(paths),
-                    ],
-                    env,
-                )
+    with bench_site("fleet-bench-plan-", database_url, results, progress) as (workdir, env):
+        progress(f"generating a repository of {files:,} files …")
+        origin, clone = workdir / "origin.git", workdir / "clone"
+        gitbench.generate(origin, files=files, commits=2)
+        gitbench._git(workdir, "clone", "-q", str(origin), str(clone))
+        progress(f"matrix: {tasks} tasks × {paths} declared paths …")
+        results["matrix"] = json.loads(
+            _run_module(
+                [
+                    "-m",
+                    "fleet.bench.seed",
+                    "matrix",
+                    "--repo",
+                    str(clone),
+                    "--count",
+                    str(tasks),
+                    "--paths",
+                    str(paths),
+                ],
+                env,
             )
-            results["matrix"]["files"] = files
-            seeded = json.loads(
-                _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(claimers)], env)
-            )
-            progress(f"claims: {claimers} agents racing for {CONTESTED} paths, {seconds:g} s …")
-            server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
-            with server:
-                results["claims"] = asyncio.run(_race(server.port, seeded["agents"], seconds, 7))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        )
+        results["matrix"]["files"] = files
+        seeded = json.loads(
+            _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(claimers)], env)
+        )
+        progress(f"claims: {claimers} agents racing for {CONTESTED} paths, {seconds:g} s …")
+        server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
+        with server:
+            results["claims"] = asyncio.run(_race(server.port, seeded["agents"], seconds, 7))
     results["targets"] = TARGETS
     results["met"] = {
         "matrix_ms": results["matrix"]["matrix_ms"] <= TARGETS["matrix_ms"],

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]*$", "Use lowercase letters, digits and '-'.")
 
 
+def drafted_by_field() -> models.ForeignKey:
+    """Plans, waves and tasks an orchestrator agent drafted through the API say so."""
+    return models.ForeignKey(
+        "Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the orchestrator agent that drafted this through the API",
+    )
+
+
 class Repository(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=60, unique=True, validators=[slug_validator])
@@ -50,14 +62,7 @@ class Plan(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    drafted_by = models.ForeignKey(
-        "Agent",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="the orchestrator agent that drafted this through the API",
-    )
+    drafted_by = drafted_by_field()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -124,14 +129,7 @@ class Wave(StateMachine):
     crowd_reason = models.TextField(
         blank=True, help_text="why more than the rule-of-four agents run in this wave"
     )
-    drafted_by = models.ForeignKey(
-        "Agent",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="the orchestrator agent that drafted this through the API",
-    )
+    drafted_by = drafted_by_field()
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -338,14 +336,7 @@ class Task(StateMachine):
     attempt = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_epoch = models.PositiveIntegerField(default=0)
-    drafted_by = models.ForeignKey(
-        "Agent",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="the orchestrator agent that drafted this through the API",
-    )
+    drafted_by = drafted_by_field()
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

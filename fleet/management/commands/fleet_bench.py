@@ -19,6 +19,14 @@ from django.core.management.base import BaseCommand, CommandError
 from fleet.bench import gitbench, heartbeat, live, plan
 
 
+def _database_option(parser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
+        help="PostgreSQL server to create a throwaway database on (default: SQLite)",
+    )
+
+
 class Command(BaseCommand):
     help = "Benchmark Fleet on this machine (loopback only, bounded in time and size)."
 
@@ -36,11 +44,7 @@ class Command(BaseCommand):
             choices=["daphne", "uvicorn"],
             help="ASGI server(s) to measure (repeatable; default daphne)",
         )
-        hb.add_argument(
-            "--database-url",
-            default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
-            help="PostgreSQL server to create a throwaway database on (default: SQLite)",
-        )
+        _database_option(hb)
         hb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
         gb = sub.add_parser("git", help="worktrees, stale-base report, merge queue")
@@ -56,22 +60,14 @@ class Command(BaseCommand):
         pb.add_argument("--files", type=int, default=20_000, help="files in the repository")
         pb.add_argument("--claimers", type=int, default=100)
         pb.add_argument("--seconds", type=float, default=10, help="seconds of claiming")
-        pb.add_argument(
-            "--database-url",
-            default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
-            help="PostgreSQL server to create a throwaway database on (default: SQLite)",
-        )
+        _database_option(pb)
         pb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
         lb = sub.add_parser("live", help="heartbeat-to-dashboard latency over websockets")
         lb.add_argument("--agents", type=int, default=500)
         lb.add_argument("--dashboards", type=int, default=50)
         lb.add_argument("--seconds", type=float, default=20)
-        lb.add_argument(
-            "--database-url",
-            default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
-            help="PostgreSQL server to create a throwaway database on (default: SQLite)",
-        )
+        _database_option(lb)
         lb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
     def handle(self, *args, **options) -> None:
