@@ -25,6 +25,11 @@ def _may_watch(user_id, session) -> bool:
     return user is not None and bool(user_roles(user))
 
 
+def _page(view: str, raw_key: str) -> tuple[str, str]:
+    key = live.resolve(view, raw_key)
+    return key, live.snapshot(view, key)
+
+
 class FleetConsumer(AsyncWebsocketConsumer):
     groups: list[str] = []
 
@@ -42,25 +47,33 @@ class FleetConsumer(AsyncWebsocketConsumer):
         self.user_id, self.checked_at = user.pk, time.monotonic()
         query = parse_qs(self.scope.get("query_string", b"").decode())
         view = (query.get("view") or [""])[0]
+        raw_key = (query.get("key") or [""])[0]
         self.joined = [FLEET_GROUP]
-        if view in live.VIEWS:
-            self.joined.append(live.group(view))
-        for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
-        await self.accept()
-        self.snapshot_at = 0.0
-        if view in live.VIEWS:
+        self.snapshot_at, html = 0.0, None
+        if view:
             # The page's live regions as they are now: a (re)connected browser converges.
             # Frames rendered before this snapshot began are older than it: dropped.
             self.snapshot_at = time.time()
-            html = await database_sync_to_async(live.snapshot, thread_sensitive=False)(view)
+            try:
+                key, html = await database_sync_to_async(_page, thread_sensitive=False)(
+                    view, raw_key
+                )
+            except live.NoSuchPage:
+                await self.close(code=4404)
+                return
+            self.page = (view, key)
+            self.joined.append(live.group(view, key))
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        if html is not None:
             await self.send(text_data=html)
-            live.PUMP.watch(+1)
+            live.PUMP.watch(*self.page, +1)
             self.watching = True
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "watching", False):
-            live.PUMP.watch(-1)
+            live.PUMP.watch(*self.page, -1)
             self.watching = False
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)

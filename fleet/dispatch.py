@@ -381,9 +381,15 @@ def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Revi
 
 
 def journal(agent: Agent, *, kind: str, body: str, task: Task | None) -> JournalEntry:
-    return JournalEntry.objects.create(
-        agent=agent, session=open_session(agent), task=task, kind=kind, body=body
-    )
+    with transaction.atomic():
+        entry = JournalEntry.objects.create(
+            agent=agent, session=open_session(agent), task=task, kind=kind, body=body
+        )
+        # An event too, so the agent's page and the activity log show it live.
+        Event.objects.record(
+            "agent.journal", by=agent, agent=agent, task=task, payload={"kind": kind}
+        )
+    return entry
 
 
 def ack(agent: Agent, *, message_id: int) -> Message:

@@ -150,7 +150,15 @@ def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
             except (Refusal, TransitionError) as exc:
                 results.append(exc)
         _write(batch)
+        # This process's live pump renders the new pulses now, not at its next poll.
+        transaction.on_commit(_poke_live_pages)
     return results
+
+
+def _poke_live_pages() -> None:
+    from fleet.live import PUMP
+
+    PUMP.poke()
 
 
 UNAVAILABLE = Refusal(503, "unavailable", "heartbeat not recorded; retry", {"Retry-After": "1"})

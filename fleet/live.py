@@ -1,55 +1,75 @@
 """Live pages: the regions a page shows live, rendered once per change for every
 browser watching it, and the pump that notices changes.
 
-Each web process runs one pump (started by its first websocket). Every tick it reads
-the events appended since the last tick and the agents that heartbeated meanwhile
-(heartbeats are not events), renders the affected regions once, and sends them as one
-frame to that process's browsers, so a browser gets at most ``1 / TICK`` frames a
-second whatever the number of agents. A browser that (re)connects gets a full
-snapshot of its page's regions first, so it converges after any drop. Without a
-websocket the page polls ``?live=1`` for the same snapshot.
+A live page is a view name and a key: ``overview`` (its key is the filter query),
+``agent``, ``task`` and ``repository`` (their key is the primary key) and
+``merges``. Each web process runs one pump while any browser of it watches. Every
+tick it reads the events appended since the last tick and the agents that
+heartbeated meanwhile (heartbeats are not events), renders each affected page once
+(the pages an event touches: the overview, its task, agent and repository, the
+merge queue) and sends it as one frame to that page's group, so a browser gets at
+most ``1 / TICK`` frames a second whatever the number of agents. Heartbeats only
+send the agents' pulses (the part of a card a heartbeat changes). A browser that
+(re)connects gets a full snapshot of its page first, so it converges after any
+drop; without a websocket the page polls ``?live=1`` for the same snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import format_html
 
-from fleet.models import Agent, Event, Task, Wave
+from fleet.models import (
+    Agent,
+    Budget,
+    CheckRun,
+    Event,
+    MergeRequest,
+    Repository,
+    Task,
+    Wave,
+)
 from fleet.templatetags.fleet_tags import age
 
 log = logging.getLogger("fleet.live")
 
 TICK = 0.2  # seconds between pump ticks: at most five frames a second per browser
-REFRESH = 10.0  # seconds between full snapshots (heartbeat ages move on by themselves)
+PULSE_REFRESH = 5.0  # seconds between pulses of every watched agent (ages move on)
+REFRESH = 30.0  # seconds between full snapshots (catches changes that wrote no event)
 WINDOW = 500  # ids re-read behind the newest (PostgreSQL may commit ids out of order)
-VIEWS = ("overview",)
-OVERVIEW_REGIONS = ("summary", "problems", "agents", "waves", "tasks")
-
+BUDGET_WARN = Decimal("0.8")  # spend at this share of a cap is a warning
 
 # This process, uniquely (PIDs repeat across containers and restarts).
 PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def group(view: str) -> str:
-    """This process's group for a view: each process's pump serves its own browsers,
-    so with several processes on Redis no browser gets a frame twice."""
-    return f"live.{view}.{PROCESS}"
+def group(view: str, key: str = "") -> str:
+    """This process's group for a page: each process's pump serves its own browsers,
+    so with several processes on Redis no browser gets a frame twice. (Group names
+    allow few characters, hence the digest of the key.)"""
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return f"live.{view}.{digest}.{PROCESS}"
 
 
 def heartbeat_health(status: str, seconds: float | None) -> str:
@@ -62,10 +82,48 @@ def heartbeat_health(status: str, seconds: float | None) -> str:
     return "amber" if seconds >= ttl / 2 else "ok"
 
 
-def _agents(ids: list[int] | None = None) -> list[Agent]:
+def budget_state(spent: Decimal, cap: Decimal | None) -> str:
+    """ "" without a cap, else ok / warn (80%) / over."""
+    if cap is None:
+        return ""
+    if spent >= cap:
+        return "over"
+    return "warn" if spent >= cap * BUDGET_WARN else "ok"
+
+
+def _budget_cap() -> Subquery:
+    return Subquery(Budget.objects.filter(agent=OuterRef("pk")).values("limit_usd")[:1])
+
+
+# --- the overview -----------------------------------------------------------
+
+
+def overview_filters(query: Mapping[str, Any]) -> dict[str, str]:
+    """The overview's filters from a query (unknown values are dropped)."""
+    filters = {}
+    role = query.get("role") or ""
+    if role in dict(Agent.ROLE_CHOICES):
+        filters["role"] = role
+    repository = query.get("repository") or ""
+    if repository and Repository.objects.filter(slug=repository).exists():
+        filters["repository"] = repository
+    return filters
+
+
+def overview_key(filters: Mapping[str, str]) -> str:
+    return urlencode(sorted(filters.items()))
+
+
+def _agents(ids: list[int] | None = None, **filters: Any) -> list[Agent]:
     now = timezone.now()
-    agents = Agent.objects.select_related("current_task", "repository").annotate(
-        unread=Count("inbox", filter=Q(inbox__acked_at__isnull=True))
+    agents = (
+        Agent.objects.select_related("current_task", "repository")
+        .annotate(
+            unread=Count("inbox", filter=Q(inbox__acked_at__isnull=True)),
+            budget_usd=_budget_cap(),
+        )
+        .filter(**filters)
+        .order_by("name")
     )
     if ids is not None:
         agents = agents.filter(pk__in=ids)
@@ -73,69 +131,274 @@ def _agents(ids: list[int] | None = None) -> list[Agent]:
     for agent in agents:
         agent.age = agent.heartbeat_age(now)
         agent.rotate_due = agent.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
+        agent.budget = budget_state(agent.spent_usd, agent.budget_usd)
     return agents
 
 
-def overview_context() -> dict[str, Any]:
-    agents = _agents()
+@dataclass
+class Problem:
+    """One thing a person should look at, with where to look."""
+
+    level: str  # "bad" or "warn"
+    subject: str
+    text: str
+    url: str = ""
+
+
+def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
+    """Stale and stopped agents, budget warnings, red gates and failed merges: what a
+    lead supervises by exception. Two queries whatever the number of tasks."""
+    from django.urls import reverse
+
+    found: list[Problem] = []
+    for agent in agents:
+        url = reverse("fleet-agent", args=[agent.name])
+        holding = f" while holding {agent.current_task.key}" if agent.current_task else ""
+        if agent.status == Agent.STALE:
+            found.append(
+                Problem(
+                    "bad", agent.name, f"is silent: last heartbeat {age(agent.age)}{holding}.", url
+                )
+            )
+        elif agent.status == Agent.STOPPED and agent.stop_reason == "budget":
+            found.append(Problem("bad", agent.name, f"was stopped at its budget{holding}.", url))
+        elif agent.status == Agent.STOPPED:
+            found.append(
+                Problem("warn", agent.name, f"is stopped ({agent.stop_reason}){holding}.", url)
+            )
+        if agent.budget in ("warn", "over") and agent.status != Agent.STOPPED:
+            found.append(
+                Problem(
+                    "bad" if agent.budget == "over" else "warn",
+                    agent.name,
+                    f"has spent ${agent.spent_usd:.2f} of its ${agent.budget_usd:.2f} budget.",
+                    url,
+                )
+            )
+    by_pk = {task.pk: task for task in tasks}
+    for task in tasks:
+        if task.ownership and not task.ownership.get("ok", True):
+            found.append(
+                Problem(
+                    "bad",
+                    task.key,
+                    "ownership gate is red: it changed files outside its paths or owned by others.",
+                    reverse("fleet-task", args=[task.key]),
+                )
+            )
+    latest: dict[tuple[int, str], CheckRun] = {}
+    for run in CheckRun.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk"):
+        latest[(run.task_id, run.name)] = run
+    for (task_id, name), run in sorted(latest.items()):
+        task = by_pk[task_id]
+        if run.status in ("failed", "error") and run.commit_sha == task.head_sha:
+            found.append(
+                Problem(
+                    "bad",
+                    task.key,
+                    f"check {name} {run.status}.",
+                    reverse("fleet-task", args=[task.key]),
+                )
+            )
+    last_merge: dict[int, MergeRequest] = {}
+    for mr in MergeRequest.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk"):
+        last_merge[mr.task_id] = mr
+    for task_id, mr in sorted(last_merge.items()):
+        if mr.result == MergeRequest.FAILED:
+            task = by_pk[task_id]
+            found.append(
+                Problem(
+                    "bad",
+                    task.key,
+                    f"merge failed at {mr.step}; it went back to its builder.",
+                    reverse("fleet-task", args=[task.key]),
+                )
+            )
+    return found
+
+
+def overview_context(filters: Mapping[str, str] | None = None) -> dict[str, Any]:
+    filters = dict(filters or {})
+    agent_filter, task_filter = {}, {}
+    if "role" in filters:
+        agent_filter["role"] = filters["role"]
+    if "repository" in filters:
+        agent_filter["repository__slug"] = filters["repository"]
+        task_filter["repository__slug"] = filters["repository"]
+    agents = _agents(**agent_filter)
     statuses = Counter(agent.status for agent in agents)
+    waves = Wave.objects.select_related("plan").with_progress().order_by("plan", "number")
+    if task_filter:
+        waves = waves.filter(pk__in=Task.objects.filter(**task_filter).values("wave_id"))
+    tasks = list(
+        Task.objects.open()
+        .filter(**task_filter)
+        .select_related("wave__plan", "repository", "assignee")
+        .order_by("wave__number", "key")
+    )
     return {
         "agents": agents,
-        "waves": list(
-            Wave.objects.select_related("plan").with_progress().order_by("plan", "number")
-        ),
-        "tasks": list(
-            Task.objects.open()
-            .select_related("wave__plan", "repository", "assignee")
-            .order_by("wave__number", "key")
-        ),
+        "waves": list(waves),
+        "tasks": tasks,
         "statuses": [(s, statuses.get(s, 0)) for s, _ in Agent.STATUS_CHOICES],
-        "problems": [a for a in agents if a.status in (Agent.STALE, Agent.STOPPED)],
-        **_constants(),
+        "problems": problems(agents, tasks),
+        "filters": filters,
+        "repositories": list(Repository.objects.order_by("name").values_list("slug", "name")),
+        "roles": [r for r, _ in Agent.ROLE_CHOICES],
+        **constants(),
     }
 
 
-def _constants() -> dict[str, Any]:
+def constants() -> dict[str, Any]:
     return {
         "rotate_pct": settings.FLEET_CONTEXT_ROTATE_PCT,
         "heartbeat_ttl": settings.FLEET_HEARTBEAT_TTL,
     }
 
 
-def snapshot(view: str) -> str:
+# --- the pages ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """A live page: its regions (each a top-level element with an id) for a key, and
+    which keys of it an event touches."""
+
+    template: str
+    regions: tuple[str, ...]
+    context: Callable[[str], dict[str, Any] | None]  # None: no such object
+    touched: Callable[[dict[str, Any]], str | None]  # an event row -> the key, or None: all
+
+
+def _overview(key: str) -> dict[str, Any]:
+    from urllib.parse import parse_qsl
+
+    return overview_context(overview_filters(dict(parse_qsl(key))))
+
+
+def _int_key(key: str) -> int | None:
+    return int(key) if key.isdigit() else None
+
+
+def _agent(key: str) -> dict[str, Any] | None:
+    from fleet.views.agents import agent_context
+
+    pk = _int_key(key)
+    return None if pk is None else agent_context(pk)
+
+
+def _task(key: str) -> dict[str, Any] | None:
+    from fleet.views.tasks import task_live_context
+
+    pk = _int_key(key)
+    return None if pk is None else task_live_context(pk)
+
+
+def _repository(key: str) -> dict[str, Any] | None:
+    from fleet.views.tasks import repository_context
+
+    pk = _int_key(key)
+    return None if pk is None else repository_context(pk)
+
+
+def _merges(key: str) -> dict[str, Any]:
+    from fleet.views.tasks import merges_context
+
+    return merges_context()
+
+
+PAGES: dict[str, Page] = {
+    "overview": Page(
+        "fleet/overview.html",
+        ("summary", "problems", "agents", "waves", "tasks"),
+        _overview,
+        lambda row: None,
+    ),
+    "agent": Page(
+        "fleet/agent.html",
+        ("agent-card", "sessions", "journal", "inbox", "spend"),
+        _agent,
+        lambda row: str(row["agent_id"] or row["actor_agent_id"] or ""),
+    ),
+    "task": Page(
+        "fleet/task.html",
+        ("task-facts", "timeline", "merges", "checks"),
+        _task,
+        lambda row: str(row["task_id"] or ""),
+    ),
+    "repository": Page(
+        "fleet/repository.html",
+        ("board", "claims", "queue"),
+        _repository,
+        lambda row: str(row["repository_id"] or row["task__repository_id"] or ""),
+    ),
+    "merges": Page("fleet/merges.html", ("queue", "recent"), _merges, lambda row: ""),
+}
+VIEWS = tuple(PAGES)
+
+
+class NoSuchPage(LookupError):
+    pass
+
+
+def resolve(view: str, key: str) -> str:
+    """The canonical key of a page a browser asks for (NoSuchPage if there is none)."""
+    if view not in PAGES:
+        raise NoSuchPage(f"no live view {view!r}")
+    if view == "overview":
+        from urllib.parse import parse_qsl
+
+        return overview_key(overview_filters(dict(parse_qsl(key))))
+    if view == "merges":
+        return ""
+    if _int_key(key) is None:
+        raise NoSuchPage(f"no {view} {key!r}")
+    return key
+
+
+def snapshot(view: str, key: str = "") -> str:
     """Every live region of a page, each a top-level element with its id."""
-    if view != "overview":
-        raise ValueError(f"no live view {view!r}")
-    context = overview_context()
+    page = PAGES.get(view)
+    if page is None:
+        raise NoSuchPage(f"no live view {view!r}")
+    context = page.context(key)
+    if context is None:
+        raise NoSuchPage(f"no {view} {key!r}")
     return "".join(
-        render_to_string(f"fleet/overview.html#{region}", context) for region in OVERVIEW_REGIONS
+        render_to_string(f"{page.template}#{region}", context) for region in page.regions
     )
 
+
+# --- pulses ---------------------------------------------------------------
 
 PULSE_FIELDS = ("pk", "status", "last_heartbeat_at", "context_pct", "spent_usd", "status_line")
 
 
 def pulse(agent: Any, now=None) -> str:
     """The part of an agent's card a heartbeat changes (heartbeat age, context gauge,
-    spend, status line), as one element with its own id. Built with ``format_html``
-    rather than the template engine: a busy fleet sends hundreds of these a second."""
+    spend against budget, status line), as one element with its own id. Built with
+    ``format_html`` rather than the template engine: a busy fleet sends hundreds of
+    these a second."""
     now = now or timezone.now()
-    get = agent.get if isinstance(agent, dict) else lambda name: getattr(agent, name)
+    get = agent.get if isinstance(agent, dict) else lambda name: getattr(agent, name, None)
     pk, status, last = get("pk"), get("status"), get("last_heartbeat_at")
     seconds = None if last is None else (now - last).total_seconds()
-    health, ttl = heartbeat_health(status, seconds), settings.FLEET_HEARTBEAT_TTL
-    rotate, context = settings.FLEET_CONTEXT_ROTATE_PCT, get("context_pct")
+    health, rotate, context = (
+        heartbeat_health(status, seconds),
+        settings.FLEET_CONTEXT_ROTATE_PCT,
+        get("context_pct"),
+    )
+    spent, cap = get("spent_usd"), get("budget_usd")
     line = get("status_line")
+    state = budget_state(spent, cap)
     return format_html(
         '<div class="pulse" id="agent-{}-pulse"><dl>'
-        '<dt>Heartbeat</dt><dd class="hb hb-{}" title="Stale after {}s without a heartbeat">'
-        "{}</dd>"
+        '<dt>Heartbeat</dt><dd class="hb hb-{}">{}</dd>'
         '<dt>Context</dt><dd><span class="gauge" title="Rotation at {}%"><meter min="0" '
         'max="100" low="{}" high="{}" optimum="0" value="{}">{}%</meter></span> {}%</dd>'
-        "<dt>Spend</dt><dd>${}</dd></dl>{}</div>",
+        '<dt>Spend</dt><dd class="spend spend-{}">${}{}</dd></dl>{}</div>',
         pk,
         health,
-        ttl,
         age(seconds),
         rotate,
         rotate,
@@ -143,16 +406,38 @@ def pulse(agent: Any, now=None) -> str:
         context,
         context,
         context,
-        f"{get('spent_usd'):.2f}",
+        state or "none",
+        f"{spent:.2f}",
+        format_html(" of ${}", f"{cap:.2f}") if cap is not None else "",
         format_html('<p class="status-line">{}</p>', line) if line else "",
     )
 
 
-def pulses(ids: list[int]) -> str:
-    """The pulses of these agents, from one query."""
+def pulse_map(ids: list[int] | None) -> dict[int, str]:
+    """The pulses of these agents (None: every agent) by id, from one query."""
     now = timezone.now()
-    rows = Agent.objects.filter(pk__in=ids).values(*PULSE_FIELDS)
-    return "".join(pulse(row, now) for row in rows)
+    rows = Agent.objects.annotate(budget_usd=_budget_cap()).order_by("pk")
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    return {row["pk"]: pulse(row, now) for row in rows.values(*PULSE_FIELDS, "budget_usd")}
+
+
+def pulses(ids: list[int] | None) -> str:
+    """The pulses of these agents (None: every agent), from one query."""
+    return "".join(pulse_map(ids).values())
+
+
+# --- the pump -------------------------------------------------------------
+
+EVENT_FIELDS = (
+    "id",
+    "kind",
+    "task_id",
+    "agent_id",
+    "actor_agent_id",
+    "repository_id",
+    "task__repository_id",
+)
 
 
 class Pump:
@@ -161,19 +446,41 @@ class Pump:
     def __init__(self) -> None:
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.wake: asyncio.Event | None = None
         self.last_id: int | None = None
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
-        self.last_full = 0.0
+        self.last_full = self.last_pulses = 0.0
         self.frames = 0
-        self.watchers = 0
+        self.watched: Counter[tuple[str, str]] = Counter()
 
-    def watch(self, delta: int) -> None:
-        """A browser of this process started (+1) or stopped (-1) watching; the pump
-        runs while anyone watches, and stops (closing its connection) when nobody does."""
-        self.watchers = max(0, self.watchers + delta)
-        if self.watchers:
+    @property
+    def watchers(self) -> int:
+        return sum(self.watched.values())
+
+    def watch(self, view: str, key: str, delta: int) -> None:
+        """A browser of this process started (+1) or stopped (-1) watching a page; the
+        pump runs while anyone watches, and stops (closing its connection) when nobody
+        does. A newly watched page gets its first frames from the next tick on (its
+        browser got a snapshot when it connected)."""
+        self.watched[(view, key)] += delta
+        if self.watched[(view, key)] <= 0:
+            del self.watched[(view, key)]
+        if self.watched:
             self.ensure_running()
+
+    def poke(self) -> None:
+        """Something changed in this process (a heartbeat batch was recorded): tick
+        now rather than at the next poll, within the frame-rate cap."""
+        if self.wake is not None and self.loop is not None:
+            try:
+                if asyncio.get_running_loop() is self.loop:
+                    self.wake.set()
+                    return
+            except RuntimeError:
+                pass
+            with contextlib.suppress(RuntimeError):  # that loop has closed (tests)
+                self.loop.call_soon_threadsafe(self.wake.set)
 
     def ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,56 +489,117 @@ class Pump:
                 return
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
+        self.wake = asyncio.Event()
         self.task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         layer = get_channel_layer()
-        while self.watchers:
+        last_frame = 0.0
+        while self.watched:
             try:
                 at = time.time()
-                html = await sync_to_async(self.collect, thread_sensitive=False)()
-                if html:
+                frames = await sync_to_async(self.collect, thread_sensitive=False)(
+                    dict(self.watched)
+                )
+                for name, html in frames:
                     self.frames += 1
-                    await layer.group_send(
-                        group("overview"), {"type": "fleet.fragment", "html": html, "at": at}
-                    )
+                    await layer.group_send(name, {"type": "fleet.fragment", "html": html, "at": at})
+                if frames:
+                    last_frame = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the live pump failed a tick; trying again")
-            await asyncio.sleep(TICK)
+            # Wait for a poke or the next poll, then keep to the frame-rate cap.
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), TICK)
+            await asyncio.sleep(max(0.0, last_frame + TICK - time.monotonic()))
         await sync_to_async(close_old_connections, thread_sensitive=False)()
 
-    def collect(self) -> str:
-        """What changed since the last tick, rendered: the whole overview after any
-        event (or every REFRESH seconds), else the pulses of agents that heartbeated."""
+    def collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+        """What changed since the last tick, rendered once per watched page: the
+        pages new events touch in full (and every page every REFRESH seconds), else
+        the pulses of agents that heartbeated (of every agent every PULSE_REFRESH)."""
         close_old_connections()
         try:
-            window = Event.objects.filter(id__gt=(self.last_id or 0) - WINDOW)
-            if self.last_id is None:  # first tick: start from here
-                self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first()
-                self.last_id = self.last_id or 0
-                window = Event.objects.filter(id__gt=self.last_id - WINDOW)
-                self.seen = set(window.values_list("id", flat=True))
-                self.last_full = time.monotonic()
-                self._beats()
-                # Whatever changed between the first browser's snapshot and this
-                # baseline would otherwise wait for the next refresh: send it all.
-                return snapshot("overview")
-            ids = set(window.values_list("id", flat=True))
-            new = ids - self.seen
-            self.seen = ids
-            if ids:
-                self.last_id = max(self.last_id, max(ids))
-            beats = self._beats()
-            if new or time.monotonic() - self.last_full >= REFRESH:
-                self.last_full = time.monotonic()
-                return snapshot("overview")
-            if beats:
-                return pulses(beats)
-            return ""
+            return self._collect(watched)
         finally:
             close_old_connections()
+
+    def _collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+        now = time.monotonic()
+        if self.last_id is None:  # first tick: start from here
+            self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            self.seen = set(
+                Event.objects.filter(id__gt=self.last_id - WINDOW).values_list("id", flat=True)
+            )
+            self._beats()
+            self.last_full = self.last_pulses = now
+            # Whatever changed between the first browser's snapshot and this
+            # baseline would otherwise wait for the next refresh: send it all.
+            return self._render(set(watched))
+        rows = list(Event.objects.filter(id__gt=self.last_id - WINDOW).values(*EVENT_FIELDS))
+        ids = {row["id"] for row in rows}
+        new = [row for row in rows if row["id"] not in self.seen]
+        self.seen = ids
+        if ids:
+            self.last_id = max(self.last_id, max(ids))
+        if now - self.last_full >= REFRESH:
+            self.last_full = self.last_pulses = now
+            self._beats()
+            return self._render(set(watched))
+        touched = self._touched(new, watched)
+        frames = self._render(touched)
+        if now - self.last_pulses >= PULSE_REFRESH:
+            self.last_pulses = now
+            self._beats()
+            beats = None  # every agent
+        else:
+            beats = self._beats()
+            if not beats:
+                return frames
+        overview = [page for page in watched if page[0] == "overview" and page not in touched]
+        agents = [
+            (view, key)
+            for view, key in watched
+            if view == "agent"
+            and (view, key) not in touched
+            and (beats is None or _int_key(key) in beats)
+        ]
+        if not overview and not agents:
+            return frames
+        wanted = beats if overview else [_int_key(key) for _, key in agents]
+        shown = pulse_map(wanted)
+        if shown:
+            every = "".join(shown.values())
+            frames += [(group(view, key), every) for view, key in overview]
+        frames += [
+            (group(view, key), shown[_int_key(key)])
+            for view, key in agents
+            if _int_key(key) in shown
+        ]
+        return frames
+
+    @staticmethod
+    def _touched(rows: list[dict], watched: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
+        touched: set[tuple[str, str]] = set()
+        for row in rows:
+            for view, key in watched:
+                which = PAGES[view].touched(row)
+                if which is None or which == key:
+                    touched.add((view, key))
+        return touched
+
+    @staticmethod
+    def _render(pages: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        frames = []
+        for view, key in sorted(pages):
+            try:
+                frames.append((group(view, key), snapshot(view, key)))
+            except NoSuchPage:
+                continue  # deleted meanwhile; its browsers keep what they have
+        return frames
 
     def _beats(self) -> list[int]:
         """Agents whose heartbeat time changed since we last looked. A beat is

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from fleet.correlation import correlated
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha, repo_flock
@@ -109,7 +110,8 @@ def process(repository: Repository) -> MergeRequest | None:
         if head is None:
             return None
         try:
-            _advance(head)
+            with correlated(f"merge-{head.pk}"):
+                _advance(head)
         except GitError as exc:
             # Fetching main failed (remote down, missing): say so where people look.
             _save(head, log=f"waiting: {exc}")

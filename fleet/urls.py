@@ -19,6 +19,7 @@ urlpatterns = [
             [
                 path("", views.agent_list, name="fleet-agents"),
                 path("spawn/", views.agent_spawn, name="fleet-agent-spawn"),
+                path("<slug:name>/", views.agent_detail, name="fleet-agent"),
                 path("<slug:name>/revoke/", views.agent_revoke, name="fleet-agent-revoke"),
             ]
         ),
@@ -63,6 +64,8 @@ urlpatterns = [
         ),
     ),
     path("repositories/", views.repository_list, name="fleet-repositories"),
+    path("repositories/<slug:slug>/", views.repository_detail, name="fleet-repository"),
+    path("merges/", views.merge_queue, name="fleet-merges"),
     path("healthz", views.healthz, name="fleet-healthz"),
     # accounts/
     path(

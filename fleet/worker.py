@@ -16,6 +16,8 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
+from fleet import correlation
+from fleet.correlation import correlated
 from fleet.models import Agent, FileClaim, Task, TransitionError
 
 log = logging.getLogger("fleet.worker")
@@ -97,7 +99,8 @@ class Worker:
             if name not in self.sweeps:
                 continue
             try:
-                results[name] = sweep(now)
+                with correlated(f"{name}-{correlation.new()}"):
+                    results[name] = sweep(now)
             except Exception:
                 # One failing sweep must not stop the others or the loop.
                 log.exception("sweep %s failed", name)

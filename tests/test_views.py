@@ -51,11 +51,12 @@ def test_overview_renders_for_each_role_with_a_constant_query_count(
 ):
     client.force_login(make_user(f"{role}-x", role))
     populate(2)
-    # session, user, groups; agents; waves; tasks
-    with django_assert_num_queries(6):
+    # session, user, groups; agents; waves; tasks; checks and merges (problems);
+    # repositories (filters)
+    with django_assert_num_queries(9):
         small = client.get(reverse("fleet-overview"))
     populate(12)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(9):
         large = client.get(reverse("fleet-overview"))
     assert small.status_code == large.status_code == 200
     page = large.content.decode()

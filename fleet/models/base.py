@@ -39,6 +39,7 @@ class EventQuerySet(models.QuerySet):
         **subjects: Any,
     ) -> Event:
         """Append one event; ``by`` is a User, an Agent, or None for Fleet itself."""
+        from fleet.correlation import CURRENT
         from fleet.models.agents import Agent
 
         actor_user = by if isinstance(by, AbstractBaseUser) else None
@@ -55,7 +56,7 @@ class EventQuerySet(models.QuerySet):
             actor_user=actor_user,
             actor_agent=actor_agent,
             payload=payload or {},
-            correlation_id=correlation_id,
+            correlation_id=correlation_id or CURRENT.get(),
             **subjects,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.views.agents import agent_list, agent_revoke, agent_spawn
+from fleet.views.agents import agent_detail, agent_list, agent_revoke, agent_spawn
 from fleet.views.fleet import activity, healthz, navigation, overview
 from fleet.views.plans import (
     plan_detail,
@@ -15,18 +15,28 @@ from fleet.views.plans import (
     wave_decide,
     wave_detail,
 )
-from fleet.views.tasks import repository_list, task_detail, task_queue_merge, task_rebase
+from fleet.views.tasks import (
+    merge_queue,
+    repository_detail,
+    repository_list,
+    task_detail,
+    task_queue_merge,
+    task_rebase,
+)
 
 __all__ = [
     "activity",
+    "agent_detail",
     "agent_list",
     "agent_revoke",
     "agent_spawn",
     "healthz",
+    "merge_queue",
     "navigation",
     "overview",
     "plan_detail",
     "plan_list",
+    "repository_detail",
     "repository_list",
     "task_detail",
     "task_edit",

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Sum
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from fleet import live
 from fleet.models import Agent, Repository, Task, slug_validator
 from fleet.roles import LEAD, ROLES, role_required, user_roles
 from fleet.spawn import SpawnError, spawn
+from fleet.views.live import live_snapshot
 
 
 class SpawnForm(forms.Form):
@@ -73,3 +78,35 @@ def agent_revoke(request: HttpRequest, name: str) -> HttpResponse:
         agent.revoke_token(by=request.user)
         messages.success(request, f"The token of {agent.name} is revoked; its calls now get 401.")
     return redirect("fleet-agents")
+
+
+def agent_context(pk: int) -> dict[str, Any] | None:
+    """An agent's page: its card, sessions, journal, inbox and spend (None if gone)."""
+    found = live._agents(ids=[pk])
+    if not found:
+        return None
+    agent = found[0]
+    spend = agent.spend.aggregate(
+        tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), cost=Sum("cost_usd")
+    )
+    return {
+        "agent": agent,
+        "sessions": list(agent.sessions.order_by("-started_at")[:20]),
+        "journal": list(agent.journal.select_related("task").order_by("-created_at")[:50]),
+        "inbox": list(agent.inbox.select_related("task").order_by("-created_at")[:50]),
+        "spend_events": list(agent.spend.select_related("task").order_by("-created_at")[:50]),
+        "spend": spend,
+        **live.constants(),
+    }
+
+
+@require_GET
+@role_required(*ROLES)
+def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
+    pk = get_object_or_404(Agent.objects.values_list("pk", flat=True), name=name)
+    if request.GET.get("live"):
+        return live_snapshot("agent", str(pk))
+    context = agent_context(pk)
+    if context is None:
+        raise Http404(name)
+    return render(request, "fleet/agent.html", {**context, "live_view": "agent", "live_key": pk})

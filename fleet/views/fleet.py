@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
+from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from fleet import live
-from fleet.models import Event
+from fleet.models import Event, Repository
 from fleet.roles import LEAD, MANAGER, REVIEWER, ROLES, role_required, user_roles
+from fleet.views.live import live_snapshot
 
 # (label, url name, roles that see it; None means every signed-in person)
 NAVIGATION = [
@@ -19,6 +23,7 @@ NAVIGATION = [
     ("Plans", "fleet-plans", None),
     ("Agents", "fleet-agents", None),
     ("Repositories", "fleet-repositories", None),
+    ("Merge queue", "fleet-merges", None),
     ("Activity", "fleet-activity", None),
 ]
 
@@ -41,21 +46,63 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
 @require_GET
 @role_required(LEAD, REVIEWER, MANAGER)
 def overview(request: HttpRequest) -> HttpResponse:
+    filters = live.overview_filters(request.GET)
+    key = live.overview_key(filters)
     if request.GET.get("live"):
-        # The polling fallback (no websocket): the live regions, swapped by id.
-        response = HttpResponse(live.snapshot("overview"))
-        response["X-Fleet-Live"] = "1"  # what live.js checks (a login page is not this)
-        return response
+        return live_snapshot("overview", key)
     return render(
-        request, "fleet/overview.html", {**live.overview_context(), "live_view": "overview"}
+        request,
+        "fleet/overview.html",
+        {**live.overview_context(filters), "live_view": "overview", "live_key": key},
     )
+
+
+class ActivityFilter(forms.Form):
+    """The activity log's filters; every one optional, all combined."""
+
+    kind = forms.CharField(required=False, max_length=64, help_text="e.g. task. or task.submit")
+    actor = forms.CharField(required=False, max_length=200, help_text="e.g. agent:ada")
+    task = forms.CharField(required=False, max_length=32, label="Task key")
+    repository = forms.ChoiceField(required=False)
+    correlation = forms.CharField(required=False, max_length=64, label="Correlation id")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["repository"].choices = [("", "any")] + list(
+            Repository.objects.order_by("name").values_list("slug", "name")
+        )
+
+    def apply(self, events):
+        data = self.cleaned_data
+        if data["kind"]:
+            events = events.filter(kind__startswith=data["kind"])
+        if data["actor"]:
+            events = events.filter(actor__icontains=data["actor"])
+        if data["task"]:
+            events = events.filter(task__key=data["task"].upper())
+        if data["repository"]:
+            events = events.filter(
+                Q(repository__slug=data["repository"])
+                | Q(task__repository__slug=data["repository"])
+            )
+        if data["correlation"]:
+            events = events.filter(correlation_id=data["correlation"])
+        return events
+
+
+ACTIVITY_PAGE = 50
 
 
 @require_GET
 @role_required(*ROLES)
 def activity(request: HttpRequest) -> HttpResponse:
-    events = Event.objects.select_related("task", "wave", "agent").order_by("-id")[:200]
-    return render(request, "fleet/activity.html", {"events": events})
+    """Every Event, newest first, filterable and paginated."""
+    form = ActivityFilter(request.GET or None)
+    events = Event.objects.select_related("task", "wave__plan", "agent").order_by("-id")
+    if form.is_bound and form.is_valid():
+        events = form.apply(events)
+    page = Paginator(events, ACTIVITY_PAGE).get_page(request.GET.get("page"))
+    return render(request, "fleet/activity.html", {"form": form, "page": page})
 
 
 @require_GET

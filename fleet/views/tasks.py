@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import DiffLexer
 
 from fleet import merging, planning
 from fleet.git import facts, merge, worktrees
@@ -18,6 +23,7 @@ from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
 from fleet.models import FileClaim, MergeRequest, Repository, Task, TransitionError
 from fleet.roles import LEAD, ROLES, role_required, user_roles
+from fleet.views.live import live_snapshot
 
 
 def _main_ref(repository: Repository) -> str:
@@ -61,21 +67,49 @@ def _ownership_gate(task: Task, state: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def highlighted_diff(diff: str, limit: int = 200_000) -> str:
+    """A unified diff as HTML, coloured by Pygments (classes styled in fleet.css;
+    no inline styles, which the CSP forbids). Very long diffs are cut, said so."""
+    cut = len(diff) > limit
+    html = highlight(diff[:limit], DiffLexer(), HtmlFormatter(cssclass="diff", wrapcode=True))
+    if cut:
+        html += format_html('<p class="muted">… cut at {} characters.</p>', limit)
+    return mark_safe(html)  # Pygments escapes the text it is given
+
+
+def task_live_context(pk: int) -> dict[str, Any] | None:
+    """A task page's live regions: facts, timeline, merges and checks."""
+    task = Task.objects.select_related("repository", "wave__plan", "assignee").filter(pk=pk).first()
+    if task is None:
+        return None
+    return {
+        "task": task,
+        "timeline": list(task.events.order_by("-id")[:100]),
+        "merges": list(task.merge_requests.order_by("-created_at")),
+        "checks": list(task.checks.order_by("-created_at")[:20]),
+    }
+
+
 @require_GET
 @role_required(*ROLES)
 def task_detail(request: HttpRequest, key: str) -> HttpResponse:
-    task = get_object_or_404(
-        Task.objects.select_related("repository", "wave__plan", "assignee"), key=key
-    )
-    context = {
-        "task": task,
-        "merges": task.merge_requests.order_by("-created_at"),
-        "checks": task.checks.order_by("-created_at")[:20],
-        "is_lead": LEAD in user_roles(request.user),
+    pk = get_object_or_404(Task.objects.values_list("pk", flat=True), key=key)
+    if request.GET.get("live"):
+        return live_snapshot("task", str(pk))
+    context = task_live_context(pk)
+    if context is None:
+        raise Http404(key)
+    task = context["task"]
+    context.update(
+        is_lead=LEAD in user_roles(request.user),
+        live_view="task",
+        live_key=pk,
         **_branch_state(task),
-    }
+    )
     context["ownership"] = _ownership_gate(task, context)
     context["worktree_exists"] = bool(task.worktree_path) and Path(task.worktree_path).exists()
+    if "facts" in context:
+        context["diff_html"] = highlighted_diff(context["facts"].diff)
     return render(request, "fleet/task.html", context)
 
 
@@ -149,45 +183,148 @@ def claim_tree(claims: list[FileClaim]) -> list[dict[str, Any]]:
     return lines
 
 
+def _worktrees(tasks) -> list[dict[str, Any]]:
+    """The worktrees that exist, with their disk use and uncommitted files."""
+    trees = []
+    for task in tasks:
+        path = Path(task.worktree_path)
+        if not path.exists():
+            continue
+        try:
+            dirty = worktrees.dirty_files(path)
+        except GitError as exc:
+            dirty = [str(exc)]
+        trees.append(
+            {"task": task, "path": path, "bytes": worktrees.disk_usage(path), "dirty": dirty}
+        )
+    return trees
+
+
+def _live_claims(repository: Repository | None = None) -> list[FileClaim]:
+    claims = FileClaim.objects.live(timezone.now()).select_related("agent", "task", "repository")
+    if repository is not None:
+        claims = claims.filter(repository=repository)
+    return list(claims.order_by("repository__name", "path", "mode"))
+
+
+def _pending(repository: Repository | None = None) -> list[MergeRequest]:
+    queue = MergeRequest.objects.filter(result=MergeRequest.PENDING).select_related(
+        "task", "repository"
+    )
+    if repository is not None:
+        queue = queue.filter(repository=repository)
+    return list(queue.order_by("repository__name", "position"))
+
+
 @require_GET
 @role_required(*ROLES)
 def repository_list(request: HttpRequest) -> HttpResponse:
+    """Every repository with its worktrees (and their disk use), queue and claims."""
+    repositories = list(Repository.objects.order_by("name"))
+    tasks = Task.objects.exclude(worktree_path="").select_related("repository").order_by("key")
+    claims, queue = _live_claims(), _pending()
+    kept = MergeRequest.objects.filter(
+        result=MergeRequest.MERGED, log__startswith="kept"
+    ).select_related("task")
     rows = []
-    now = timezone.now()
-    for repository in Repository.objects.order_by("name"):
-        claims = list(
-            FileClaim.objects.live(now)
-            .filter(repository=repository)
-            .select_related("agent", "task")
-            .order_by("path", "mode")
-        )
-        tasks = repository.tasks.exclude(worktree_path="").order_by("key")
-        trees = []
-        for task in tasks:
-            path = Path(task.worktree_path)
-            if not path.exists():
-                continue
-            try:
-                dirty = worktrees.dirty_files(path)
-            except GitError as exc:
-                dirty = [str(exc)]
-            trees.append(
-                {"task": task, "path": path, "bytes": worktrees.disk_usage(path), "dirty": dirty}
-            )
-        kept = MergeRequest.objects.filter(
-            repository=repository, result=MergeRequest.MERGED, log__startswith="kept"
-        ).select_related("task")
+    for repository in repositories:
+        trees = _worktrees(t for t in tasks if t.repository_id == repository.pk)
+        mine = [c for c in claims if c.repository_id == repository.pk]
         rows.append(
             {
                 "repository": repository,
                 "worktrees": trees,
                 "bytes": sum(t["bytes"] for t in trees),
-                "kept": kept,
-                "claims": claims,
-                "tree": claim_tree(claims),
-                "queue": repository.merges.filter(result=MergeRequest.PENDING)
-                .select_related("task")
-                .order_by("position"),
+                "kept": [mr for mr in kept if mr.repository_id == repository.pk],
+                "claims": mine,
+                "tree": claim_tree(mine),
+                "queue": [mr for mr in queue if mr.repository_id == repository.pk],
             }
         )
     return render(request, "fleet/repositories.html", {"rows": rows})
+
+
+BOARD = [
+    Task.DRAFT,
+    Task.READY,
+    Task.ASSIGNED,
+    Task.WORKING,
+    Task.IN_REVIEW,
+    Task.CHANGES_REQUESTED,
+    Task.APPROVED,
+    Task.MERGING,
+    Task.MERGED,
+]
+BOARD_DONE = 10  # merged tasks shown on the board, newest first
+
+
+def repository_context(pk: int) -> dict[str, Any] | None:
+    """A repository page's live regions: the tasks board by state, claims, queue."""
+    repository = Repository.objects.filter(pk=pk).first()
+    if repository is None:
+        return None
+    tasks = list(
+        Task.objects.filter(repository=repository)
+        .exclude(status__in=[Task.MERGED, Task.CANCELLED, Task.FAILED])
+        .select_related("assignee", "wave__plan")
+        .order_by("key")
+    )
+    tasks += list(
+        Task.objects.filter(repository=repository, status=Task.MERGED)
+        .select_related("assignee", "wave__plan")
+        .order_by("-updated_at")[:BOARD_DONE]
+    )
+    labels = dict(Task.STATUS_CHOICES)
+    claims = _live_claims(repository)
+    return {
+        "repository": repository,
+        "board": [
+            {"status": s, "label": labels[s], "tasks": [t for t in tasks if t.status == s]}
+            for s in BOARD
+        ],
+        "claims": claims,
+        "tree": claim_tree(claims),
+        "queue": _pending(repository),
+    }
+
+
+@require_GET
+@role_required(*ROLES)
+def repository_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    repository = get_object_or_404(Repository, slug=slug)
+    if request.GET.get("live"):
+        return live_snapshot("repository", str(repository.pk))
+    context = repository_context(repository.pk)
+    trees = _worktrees(repository.tasks.exclude(worktree_path="").order_by("key"))
+    context.update(
+        worktrees=trees,
+        bytes=sum(t["bytes"] for t in trees),
+        live_view="repository",
+        live_key=repository.pk,
+    )
+    return render(request, "fleet/repository.html", context)
+
+
+RECENT_MERGES = 30
+
+
+def merges_context() -> dict[str, Any]:
+    """The merge queue: pending entries per repository, then the latest results."""
+    return {
+        "queue": _pending(),
+        "recent": list(
+            MergeRequest.objects.exclude(result=MergeRequest.PENDING)
+            .select_related("task", "repository")
+            .order_by("-updated_at", "-pk")[:RECENT_MERGES]
+        ),
+    }
+
+
+@require_GET
+@role_required(*ROLES)
+def merge_queue(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("live"):
+        return live_snapshot("merges")
+    return render(
+        request, "fleet/merges.html", {**merges_context(), "live_view": "merges", "live_key": ""}
+    )
