@@ -128,3 +128,79 @@ def test_the_polling_fallback_answers_the_snapshot_only_to_a_person_with_a_role(
     assert response.status_code == 200 and response["X-Fleet-Live"] == "1"
     html = response.content.decode()
     assert 'id="fleet-agents"' in html and "polled" in html and "<html" not in html
+
+
+async def quiet_for(comm, seconds: float, forbidden: str) -> None:
+    """No frame containing ``forbidden`` arrives for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not await comm.receive_nothing(timeout=0.2):
+            assert forbidden not in await comm.receive_from()
+
+
+async def test_an_agent_page_gets_its_own_journal_and_pulse_live():
+    ada = await sync_to_async(make_agent)(name="ada-page", status_line="start")
+    other = await sync_to_async(make_agent)(name="someone-else", status_line="elsewhere")
+    comm = await watcher(f"agent&key={ada.pk}")
+    snapshot = await comm.receive_from(timeout=5)
+    assert 'id="agent-journal"' in snapshot and 'id="fleet-agents"' not in snapshot
+    await asyncio.sleep(0.6)
+    await sync_to_async(dispatch.journal)(ada, kind="learned", body="prices are cents", task=None)
+    frame = await frames_until(comm, lambda f: "prices are cents" in f)
+    assert 'id="agent-journal"' in frame
+    await sync_to_async(beat)(other, "not for this page")
+    await quiet_for(comm, 1.0, "not for this page")
+    await sync_to_async(beat)(ada, "ada beats")
+    frame = await frames_until(comm, lambda f: "ada beats" in f)
+    assert f'id="agent-{ada.pk}-pulse"' in frame and "someone-else" not in frame
+    await comm.disconnect()
+
+
+async def test_task_repository_and_merge_pages_follow_their_events():
+    from fleet import merging
+    from fleet.models import Task
+
+    from .conftest import make_repository, make_task
+
+    repository = await sync_to_async(make_repository)(path="/nonexistent/live")
+    task = await sync_to_async(make_task)(repository=repository, status=Task.APPROVED)
+    elsewhere = await sync_to_async(make_task)(status=Task.APPROVED)
+    pages = {
+        "task": await watcher(f"task&key={task.pk}"),
+        "repository": await watcher(f"repository&key={repository.pk}"),
+        "merges": await watcher("merges"),
+    }
+    await asyncio.sleep(0.6)
+    for comm in pages.values():  # the snapshots, and the pump's first full frame
+        while not await comm.receive_nothing(timeout=0.3):
+            await comm.receive_from()
+    # A change of another task in another repository touches neither page of ours.
+    await sync_to_async(merging.enqueue)(elsewhere, by=None)
+    frame = await frames_until(pages["merges"], lambda f: elsewhere.key in f)
+    assert 'id="merges-queue"' in frame
+    await quiet_for(pages["task"], 0.6, 'id="task-timeline"')
+    await quiet_for(pages["repository"], 0.1, 'id="repository-board"')
+    await sync_to_async(merging.enqueue)(task, by=None)
+    timeline = await frames_until(pages["task"], lambda f: "task.enqueue_merge" in f)
+    assert 'id="task-timeline"' in timeline and 'id="task-merges"' in timeline
+    board = await frames_until(pages["repository"], lambda f: 'id="repository-queue"' in f)
+    assert task.key in board[board.index('id="repository-queue"') :]
+    for comm in pages.values():
+        await comm.disconnect()
+
+
+async def test_a_page_that_does_not_exist_is_refused():
+    user = await sync_to_async(make_user)("lena", "lead")
+    cookie = await sync_to_async(session_cookie_for)(user)
+    for query in ("view=task&key=999999", "view=agent&key=x", "view=nothing"):
+        comm = WebsocketCommunicator(
+            application,
+            f"/ws/fleet/?{query}",
+            headers=[
+                (b"origin", b"http://127.0.0.1"),
+                (b"host", b"127.0.0.1"),
+                (b"cookie", cookie),
+            ],
+        )
+        connected, code = await comm.connect()
+        assert not connected and code == 4404, query

@@ -70,6 +70,8 @@ def _ownership_gate(task: Task, state: dict[str, Any]) -> dict[str, Any] | None:
 def highlighted_diff(diff: str, limit: int = 200_000) -> str:
     """A unified diff as HTML, coloured by Pygments (classes styled in fleet.css;
     no inline styles, which the CSP forbids). Very long diffs are cut, said so."""
+    if not diff.strip():
+        return ""
     cut = len(diff) > limit
     html = highlight(diff[:limit], DiffLexer(), HtmlFormatter(cssclass="diff", wrapcode=True))
     if cut:
