@@ -25,11 +25,6 @@ def _may_watch(user_id, session) -> bool:
     return user is not None and bool(user_roles(user))
 
 
-def _page(view: str, raw_key: str) -> tuple[str, str]:
-    key = live.resolve(view, raw_key)
-    return key, live.snapshot(view, key)
-
-
 class FleetConsumer(AsyncWebsocketConsumer):
     groups: list[str] = []
 
@@ -49,13 +44,10 @@ class FleetConsumer(AsyncWebsocketConsumer):
         view = (query.get("view") or [""])[0]
         raw_key = (query.get("key") or [""])[0]
         self.joined = [FLEET_GROUP]
-        self.snapshot_at, html = 0.0, None
+        self.snapshot_at, self.page = 0.0, None
         if view:
-            # The page's live regions as they are now: a (re)connected browser converges.
-            # Frames rendered before this snapshot began are older than it: dropped.
-            self.snapshot_at = time.time()
             try:
-                key, html = await database_sync_to_async(_page, thread_sensitive=False)(
+                key = await database_sync_to_async(live.resolve, thread_sensitive=False)(
                     view, raw_key
                 )
             except live.NoSuchPage:
@@ -65,11 +57,21 @@ class FleetConsumer(AsyncWebsocketConsumer):
             self.joined.append(live.group(view, key))
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        # Accept before rendering: a storm of reconnecting dashboards must not run
+        # past the server's handshake timeout while their snapshots render.
         await self.accept()
-        if html is not None:
-            await self.send(text_data=html)
+        if self.page is not None:
+            # Watch first, so the pump runs for the page; then the page's live regions
+            # as they are now, so a (re)connected browser converges. Frames rendered
+            # before the snapshot began are older than it: dropped.
             live.PUMP.watch(*self.page, +1)
             self.watching = True
+            try:
+                self.snapshot_at, html = await live.render_snapshot(*self.page)
+            except live.NoSuchPage:  # deleted meanwhile
+                await self.close(code=4404)
+                return
+            await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "watching", False):

@@ -21,10 +21,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -351,7 +353,9 @@ def resolve(view: str, key: str) -> str:
         return overview_key(overview_filters(dict(parse_qsl(key))))
     if view == "merges":
         return ""
-    if _int_key(key) is None:
+    model = {"agent": Agent, "task": Task, "repository": Repository}[view]
+    pk = _int_key(key)
+    if pk is None or not model.objects.filter(pk=pk).exists():
         raise NoSuchPage(f"no {view} {key!r}")
     return key
 
@@ -366,6 +370,57 @@ def snapshot(view: str, key: str = "") -> str:
         raise NoSuchPage(f"no {view} {key!r}")
     return "".join(
         render_to_string(f"{page.template}#{region}", context) for region in page.regions
+    )
+
+
+# Snapshots render on their own small pool: a storm of reconnecting dashboards (every
+# browser after a restart) queues there, not in front of handshakes, heartbeats or
+# the pump.
+RENDERERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fleet-snapshot")
+SNAPSHOT_REUSE = 2.0  # seconds a snapshot may serve other browsers that connect
+_rendered: dict[tuple[str, str], tuple[float, str]] = {}
+_rendering: dict[tuple[str, str], threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def shared_snapshot(view: str, key: str) -> tuple[float, str]:
+    """(when its rendering began, the snapshot) for a browser that just joined the
+    page's group and counts among its watchers. One render serves every browser that
+    connects meanwhile, as long as that is exact: another browser already watches
+    (so the pump is running for the page) and the pump has sent the page nothing
+    rendered since this snapshot began — a change after it then reaches the new
+    browser in a frame (it is in the group), and the consumer keeps frames rendered
+    after the snapshot's start."""
+    page = (view, key)
+    with _guard:
+        lock = _rendering.setdefault(page, threading.Lock())
+    with lock:
+        cached = _rendered.get(page)
+        if (
+            cached is not None
+            and time.time() - cached[0] < SNAPSHOT_REUSE
+            and PUMP.watched.get(page, 0) >= 2
+            and PUMP.sent_at.get(page, 0.0) < cached[0]
+        ):
+            return cached
+        close_old_connections()
+        try:
+            started = time.time()
+            fresh = (started, snapshot(view, key))
+        finally:
+            close_old_connections()
+        with _guard:
+            if len(_rendered) > 200:  # forget pages nobody opened lately
+                for old in [p for p, (at, _) in _rendered.items() if started - at > 60]:
+                    _rendered.pop(old, None)
+                    _rendering.pop(old, None)
+            _rendered[page] = fresh
+        return fresh
+
+
+async def render_snapshot(view: str, key: str) -> tuple[float, str]:
+    return await sync_to_async(shared_snapshot, thread_sensitive=False, executor=RENDERERS)(
+        view, key
     )
 
 
@@ -453,6 +508,7 @@ class Pump:
         self.last_full = self.last_pulses = 0.0
         self.frames = 0
         self.watched: Counter[tuple[str, str]] = Counter()
+        self.sent_at: dict[tuple[str, str], float] = {}  # render start of the last frame
 
     @property
     def watchers(self) -> int:
@@ -497,15 +553,18 @@ class Pump:
         last_frame = 0.0
         while self.watched:
             try:
-                at = time.time()
+                at, started = time.time(), time.monotonic()
                 frames = await sync_to_async(self.collect, thread_sensitive=False)(
                     dict(self.watched)
                 )
-                for name, html in frames:
+                for page, html in frames:
                     self.frames += 1
-                    await layer.group_send(name, {"type": "fleet.fragment", "html": html, "at": at})
+                    self.sent_at[page] = at  # before sending: see shared_snapshot
+                    await layer.group_send(
+                        group(*page), {"type": "fleet.fragment", "html": html, "at": at}
+                    )
                 if frames:
-                    last_frame = time.monotonic()
+                    last_frame = started
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -517,7 +576,7 @@ class Pump:
             await asyncio.sleep(max(0.0, last_frame + TICK - time.monotonic()))
         await sync_to_async(close_old_connections, thread_sensitive=False)()
 
-    def collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+    def collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[Any, str]]:
         """What changed since the last tick, rendered once per watched page: the
         pages new events touch in full (and every page every REFRESH seconds), else
         the pulses of agents that heartbeated (of every agent every PULSE_REFRESH)."""
@@ -527,7 +586,7 @@ class Pump:
         finally:
             close_old_connections()
 
-    def _collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+    def _collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[Any, str]]:
         now = time.monotonic()
         if self.last_id is None:  # first tick: start from here
             self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -573,11 +632,9 @@ class Pump:
         shown = pulse_map(wanted)
         if shown:
             every = "".join(shown.values())
-            frames += [(group(view, key), every) for view, key in overview]
+            frames += [((view, key), every) for view, key in overview]
         frames += [
-            (group(view, key), shown[_int_key(key)])
-            for view, key in agents
-            if _int_key(key) in shown
+            ((view, key), shown[_int_key(key)]) for view, key in agents if _int_key(key) in shown
         ]
         return frames
 
@@ -592,11 +649,11 @@ class Pump:
         return touched
 
     @staticmethod
-    def _render(pages: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    def _render(pages: set[tuple[str, str]]) -> list[tuple[Any, str]]:
         frames = []
         for view, key in sorted(pages):
             try:
-                frames.append((group(view, key), snapshot(view, key)))
+                frames.append(((view, key), snapshot(view, key)))
             except NoSuchPage:
                 continue  # deleted meanwhile; its browsers keep what they have
         return frames
