@@ -28,7 +28,7 @@ from fleet.correlation import correlated
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha, repo_flock
-from fleet.models import CheckRun, MergeRequest, Message, Repository, Task
+from fleet.models import CheckRun, Event, MergeRequest, Message, Repository, Task
 
 log = logging.getLogger("fleet.merge")
 
@@ -121,10 +121,21 @@ def process(repository: Repository) -> MergeRequest | None:
 
 
 def _save(mr: MergeRequest, **fields) -> None:
+    """Persist a step of the merge; a new step or result is also an Event, so the
+    merge queue's pages follow it live and the activity log shows every step."""
+    moved = any(name in fields and fields[name] != getattr(mr, name) for name in ("step", "result"))
     for name, value in fields.items():
         setattr(mr, name, value)
     mr.updated_at = timezone.now()
-    mr.save(update_fields=[*fields, "updated_at"])
+    with transaction.atomic():
+        mr.save(update_fields=[*fields, "updated_at"])
+        if moved:
+            Event.objects.record(
+                f"merge.{mr.step}",
+                repository_id=mr.repository_id,
+                task_id=mr.task_id,
+                payload={"merge": mr.pk, "result": mr.result},
+            )
 
 
 def _advance(mr: MergeRequest) -> None:

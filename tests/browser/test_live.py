@@ -27,14 +27,18 @@ def login(page, base: str) -> None:
     page.wait_for_url(f"{base}/")
 
 
-def post_heartbeat(base: str, token: str, line: str) -> None:
+def post_json(base: str, token: str, path: str, body: dict) -> None:
     request = urllib.request.Request(
-        f"{base}/api/v1/heartbeat",
-        data=json.dumps({"context_pct": 30, "status_line": line}).encode(),
+        f"{base}{path}",
+        data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
+        assert response.status in (200, 201)
+
+
+def post_heartbeat(base: str, token: str, line: str) -> None:
+    post_json(base, token, "/api/v1/heartbeat", {"context_pct": 30, "status_line": line})
 
 
 def test_a_heartbeat_changes_the_card_live_and_the_page_survives_a_restart(page, tmp_path):
@@ -61,6 +65,17 @@ def test_a_heartbeat_changes_the_card_live_and_the_page_survives_a_restart(page,
         page.wait_for_selector('#live-indicator[data-state="live"]', timeout=20_000)
         post_heartbeat(base, token, "back after the restart")
         page.locator(f"#agent-{agent.pk}", has_text="after the restart").wait_for(timeout=10_000)
+
+        # The agent's own page is live too: its journal and its pulse.
+        page.click(f"#agent-{agent.pk} h3 a")
+        page.wait_for_selector('#live-indicator[data-state="live"]', timeout=10_000)
+        post_json(base, token, "/api/v1/journal", {"kind": "learned", "body": "prices in cents"})
+        page.locator("#agent-journal", has_text="prices in cents").wait_for(timeout=10_000)
+        post_heartbeat(base, token, "on the agent page")
+        page.locator(f"#agent-{agent.pk}-pulse", has_text="on the agent page").wait_for(
+            timeout=10_000
+        )
+        screenshot(page, "agent-live")
         # Only the expected complaints of the downtime (refused sockets and polls).
         downtime = ("ERR_CONNECTION", "Failed to load resource")
         assert [e for e in page.js_errors if not any(d in e for d in downtime)] == []

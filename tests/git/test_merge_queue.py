@@ -9,7 +9,7 @@ import pytest
 from fleet import merging
 from fleet.git import repo as gitrepo
 from fleet.git import worktrees
-from fleet.models import Agent, CheckRun, MergeRequest, Message, Task, Wave
+from fleet.models import Agent, CheckRun, Event, MergeRequest, Message, Task, Wave
 
 from ..conftest import make_agent, make_task, make_wave
 from .conftest import commit, git, push_from_other
@@ -93,6 +93,12 @@ def test_two_queued_tasks_merge_in_queue_order(repository, shop, lead):
     assert log == ["T-3: First", "T-4: Second"]
     for name in ("shop/a.py", "shop/b.py"):
         assert git(shop["origin"], "show", f"main:{name}")
+    # Every step of a merge is an event, and one merge's events share a correlation id.
+    mr = MergeRequest.objects.get(task=first)
+    steps = Event.objects.filter(correlation_id=f"merge-{mr.pk}").order_by("id")
+    kinds = [e.kind for e in steps]
+    assert kinds[0] == "merge.candidate" and "merge.testing" in kinds
+    assert "task.mark_merged" in kinds and all(e.task_id == first.pk for e in steps)
 
 
 def test_a_conflict_returns_the_task_naming_the_files(repository, shop, lead):
