@@ -68,9 +68,14 @@ class FleetConsumer(AsyncWebsocketConsumer):
             self.watching = True
             try:
                 self.snapshot_at, html = await live.render_snapshot(*self.page)
-            except live.NoSuchPage:  # deleted meanwhile
-                await self.close(code=4404)
-                return
+            except BaseException as exc:
+                # No snapshot, no watching: Channels calls no disconnect() when
+                # connect() fails, so the watch and the groups are given back here.
+                await self.disconnect(1011)
+                if isinstance(exc, live.NoSuchPage):  # deleted meanwhile
+                    await self.close(code=4404)
+                    return
+                raise
             await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
@@ -82,7 +87,7 @@ class FleetConsumer(AsyncWebsocketConsumer):
 
     async def fleet_fragment(self, message: dict) -> None:
         """A server-rendered HTML fragment, already rendered once for all clients."""
-        if message.get("at", time.time()) < self.snapshot_at:
+        if message.get("at", time.monotonic()) < self.snapshot_at:
             return
         if time.monotonic() - self.checked_at > RECHECK:
             self.checked_at = time.monotonic()

@@ -1,9 +1,9 @@
 """Correlation ids: every Event written while handling one request, one merge or one
 sweep carries the same id, so the activity log can show everything one action did.
 
-A request takes its id from a well-formed ``X-Request-ID`` header (a proxy's), or gets
-a new one; the response says which. The merge queue uses ``merge-<id>`` for every
-step of one merge, across worker ticks and restarts.
+A request gets a new id, or, behind a trusted proxy (``FLEET_TRUST_REQUEST_ID``), the
+proxy's well-formed ``X-Request-ID``; the response says which. The merge queue uses
+``merge-<id>`` for every step of one merge, across worker ticks and restarts.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 
 CURRENT: ContextVar[str] = ContextVar("fleet_correlation_id", default="")
 HEADER = "X-Request-ID"
-_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_VALID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def new() -> str:
@@ -37,8 +38,10 @@ def correlated(correlation_id: str | None = None) -> Iterator[str]:
 
 
 def _incoming(request) -> str:
+    if not settings.FLEET_TRUST_REQUEST_ID:
+        return new()
     given = request.headers.get(HEADER, "")
-    return given if _VALID.match(given) else new()
+    return given if _VALID.fullmatch(given) else new()
 
 
 class CorrelationMiddleware:

@@ -395,6 +395,10 @@ def journal(agent: Agent, *, kind: str, body: str, task: Task | None) -> Journal
 def ack(agent: Agent, *, message_id: int) -> Message:
     message = Message.objects.get(pk=message_id, recipient=agent)
     if message.acked_at is None:
-        message.acked_at = timezone.now()
-        message.save(update_fields=["acked_at"])
+        with transaction.atomic():
+            message.acked_at = timezone.now()
+            message.save(update_fields=["acked_at"])
+            Event.objects.record(
+                "agent.ack", by=agent, agent=agent, payload={"message": message.pk}
+            )
     return message

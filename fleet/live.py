@@ -269,7 +269,7 @@ class Page:
     template: str
     regions: tuple[str, ...]
     context: Callable[[str], dict[str, Any] | None]  # None: no such object
-    touched: Callable[[dict[str, Any]], str | None]  # an event row -> the key, or None: all
+    touched: Callable[[dict[str, Any]], set[str] | None]  # an event row -> keys; None: all
 
 
 def _overview(key: str) -> dict[str, Any]:
@@ -279,7 +279,11 @@ def _overview(key: str) -> dict[str, Any]:
 
 
 def _int_key(key: str) -> int | None:
-    return int(key) if key.isdigit() else None
+    return int(key) if key.isascii() and key.isdecimal() else None
+
+
+def _keys(*pks: int | None) -> set[str]:
+    return {str(pk) for pk in pks if pk}
 
 
 def _agent(key: str) -> dict[str, Any] | None:
@@ -320,21 +324,26 @@ PAGES: dict[str, Page] = {
         "fleet/agent.html",
         ("agent-card", "sessions", "journal", "inbox", "spend"),
         _agent,
-        lambda row: str(row["agent_id"] or row["actor_agent_id"] or ""),
+        lambda row: _keys(row["agent_id"], row["actor_agent_id"], row["task__assignee_id"]),
     ),
     "task": Page(
         "fleet/task.html",
         ("task-facts", "timeline", "merges", "checks"),
         _task,
-        lambda row: str(row["task_id"] or ""),
+        lambda row: _keys(row["task_id"]),
     ),
     "repository": Page(
         "fleet/repository.html",
         ("board", "claims", "queue"),
         _repository,
-        lambda row: str(row["repository_id"] or row["task__repository_id"] or ""),
+        lambda row: _keys(row["repository_id"], row["task__repository_id"]),
     ),
-    "merges": Page("fleet/merges.html", ("queue", "recent"), _merges, lambda row: ""),
+    "merges": Page(
+        "fleet/merges.html",
+        ("queue", "recent"),
+        _merges,
+        lambda row: {""} if row["kind"].startswith(("merge.", "task.")) else set(),
+    ),
 }
 VIEWS = tuple(PAGES)
 
@@ -357,7 +366,7 @@ def resolve(view: str, key: str) -> str:
     pk = _int_key(key)
     if pk is None or not model.objects.filter(pk=pk).exists():
         raise NoSuchPage(f"no {view} {key!r}")
-    return key
+    return str(pk)
 
 
 def snapshot(view: str, key: str = "") -> str:
@@ -398,20 +407,20 @@ def shared_snapshot(view: str, key: str) -> tuple[float, str]:
         cached = _rendered.get(page)
         if (
             cached is not None
-            and time.time() - cached[0] < SNAPSHOT_REUSE
+            and time.monotonic() - cached[0] < SNAPSHOT_REUSE
             and PUMP.watched.get(page, 0) >= 2
             and PUMP.sent_at.get(page, 0.0) < cached[0]
         ):
             return cached
         close_old_connections()
         try:
-            started = time.time()
+            started = time.monotonic()
             fresh = (started, snapshot(view, key))
         finally:
             close_old_connections()
         with _guard:
-            if len(_rendered) > 200:  # forget pages nobody opened lately
-                for old in [p for p, (at, _) in _rendered.items() if started - at > 60]:
+            if len(_rendered) > 20:  # forget pages nobody opened lately
+                for old in [p for p, (at, _) in _rendered.items() if started - at > SNAPSHOT_REUSE]:
                     _rendered.pop(old, None)
                     _rendering.pop(old, None)
             _rendered[page] = fresh
@@ -468,18 +477,13 @@ def pulse(agent: Any, now=None) -> str:
     )
 
 
-def pulse_map(ids: list[int] | None) -> dict[int, str]:
-    """The pulses of these agents (None: every agent) by id, from one query."""
+def pulses(ids: list[int] | None) -> str:
+    """The pulses of these agents (None: every agent), from one query."""
     now = timezone.now()
     rows = Agent.objects.annotate(budget_usd=_budget_cap()).order_by("pk")
     if ids is not None:
         rows = rows.filter(pk__in=ids)
-    return {row["pk"]: pulse(row, now) for row in rows.values(*PULSE_FIELDS, "budget_usd")}
-
-
-def pulses(ids: list[int] | None) -> str:
-    """The pulses of these agents (None: every agent), from one query."""
-    return "".join(pulse_map(ids).values())
+    return "".join(pulse(row, now) for row in rows.values(*PULSE_FIELDS, "budget_usd"))
 
 
 # --- the pump -------------------------------------------------------------
@@ -492,6 +496,7 @@ EVENT_FIELDS = (
     "actor_agent_id",
     "repository_id",
     "task__repository_id",
+    "task__assignee_id",
 )
 
 
@@ -507,8 +512,10 @@ class Pump:
         self.beat_seen: dict[int, Any] = {}
         self.last_full = self.last_pulses = 0.0
         self.frames = 0
+        # Changed on the event loop, copied by the pump's worker thread: hence the lock.
+        self.lock = threading.Lock()
         self.watched: Counter[tuple[str, str]] = Counter()
-        self.sent_at: dict[tuple[str, str], float] = {}  # render start of the last frame
+        self.sent_at: dict[tuple[str, str], float] = {}  # `at` of the page's last frame
 
     @property
     def watchers(self) -> int:
@@ -517,11 +524,14 @@ class Pump:
     def watch(self, view: str, key: str, delta: int) -> None:
         """A browser of this process started (+1) or stopped (-1) watching a page; the
         pump runs while anyone watches, and stops (closing its connection) when nobody
-        does. A newly watched page gets its first frames from the next tick on (its
-        browser got a snapshot when it connected)."""
-        self.watched[(view, key)] += delta
-        if self.watched[(view, key)] <= 0:
-            del self.watched[(view, key)]
+        does. A browser watches before its snapshot starts, so every tick that reads a
+        change after that renders its page too."""
+        page = (view, key)
+        with self.lock:
+            self.watched[page] += delta
+            if self.watched[page] <= 0:
+                del self.watched[page]
+                self.sent_at.pop(page, None)
         if self.watched:
             self.ensure_running()
 
@@ -552,11 +562,10 @@ class Pump:
         layer = get_channel_layer()
         last_frame = 0.0
         while self.watched:
+            started = time.monotonic()
+            self.wake.clear()  # a poke from now on means another tick
             try:
-                at, started = time.time(), time.monotonic()
-                frames = await sync_to_async(self.collect, thread_sensitive=False)(
-                    dict(self.watched)
-                )
+                at, frames = await sync_to_async(self.collect, thread_sensitive=False)()
                 for page, html in frames:
                     self.frames += 1
                     self.sent_at[page] = at  # before sending: see shared_snapshot
@@ -570,73 +579,81 @@ class Pump:
             except Exception:
                 log.exception("the live pump failed a tick; trying again")
             # Wait for a poke or the next poll, then keep to the frame-rate cap.
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), TICK)
             await asyncio.sleep(max(0.0, last_frame + TICK - time.monotonic()))
+        self.task = None  # a browser that comes during the cleanup starts a new pump
         await sync_to_async(close_old_connections, thread_sensitive=False)()
+        if self.watched:
+            self.ensure_running()
 
-    def collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[Any, str]]:
+    def collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
         """What changed since the last tick, rendered once per watched page: the
         pages new events touch in full (and every page every REFRESH seconds), else
-        the pulses of agents that heartbeated (of every agent every PULSE_REFRESH)."""
+        the pulses of agents that heartbeated (of every agent every PULSE_REFRESH).
+
+        Returns ``at`` with the frames: a moment after the change was read and before
+        anything was rendered, so a frame is never older than what it shows. The
+        pages are those watched once the changes were read: a browser watches before
+        its snapshot starts, so a change its snapshot missed reaches it here."""
         close_old_connections()
         try:
-            return self._collect(watched)
+            return self._collect()
         finally:
             close_old_connections()
 
-    def _collect(self, watched: Mapping[tuple[str, str], int]) -> list[tuple[Any, str]]:
+    def _read(self) -> tuple[float, dict, list[dict] | None, list[int] | None]:
+        """(at, watched pages, new event rows or None for "render everything",
+        agents that heartbeated or None for "every agent")."""
         now = time.monotonic()
-        if self.last_id is None:  # first tick: start from here
+        if self.last_id is None:  # first tick: start from here, and send everything
             self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
             self.seen = set(
                 Event.objects.filter(id__gt=self.last_id - WINDOW).values_list("id", flat=True)
             )
             self._beats()
             self.last_full = self.last_pulses = now
-            # Whatever changed between the first browser's snapshot and this
-            # baseline would otherwise wait for the next refresh: send it all.
-            return self._render(set(watched))
-        rows = list(Event.objects.filter(id__gt=self.last_id - WINDOW).values(*EVENT_FIELDS))
-        ids = {row["id"] for row in rows}
-        new = [row for row in rows if row["id"] not in self.seen]
-        self.seen = ids
-        if ids:
-            self.last_id = max(self.last_id, max(ids))
-        if now - self.last_full >= REFRESH:
-            self.last_full = self.last_pulses = now
-            self._beats()
-            return self._render(set(watched))
-        touched = self._touched(new, watched)
-        frames = self._render(touched)
-        if now - self.last_pulses >= PULSE_REFRESH:
-            self.last_pulses = now
-            self._beats()
-            beats = None  # every agent
+            rows, beats = None, []
         else:
+            rows = list(Event.objects.filter(id__gt=self.last_id - WINDOW).values(*EVENT_FIELDS))
+            ids = {row["id"] for row in rows}
+            rows = [row for row in rows if row["id"] not in self.seen]
+            self.seen = ids
+            if ids:
+                self.last_id = max(self.last_id, max(ids))
             beats = self._beats()
-            if not beats:
-                return frames
+            if now - self.last_full >= REFRESH:
+                self.last_full = self.last_pulses = now
+                rows = None
+            elif now - self.last_pulses >= PULSE_REFRESH:
+                self.last_pulses = now
+                beats = None
+        with self.lock:
+            watched = dict(self.watched)
+        return time.monotonic(), watched, rows, beats
+
+    def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
+        at, watched, rows, beats = self._read()
+        touched = set(watched) if rows is None else self._touched(rows, watched)
+        frames = self._render(touched)
+        if rows is None or beats == []:
+            return at, frames
+        # Pulses for the rest: the overview gets every agent's that beat; an agent's
+        # own page (small) is rendered again, spend and session included.
         overview = [page for page in watched if page[0] == "overview" and page not in touched]
-        agents = [
-            (view, key)
-            for view, key in watched
-            if view == "agent"
-            and (view, key) not in touched
-            and (beats is None or _int_key(key) in beats)
-        ]
-        if not overview and not agents:
-            return frames
-        wanted = beats if overview else [_int_key(key) for _, key in agents]
-        shown = pulse_map(wanted)
-        if shown:
-            every = "".join(shown.values())
-            frames += [((view, key), every) for view, key in overview]
-        frames += [
-            ((view, key), shown[_int_key(key)]) for view, key in agents if _int_key(key) in shown
-        ]
-        return frames
+        agents = {
+            page
+            for page in watched
+            if page[0] == "agent"
+            and page not in touched
+            and (beats is None or _int_key(page[1]) in beats)
+        }
+        frames += self._render(agents)
+        if overview:
+            every = pulses(beats)
+            if every:
+                frames += [(page, every) for page in overview]
+        return at, frames
 
     @staticmethod
     def _touched(rows: list[dict], watched: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
@@ -644,18 +661,20 @@ class Pump:
         for row in rows:
             for view, key in watched:
                 which = PAGES[view].touched(row)
-                if which is None or which == key:
+                if which is None or key in which:
                     touched.add((view, key))
         return touched
 
     @staticmethod
-    def _render(pages: set[tuple[str, str]]) -> list[tuple[Any, str]]:
+    def _render(pages: set[tuple[str, str]]) -> list[tuple[tuple[str, str], str]]:
         frames = []
         for view, key in sorted(pages):
             try:
                 frames.append(((view, key), snapshot(view, key)))
             except NoSuchPage:
                 continue  # deleted meanwhile; its browsers keep what they have
+            except Exception:  # one broken page must not starve the others
+                log.exception("rendering the live page %s %s failed", view, key)
         return frames
 
     def _beats(self) -> list[int]:

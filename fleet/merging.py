@@ -319,6 +319,7 @@ def collect_merged() -> int:
                 continue
             if removal.reason:
                 notes = f"kept for the lead to look at: {removal.reason}"
-        _save(mr, step="done", log=notes)
+        with correlated(f"merge-{mr.pk}"):
+            _save(mr, step="done", log=notes)
         done += 1
     return done

@@ -188,6 +188,9 @@ SECURE_CSP = {
 
 # Production hardening; all derived from DEBUG so `check --deploy` passes when DEBUG=0.
 # Trust X-Forwarded-Proto only behind a proxy that sets it (anyone could send it otherwise).
+# A request's X-Request-ID names the correlation id of the events it writes only when
+# it comes from a proxy we trust (anyone could send it otherwise); else Fleet picks one.
+FLEET_TRUST_REQUEST_ID = env_bool("FLEET_TRUST_REQUEST_ID", env_bool("FLEET_BEHIND_PROXY", False))
 if env_bool("FLEET_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)

@@ -66,6 +66,7 @@ PINNED = [
     ("fleet-activity", None, 6),  # + repositories (filter), count, page
     ("fleet-repositories", None, 8),  # + repositories, tasks, claims, queue, kept
     ("fleet-merges", None, 5),  # + queue, recent
+    ("fleet-plans", None, 4),  # + plans with their wave counts
     ("fleet-agent", "agent", 10),  # + pk, agent, sessions, journal, inbox, spend, totals...
     ("fleet-repository", "repository", 10),  # + repo twice, open, merged, claims, queue, trees
 ]
@@ -147,9 +148,14 @@ def test_the_activity_log_filters_and_pages(lead):
     assert "test.noise" not in by_task and "task.assign" in by_task
     by_corr = lead.get(reverse("fleet-activity") + "?correlation=corr-1&page=2").content.decode()
     assert "test.noise" in by_corr and "agent.journal" not in by_corr
-    # An over-long filter is a form error, and the log is shown unfiltered.
-    bad = lead.get(reverse("fleet-activity") + "?kind=" + "x" * 65)
-    assert bad.status_code == 200 and "at most 64 characters" in bad.content.decode()
+    # An invalid filter is a form error and is left out; the valid ones still apply.
+    bad = lead.get(reverse("fleet-activity") + "?kind=agent.journal&repository=nope")
+    html = bad.content.decode()
+    assert bad.status_code == 200 and "Select a valid choice" in html
+    assert html.count("agent.journal</code>") == 3 and "test.noise" not in html
+    # An actor with a kind is that actor exactly.
+    exact = lead.get(reverse("fleet-activity") + "?actor=fleet").content.decode()
+    assert "test.noise" in exact
 
 
 def test_overview_filters_by_repository_and_role(lead):
@@ -207,7 +213,8 @@ def test_a_pulse_shows_spend_against_the_budget():
     assert "spend-none" in live.pulses([make_agent().pk])
 
 
-def test_events_of_one_request_share_its_correlation_id(client):
+def test_events_of_one_request_share_its_correlation_id(client, settings):
+    settings.FLEET_TRUST_REQUEST_ID = True  # behind a proxy that sets X-Request-ID
     agent = make_agent()
     token = agent.issue_token()
     response = client.post(
@@ -231,6 +238,17 @@ def test_events_of_one_request_share_its_correlation_id(client):
     assert re.fullmatch(r"[0-9a-f]{16}", fresh)
     assert JournalEntry.objects.count() == 2
     assert Event.objects.filter(kind="agent.journal").first().correlation_id == fresh
+    # Without a trusted proxy, nobody names their own id (say, to pass as a merge's).
+    settings.FLEET_TRUST_REQUEST_ID = False
+    response = client.post(
+        "/api/v1/journal",
+        {"kind": "note", "body": "spoof"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_X_REQUEST_ID="merge-1",
+    )
+    assert response["X-Request-ID"] != "merge-1"
+    assert not Event.objects.filter(correlation_id="merge-1").exists()
 
 
 def test_every_script_carries_the_csp_nonce(lead):

@@ -73,19 +73,22 @@ class ActivityFilter(forms.Form):
         )
 
     def apply(self, events):
+        """The valid filters (an invalid one shows its error and is left out)."""
         data = self.cleaned_data
-        if data["kind"]:
+        if data.get("kind"):
             events = events.filter(kind__startswith=data["kind"])
-        if data["actor"]:
-            events = events.filter(actor__icontains=data["actor"])
-        if data["task"]:
+        if data.get("actor"):
+            # "agent:ada" is one actor (not agent:adam too); a bare name searches.
+            actor = data["actor"]
+            events = events.filter(**{"actor" if ":" in actor else "actor__icontains": actor})
+        if data.get("task"):
             events = events.filter(task__key=data["task"].upper())
-        if data["repository"]:
+        if data.get("repository"):
             events = events.filter(
                 Q(repository__slug=data["repository"])
                 | Q(task__repository__slug=data["repository"])
             )
-        if data["correlation"]:
+        if data.get("correlation"):
             events = events.filter(correlation_id=data["correlation"])
         return events
 
@@ -99,7 +102,8 @@ def activity(request: HttpRequest) -> HttpResponse:
     """Every Event, newest first, filterable and paginated."""
     form = ActivityFilter(request.GET or None)
     events = Event.objects.select_related("task", "wave__plan", "agent").order_by("-id")
-    if form.is_bound and form.is_valid():
+    if form.is_bound:
+        form.is_valid()
         events = form.apply(events)
     page = Paginator(events, ACTIVITY_PAGE).get_page(request.GET.get("page"))
     return render(request, "fleet/activity.html", {"form": form, "page": page})

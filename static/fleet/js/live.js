@@ -65,19 +65,32 @@
     inFlight = null;
   }
 
+  // Close codes after which htmx's ws extension reconnects by itself (with backoff).
+  const RETRIED_BY_HTMX = [1006, 1011, 1012, 1013];
+  let retryTimer = null;
+
   function lost(event) {
     open = false;
     show("reconnecting", "reconnecting…");
     setTimeout(() => { if (!open) startPolling(); }, POLL_MS);
-    // htmx retries only after abnormal closes; after a clean one, try again later.
-    const wrapper = event && event.detail && event.detail.socketWrapper;
-    if (wrapper && typeof wrapper.reconnect === "function") {
-      setTimeout(() => { if (!open) wrapper.reconnect(); }, 10 * POLL_MS);
-    }
+    // After any other (clean) close, try again later ourselves: one timer at a time,
+    // so retries never multiply while the server is away.
+    const detail = (event && event.detail) || {};
+    const code = detail.event && detail.event.code;
+    const wrapper = detail.socketWrapper;
+    if (event.type !== "htmx:wsClose" || RETRIED_BY_HTMX.includes(code)) return;
+    if (!wrapper || typeof wrapper.reconnect !== "function") return;
+    if (retryTimer) clearTimeout(retryTimer);
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      if (!open) wrapper.reconnect();
+    }, 10 * POLL_MS);
   }
 
   document.body.addEventListener("htmx:wsOpen", () => {
     open = true;
+    if (retryTimer) clearTimeout(retryTimer);
+    retryTimer = null;
     stopPolling();
     show("live", "live");
   });
