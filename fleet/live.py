@@ -328,7 +328,7 @@ PAGES: dict[str, Page] = {
     ),
     "task": Page(
         "fleet/task.html",
-        ("task-facts", "timeline", "merges", "checks"),
+        ("task-facts", "task-branch", "timeline", "merges", "checks"),
         _task,
         lambda row: _keys(row["task_id"]),
     ),

@@ -183,6 +183,7 @@ async def test_task_repository_and_merge_pages_follow_their_events():
     await sync_to_async(merging.enqueue)(task, by=None)
     timeline = await frames_until(pages["task"], lambda f: "task.enqueue_merge" in f)
     assert 'id="task-timeline"' in timeline and 'id="task-merges"' in timeline
+    assert 'id="task-branch"' in timeline  # gates and diff, against main as last fetched
     board = await frames_until(pages["repository"], lambda f: 'id="repository-queue"' in f)
     assert task.key in board[board.index('id="repository-queue"') :]
     for comm in pages.values():
@@ -204,3 +205,22 @@ async def test_a_page_that_does_not_exist_is_refused():
         )
         connected, code = await comm.connect()
         assert not connected and code == 4404, query
+
+
+async def test_a_snapshot_that_fails_gives_its_watch_back(monkeypatch):
+    def broken(view, key):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(live, "shared_snapshot", broken)
+    before = dict(live.PUMP.watched)
+    user = await sync_to_async(make_user)("lena", "lead")
+    cookie = await sync_to_async(session_cookie_for)(user)
+    comm = WebsocketCommunicator(
+        application,
+        "/ws/fleet/?view=merges",
+        headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie)],
+    )
+    with pytest.raises(RuntimeError):
+        await comm.connect()
+        await comm.receive_output(timeout=5)
+    assert dict(live.PUMP.watched) == before

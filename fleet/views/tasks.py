@@ -33,11 +33,12 @@ def _main_ref(repository: Repository) -> str:
     )
 
 
-def _branch_state(task: Task) -> dict[str, Any]:
-    """Facts and the stale-base report, or the one-line reason there are none."""
+def _branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
+    """Facts and the stale-base report, or the one-line reason there are none. Against
+    main freshly fetched, or (``fetch=False``, live updates) as last fetched."""
     repository = task.repository
     try:
-        main = _main_ref(repository)
+        main = _main_ref(repository) if fetch else planning.known_base(repository)
         try:
             head = task.head_sha or head_sha(repository.path, f"refs/heads/{task.branch}")
         except GitError:
@@ -79,17 +80,24 @@ def highlighted_diff(diff: str, limit: int = 200_000) -> str:
     return mark_safe(html)  # Pygments escapes the text it is given
 
 
-def task_live_context(pk: int) -> dict[str, Any] | None:
-    """A task page's live regions: facts, timeline, merges and checks."""
+def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
+    """A task page's live regions: facts, the branch against main with its gates and
+    diff (main as last fetched unless ``fetch``), timeline, merges and checks."""
     task = Task.objects.select_related("repository", "wave__plan", "assignee").filter(pk=pk).first()
     if task is None:
         return None
-    return {
+    context = {
         "task": task,
         "timeline": list(task.events.order_by("-id")[:100]),
         "merges": list(task.merge_requests.order_by("-created_at")),
         "checks": list(task.checks.order_by("-created_at")[:20]),
+        **_branch_state(task, fetch=fetch),
     }
+    context["ownership"] = _ownership_gate(task, context)
+    context["worktree_exists"] = bool(task.worktree_path) and Path(task.worktree_path).exists()
+    if "facts" in context:
+        context["diff_html"] = highlighted_diff(context["facts"].diff)
+    return context
 
 
 @require_GET
@@ -98,20 +106,10 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
     pk = get_object_or_404(Task.objects.values_list("pk", flat=True), key=key)
     if request.GET.get("live"):
         return live_snapshot("task", str(pk))
-    context = task_live_context(pk)
+    context = task_live_context(pk, fetch=True)
     if context is None:
         raise Http404(key)
-    task = context["task"]
-    context.update(
-        is_lead=LEAD in user_roles(request.user),
-        live_view="task",
-        live_key=pk,
-        **_branch_state(task),
-    )
-    context["ownership"] = _ownership_gate(task, context)
-    context["worktree_exists"] = bool(task.worktree_path) and Path(task.worktree_path).exists()
-    if "facts" in context:
-        context["diff_html"] = highlighted_diff(context["facts"].diff)
+    context.update(is_lead=LEAD in user_roles(request.user), live_view="task", live_key=pk)
     return render(request, "fleet/task.html", context)
 
 
