@@ -510,6 +510,7 @@ class Pump:
         self.last_id: int | None = None
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
+        self.beat_rows: dict[int, dict] = {}
         self.last_full = self.last_pulses = 0.0
         self.frames = 0
         # Changed on the event loop, copied by the pump's worker thread: hence the lock.
@@ -650,7 +651,11 @@ class Pump:
         }
         frames += self._render(agents)
         if overview:
-            every = pulses(beats)
+            if beats is None:
+                every = pulses(None)
+            else:
+                now = timezone.now()
+                every = "".join(pulse(self.beat_rows[pk], now) for pk in sorted(beats))
             if every:
                 frames += [(page, every) for page in overview]
         return at, frames
@@ -678,17 +683,23 @@ class Pump:
         return frames
 
     def _beats(self) -> list[int]:
-        """Agents whose heartbeat time changed since we last looked. A beat is
-        stamped when its batch starts and may commit a little later, so the query
-        looks a few seconds back and compares with what it saw."""
+        """Agents whose heartbeat time changed since we last looked (their pulse rows
+        are kept for the frame: one query a tick). A beat is stamped when its batch
+        starts and may commit a little later, so the query looks a few seconds back
+        and compares with what it saw."""
         since = timezone.now() - timedelta(seconds=5)
-        changed = []
-        current = dict(
-            Agent.objects.filter(last_heartbeat_at__gt=since).values_list("pk", "last_heartbeat_at")
+        rows = (
+            Agent.objects.filter(last_heartbeat_at__gt=since)
+            .annotate(budget_usd=_budget_cap())
+            .values(*PULSE_FIELDS, "budget_usd")
         )
-        for pk, stamp in current.items():
+        changed, current, self.beat_rows = [], {}, {}
+        for row in rows:
+            pk, stamp = row["pk"], row["last_heartbeat_at"]
+            current[pk] = stamp
             if self.beat_seen.get(pk) != stamp:
                 changed.append(pk)
+                self.beat_rows[pk] = row
         self.beat_seen = current
         return changed
 
