@@ -1,11 +1,9 @@
 """Event helpers: broadcasting rendered fragments to the websocket groups.
 
 Events themselves are appended with ``Event.objects.record`` inside the
-transaction that changes state (see ``fleet.models``). The event pump that
-tails the table and renders partials arrives with the live-dashboard work.
-Note for it: on PostgreSQL, sequence ids can become visible out of order
-(a lower id commits after a higher one), so tailing ``id > last_seen`` alone
-can skip events; re-read a short window behind the last id.
+transaction that changes state (see ``fleet.models``); the pump that tails them
+and renders the live pages is ``fleet.live``. ``broadcast_fragment`` sends one
+fragment to every signed-in browser of every process (the ``fleet`` group).
 """
 
 from __future__ import annotations
