@@ -287,6 +287,8 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
         reviewer=rex,
         session=rex.sessions.first(),
         provenance={"fresh_session": True, "never_held_task": True, "model": "demo-model"},
+        status=Review.CLOSED,  # its findings are in, for people to adjudicate
+        closed_at=now,
     )
     Finding.objects.create(
         review=review,

@@ -47,6 +47,7 @@ from fleet.models import (
     Budget,
     CheckRun,
     Event,
+    Finding,
     MergeRequest,
     Repository,
     Task,
@@ -202,6 +203,24 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                     reverse("fleet-task", args=[task.key]),
                 )
             )
+    waiting = (
+        Finding.objects.filter(review__task__in=list(by_pk), review__status="closed")
+        .filter(verdict=Finding.PENDING)
+        .values("review__task_id")
+        .annotate(n=Count("pk"))
+        .order_by("review__task_id")
+    )
+    for row in waiting:
+        task = by_pk[row["review__task_id"]]
+        n = row["n"]
+        found.append(
+            Problem(
+                "warn",
+                task.key,
+                f"has {n} review finding{'s' if n != 1 else ''} waiting for a verdict.",
+                reverse("fleet-reviews"),
+            )
+        )
     last_merge: dict[int, MergeRequest] = {}
     for mr in MergeRequest.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk"):
         last_merge[mr.task_id] = mr

@@ -66,6 +66,9 @@ urlpatterns = [
     path("repositories/", views.repository_list, name="fleet-repositories"),
     path("repositories/<slug:slug>/", views.repository_detail, name="fleet-repository"),
     path("merges/", views.merge_queue, name="fleet-merges"),
+    path("reviews/", views.review_queue, name="fleet-reviews"),
+    path("findings/<int:finding_id>/verdict/", views.finding_verdict, name="fleet-finding-verdict"),
+    path("findings/<int:finding_id>/resolve/", views.finding_resolve, name="fleet-finding-resolve"),
     path("healthz", views.healthz, name="fleet-healthz"),
     # accounts/
     path(

@@ -17,9 +17,11 @@ from fleet.models import (
     Budget,
     CheckRun,
     Event,
+    Finding,
     JournalEntry,
     MergeRequest,
     Message,
+    Review,
     SpendEvent,
     Task,
     Wave,
@@ -53,6 +55,8 @@ def grow(n: int, repository=None) -> list[Agent]:
         Message.objects.create(recipient=agent, task=task, subject=f"note {i}")
         SpendEvent.objects.create(agent=agent, task=task, tokens_in=10, cost_usd=Decimal("0.1"))
         CheckRun.objects.create(repository=repository, task=task, name="ci", commit_sha="a" * 40)
+        review = Review.objects.create(task=task, commit_sha="a" * 40, status=Review.CLOSED)
+        Finding.objects.create(review=review, path="x.py", severity="minor", title=f"f{i}")
         MergeRequest.objects.create(
             task=task, repository=repository, position=next(_positions), result="merged"
         )
@@ -66,7 +70,8 @@ PINNED = [
     ("fleet-activity", None, 6),  # + repositories (filter), count, page
     ("fleet-repositories", None, 8),  # + repositories, tasks, claims, queue, kept
     ("fleet-merges", None, 5),  # + queue, recent
-    ("fleet-plans", None, 4),  # + plans with their wave counts
+    ("fleet-plans", None, 4),
+    ("fleet-reviews", None, 4),  # + findings waiting  # + plans with their wave counts
     ("fleet-agent", "agent", 10),  # + pk, agent, sessions, journal, inbox, spend, totals...
     ("fleet-repository", "repository", 10),  # + repo twice, open, merged, claims, queue, trees
 ]

@@ -15,6 +15,7 @@ from fleet.views.plans import (
     wave_decide,
     wave_detail,
 )
+from fleet.views.reviews import finding_resolve, finding_verdict, review_queue
 from fleet.views.tasks import (
     merge_queue,
     repository_detail,
@@ -30,6 +31,8 @@ __all__ = [
     "agent_list",
     "agent_revoke",
     "agent_spawn",
+    "finding_resolve",
+    "finding_verdict",
     "healthz",
     "merge_queue",
     "navigation",
@@ -38,6 +41,7 @@ __all__ = [
     "plan_list",
     "repository_detail",
     "repository_list",
+    "review_queue",
     "task_detail",
     "task_edit",
     "task_move",

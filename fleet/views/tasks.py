@@ -22,7 +22,7 @@ from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
 from fleet.models import FileClaim, MergeRequest, Repository, Task, TransitionError
-from fleet.roles import LEAD, ROLES, role_required, user_roles
+from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
 from fleet.views.live import live_snapshot
 
 
@@ -109,7 +109,18 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
     context = task_live_context(pk, fetch=True)
     if context is None:
         raise Http404(key)
-    context.update(is_lead=LEAD in user_roles(request.user), live_view="task", live_key=pk)
+    context.update(
+        is_lead=LEAD in user_roles(request.user),
+        can_adjudicate=bool(user_roles(request.user) & {LEAD, REVIEWER}),
+        reviews=list(
+            context["task"]
+            .reviews.select_related("reviewer", "task")
+            .prefetch_related("findings__decided_by")
+            .order_by("-created_at")
+        ),
+        live_view="task",
+        live_key=pk,
+    )
     return render(request, "fleet/task.html", context)
 
 

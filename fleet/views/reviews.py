@@ -1,0 +1,72 @@
+"""The review queue and the verdicts people give on a fresh reviewer's findings."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from fleet import adjudication
+from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
+
+ADJUDICATORS = (LEAD, REVIEWER)
+
+
+def can_adjudicate(user) -> bool:
+    return bool(user_roles(user) & set(ADJUDICATORS))
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    """Where the form came from (a page of this site), else the queue."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return redirect("fleet-reviews")
+
+
+@require_GET
+@role_required(*ROLES)
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Findings waiting for a person, across repositories (j/k to move, a to accept,
+    o to overrule with a reason)."""
+    findings = adjudication.queue()
+    return render(
+        request,
+        "fleet/reviews.html",
+        {"findings": findings, "can_adjudicate": can_adjudicate(request.user)},
+    )
+
+
+@require_POST
+@role_required(*ADJUDICATORS)
+def finding_verdict(request: HttpRequest, finding_id: int) -> HttpResponse:
+    verdict = request.POST.get("verdict", "")
+    try:
+        finding = adjudication.decide(
+            finding_id, verdict=verdict, reason=request.POST.get("reason", ""), by=request.user
+        )
+    except adjudication.Refusal as exc:
+        messages.error(request, f"Not recorded: {exc}")
+    else:
+        key = finding.review.task.key
+        if verdict == "accepted":
+            messages.success(request, f"Accepted “{finding.title}”: sent to {key}'s builder.")
+        else:
+            messages.success(request, f"Overruled “{finding.title}” on {key}.")
+    return _back(request)
+
+
+@require_POST
+@role_required(*ADJUDICATORS)
+def finding_resolve(request: HttpRequest, finding_id: int) -> HttpResponse:
+    try:
+        finding = adjudication.resolve(finding_id, by=request.user)
+    except adjudication.Refusal as exc:
+        messages.error(request, f"Not resolved: {exc}")
+    else:
+        messages.success(request, f"“{finding.title}” is resolved in the new commit.")
+    return _back(request)
