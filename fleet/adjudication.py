@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from fleet.models import Event, Finding, Message, Review, Task, TransitionError
 
-# A verdict can change until the task merges (or is given up).
+# A verdict can change until the task enters the merge queue (or is given up); a task
+# already merging is past its review.
 SETTLED = (Task.MERGING, Task.MERGED, Task.CANCELLED)
 
 
@@ -22,42 +23,59 @@ class Refusal(Exception):
     """Why a verdict or a resolution was not recorded (nothing changed)."""
 
 
+REASON_MAX = 500
+
+
 def _locked(finding_id: int) -> tuple[Finding, Task]:
-    finding = (
-        Finding.objects.select_for_update()
-        .select_related("review__task__assignee")
-        .filter(pk=finding_id)
-        .first()
-    )
-    if finding is None:
+    """The finding and its task, locked task first (the order dispatch uses), and
+    only their own rows (PostgreSQL locks no nullable outer join)."""
+    task_id = Finding.objects.filter(pk=finding_id).values_list("review__task_id", flat=True)
+    task_id = task_id.first()
+    if task_id is None:
         raise Refusal(f"There is no finding {finding_id}.")
-    task = Task.objects.select_for_update().get(pk=finding.review.task_id)
+    task = Task.objects.select_for_update(of=("self",)).get(pk=task_id)
+    finding = (
+        Finding.objects.select_for_update(of=("self",)).select_related("review").get(pk=finding_id)
+    )
     return finding, task
 
 
-def decide(finding_id: int, *, verdict: str, reason: str = "", by: Any) -> Finding:
-    """Record a person's verdict on a finding (see the module docstring)."""
+def decide(finding_id: int, *, verdict: str, reason: str = "", by: Any) -> str:
+    """Record a person's verdict on a finding (see the module docstring); returns what
+    happened, in a sentence for the person."""
     reason = reason.strip()
     if verdict not in (Finding.ACCEPTED, Finding.OVERRULED):
         raise Refusal("A verdict is accept or overrule.")
     if verdict == Finding.OVERRULED and not reason:
         raise Refusal("Overruling needs a reason (say, “valid for the library version in use”).")
+    if len(reason) > REASON_MAX:
+        raise Refusal(f"Keep the reason under {REASON_MAX} characters.")
     with transaction.atomic():
         finding, task = _locked(finding_id)
         if finding.review.status != Review.CLOSED:
             raise Refusal("The review is still open: its findings are not all in yet.")
         if task.status in SETTLED:
             raise Refusal(f"{task.key} is {task.get_status_display()}: its verdicts are final.")
+        if verdict == Finding.ACCEPTED and task.status == Task.APPROVED:
+            raise Refusal(
+                f"{task.key} is already approved; a lead must take it back before a finding "
+                "can send it to its builder."
+            )
         previous = finding.verdict
         if previous == verdict and finding.reason == reason:
-            return finding
+            return f"“{finding.title}” was already {verdict}; nothing changed."
         finding.verdict, finding.reason = verdict, reason
         finding.decided_by, finding.decided_at = by, timezone.now()
-        finding.save(update_fields=["verdict", "reason", "decided_by", "decided_at"])
+        finding.resolved_in_commit = ""  # a new verdict is resolved anew
+        finding.save(
+            update_fields=["verdict", "reason", "decided_by", "decided_at", "resolved_in_commit"]
+        )
         Event.objects.record(
             "finding.accept" if verdict == Finding.ACCEPTED else "finding.overrule",
             by=by,
             task=task,
+            repository_id=task.repository_id,
+            wave_id=task.wave_id,
             payload={
                 "finding": finding.pk,
                 "title": finding.title,
@@ -66,66 +84,110 @@ def decide(finding_id: int, *, verdict: str, reason: str = "", by: Any) -> Findi
             },
         )
         if verdict == Finding.ACCEPTED and previous != Finding.ACCEPTED:
-            _send_back(finding, task, by)
-    return finding
-
-
-def _send_back(finding: Finding, task: Task, by: Any) -> None:
-    """An accepted finding goes to the builder; a task in review returns to them."""
-    if task.assignee_id:
-        where = finding.path + (f":{finding.line_start}" if finding.line_start else "")
-        body = "\n\n".join(
-            part
-            for part in (
-                f"{where} [{finding.severity}]",
-                finding.body,
-                f"Suggested fix: {finding.suggested_fix}" if finding.suggested_fix else "",
-                f"Note from {by.get_username()}: {finding.reason}" if finding.reason else "",
+            return _send_back(finding, task, by)
+        if previous == Finding.ACCEPTED:  # the builder was told to fix it: untell them
+            _tell_builder(
+                task,
+                by,
+                f"Withdrawn finding on {task.key}: {finding.title} (do not fix it)",
+                f"Overruled by {by.get_username()}: {reason}",
             )
-            if part
+            return f"Overruled “{finding.title}”; its builder is told not to fix it."
+        return f"Overruled “{finding.title}” on {task.key}."
+
+
+def _tell_builder(task: Task, by: Any, subject: str, body: str) -> bool:
+    if not task.assignee_id:
+        return False
+    Message.objects.create(
+        recipient_id=task.assignee_id, sender_user=by, task=task, subject=subject, body=body
+    )
+    return True
+
+
+def _send_back(finding: Finding, task: Task, by: Any) -> str:
+    """An accepted finding goes to the builder; a task in review returns to them."""
+    where = finding.path + (f":{finding.line_start}" if finding.line_start else "")
+    body = "\n\n".join(
+        part
+        for part in (
+            f"{where} [{finding.severity}]",
+            finding.body,
+            f"Suggested fix: {finding.suggested_fix}" if finding.suggested_fix else "",
+            f"Note from {by.get_username()}: {finding.reason}" if finding.reason else "",
         )
-        Message.objects.create(
-            recipient_id=task.assignee_id,
-            sender_user=by,
-            task=task,
-            subject=f"Accepted finding on {task.key}: {finding.title}",
-            body=body,
-        )
+        if part
+    )
+    told = _tell_builder(task, by, f"Accepted finding on {task.key}: {finding.title}", body)
     if task.status == Task.IN_REVIEW:
         try:
             task.request_changes(by=by, reason=f"finding accepted: {finding.title}")
         except TransitionError as exc:  # moved meanwhile (we hold its lock: unlikely)
             raise Refusal(exc.message) from exc
+        return f"Accepted “{finding.title}”: {task.key} went back to its builder with it."
+    if told:
+        return f"Accepted “{finding.title}”: sent to {task.key}'s builder."
+    return (
+        f"Accepted “{finding.title}”; {task.key} has no builder right now, so the next one "
+        "finds it on the task page."
+    )
 
 
-def resolve(finding_id: int, *, by: Any) -> Finding:
+def _submitted_since(task_ids: list[int]) -> dict[int, Any]:
+    """Each task's latest submit time (one query)."""
+    rows = (
+        Event.objects.filter(kind="task.submit", task_id__in=task_ids)
+        .values("task_id")
+        .annotate(last=Max("created_at"))
+    )
+    return {row["task_id"]: row["last"] for row in rows}
+
+
+def _resolvable(finding: Finding, task: Task, last_submit) -> bool:
+    """An accepted finding can be checked once the builder resubmitted after it was
+    accepted and the task is back in review."""
+    return (
+        finding.verdict == Finding.ACCEPTED
+        and not finding.resolved_in_commit
+        and task.status in (Task.IN_REVIEW, Task.APPROVED)
+        and last_submit is not None
+        and finding.decided_at is not None
+        and last_submit > finding.decided_at
+    )
+
+
+def resolve(finding_id: int, *, by: Any) -> str:
     """Mark an accepted finding fixed by the builder's resubmitted commit."""
     with transaction.atomic():
         finding, task = _locked(finding_id)
         if finding.verdict != Finding.ACCEPTED:
             raise Refusal("Only an accepted finding is resolved.")
+        if finding.resolved_in_commit:
+            return f"“{finding.title}” was already resolved."
         if task.status in SETTLED:
             raise Refusal(f"{task.key} is {task.get_status_display()}: its findings are final.")
-        if not task.head_sha or task.head_sha == finding.review.commit_sha:
+        if not _resolvable(finding, task, _submitted_since([task.pk]).get(task.pk)):
             raise Refusal(
-                f"{task.key} has not been resubmitted since the review: nothing to check yet."
+                f"{task.key} has not been resubmitted since the finding was accepted: "
+                "nothing to check yet."
             )
-        if finding.resolved_in_commit == task.head_sha:
-            return finding
         finding.resolved_in_commit = task.head_sha
         finding.save(update_fields=["resolved_in_commit"])
         Event.objects.record(
             "finding.resolve",
             by=by,
             task=task,
+            repository_id=task.repository_id,
+            wave_id=task.wave_id,
             payload={"finding": finding.pk, "title": finding.title, "commit": task.head_sha},
         )
-    return finding
+    return f"“{finding.title}” is resolved in {task.head_sha[:10]}."
 
 
-def queue() -> list[Finding]:
+def waiting(tasks=None) -> list[Finding]:
     """What waits for a person: pending findings of closed reviews, and accepted ones
-    not yet resolved in a resubmitted commit, for tasks not yet merged."""
+    the builder has resubmitted since, for tasks not yet merging (optionally only
+    these tasks). Each carries ``resolvable``."""
     findings = (
         Finding.objects.filter(review__status=Review.CLOSED)
         .filter(Q(verdict=Finding.PENDING) | Q(verdict=Finding.ACCEPTED, resolved_in_commit=""))
@@ -133,14 +195,31 @@ def queue() -> list[Finding]:
         .select_related("review__task__repository", "review__reviewer", "decided_by")
         .order_by("review__task__key", "review_id", "path", "line_start", "pk")
     )
-    return [
-        f
-        for f in findings
-        if f.verdict == Finding.PENDING
-        or (
-            f.verdict == Finding.ACCEPTED
-            and not f.resolved_in_commit
-            and f.review.task.head_sha
-            and f.review.task.head_sha != f.review.commit_sha
-        )
-    ]
+    if tasks is not None:
+        findings = findings.filter(review__task__in=tasks)
+    findings = list(findings)
+    submitted = _submitted_since(list({f.review.task_id for f in findings}))
+    kept = []
+    for f in findings:
+        f.resolvable = _resolvable(f, f.review.task, submitted.get(f.review.task_id))
+        if f.verdict == Finding.PENDING or f.resolvable:
+            kept.append(f)
+    return kept
+
+
+def queue() -> list[Finding]:
+    return waiting()
+
+
+def reviews_of(task: Task) -> list[Review]:
+    """A task's reviews, newest first, with their findings (each with ``resolvable``)."""
+    reviews = list(
+        task.reviews.select_related("reviewer", "task")
+        .prefetch_related("findings__decided_by")
+        .order_by("-created_at")
+    )
+    last = _submitted_since([task.pk]).get(task.pk)
+    for review in reviews:
+        for finding in review.findings.all():
+            finding.resolvable = _resolvable(finding, task, last)
+    return reviews

@@ -319,7 +319,7 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
         title="No test for negative prices",
         verdict=Finding.ACCEPTED,
         decided_by=reviewer_user,
-        decided_at=now,
+        decided_at=timezone.now(),  # after T-3's submit: the builder has not fixed it yet
     )
 
     # bob went silent while holding T-4; cyd is rotating; one builder hit its cap.

@@ -47,7 +47,6 @@ from fleet.models import (
     Budget,
     CheckRun,
     Event,
-    Finding,
     MergeRequest,
     Repository,
     Task,
@@ -203,21 +202,16 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                     reverse("fleet-task", args=[task.key]),
                 )
             )
-    waiting = (
-        Finding.objects.filter(review__task__in=list(by_pk), review__status="closed")
-        .filter(verdict=Finding.PENDING)
-        .values("review__task_id")
-        .annotate(n=Count("pk"))
-        .order_by("review__task_id")
-    )
-    for row in waiting:
-        task = by_pk[row["review__task_id"]]
-        n = row["n"]
+    from fleet.adjudication import waiting
+
+    counts = Counter(f.review.task_id for f in waiting(tasks=list(by_pk)))
+    for task_id, n in sorted(counts.items()):
+        task = by_pk[task_id]
         found.append(
             Problem(
                 "warn",
                 task.key,
-                f"has {n} review finding{'s' if n != 1 else ''} waiting for a verdict.",
+                f"has {n} review finding{'s' if n != 1 else ''} waiting for a person.",
                 reverse("fleet-reviews"),
             )
         )

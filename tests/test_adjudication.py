@@ -83,6 +83,8 @@ def test_an_accepted_finding_is_resolved_only_after_a_resubmit(reviewed):
     adjudication.decide(bug.pk, verdict="accepted", by=lead)
     with pytest.raises(adjudication.Refusal, match="not been resubmitted"):
         adjudication.resolve(bug.pk, by=lead)
+    with pytest.raises(adjudication.Refusal, match="Only an accepted"):
+        adjudication.resolve(reviewed[3].pk, by=lead)
     # Nothing to check until the builder resubmits (the two pending ones still wait).
     assert bug.pk not in [f.pk for f in adjudication.queue()]
     task.refresh_from_db()
@@ -123,7 +125,7 @@ def test_waiting_findings_are_a_problem_for_the_lead(reviewed):
 
     task = reviewed[0]
     texts = [f"{p.subject} {p.text}" for p in live.overview_context()["problems"]]
-    assert f"{task.key} has 3 review findings waiting for a verdict." in texts
+    assert f"{task.key} has 3 review findings waiting for a person." in texts
 
 
 def test_the_task_page_shows_each_review_and_its_findings(client, reviewed):
@@ -132,3 +134,45 @@ def test_the_task_page_shows_each_review_and_its_findings(client, reviewed):
     html = client.get(reverse("fleet-task", args=[task.key])).content.decode()
     section = html[html.index('id="task-findings"') :]
     assert "Off by one" in section and "Old API" in section and "Overrule</button>" in section
+
+
+def test_a_finding_accepted_after_a_resubmit_waits_for_the_next_one(reviewed):
+    task, builder, bug, fp1, _ = reviewed
+    lead = make_user("lena", "lead")
+    adjudication.decide(bug.pk, verdict="accepted", by=lead)
+    task.refresh_from_db()
+    task.resume(by=builder)
+    task.submit(commit="b" * 40, by=builder)
+    # Accepted only now: the commit b was made before anyone told the builder.
+    adjudication.decide(fp1.pk, verdict="accepted", by=lead)
+    with pytest.raises(adjudication.Refusal, match="not been resubmitted"):
+        adjudication.resolve(fp1.pk, by=lead)
+    assert fp1.pk not in [f.pk for f in adjudication.queue()]
+
+
+def test_overruling_an_accepted_finding_tells_the_builder_and_unresolves(reviewed):
+    task, builder, bug, _, _ = reviewed
+    lead = make_user("lena", "lead")
+    adjudication.decide(bug.pk, verdict="accepted", by=lead)
+    done = adjudication.decide(bug.pk, verdict="overruled", reason="the range is right", by=lead)
+    assert "told not to fix" in done
+    subjects = list(Message.objects.filter(recipient=builder).values_list("subject", flat=True))
+    assert any(s.startswith("Withdrawn finding") for s in subjects) and len(subjects) == 2
+    # The same verdict again changes nothing and sends nothing.
+    again = adjudication.decide(bug.pk, verdict="overruled", reason="the range is right", by=lead)
+    assert "nothing changed" in again and Message.objects.filter(recipient=builder).count() == 2
+    # A resolved finding accepted anew must be resolved anew.
+    Finding.objects.filter(pk=bug.pk).update(resolved_in_commit="c" * 40)
+    adjudication.decide(bug.pk, verdict="accepted", by=lead)
+    bug.refresh_from_db()
+    assert bug.resolved_in_commit == ""
+
+
+def test_an_approved_task_is_not_sent_back_by_a_late_accept(reviewed):
+    task, _, _, fp1, _ = reviewed
+    lead = make_user("lena", "lead")
+    task.approve(by=lead)
+    with pytest.raises(adjudication.Refusal, match="already approved"):
+        adjudication.decide(fp1.pk, verdict="accepted", by=lead)
+    fp1.refresh_from_db()
+    assert fp1.verdict == Finding.PENDING

@@ -70,8 +70,8 @@ PINNED = [
     ("fleet-activity", None, 6),  # + repositories (filter), count, page
     ("fleet-repositories", None, 8),  # + repositories, tasks, claims, queue, kept
     ("fleet-merges", None, 5),  # + queue, recent
-    ("fleet-plans", None, 4),
-    ("fleet-reviews", None, 4),  # + findings waiting  # + plans with their wave counts
+    ("fleet-plans", None, 4),  # + plans with their wave counts
+    ("fleet-reviews", None, 5),  # + findings waiting, their tasks' last submits
     ("fleet-agent", "agent", 10),  # + pk, agent, sessions, journal, inbox, spend, totals...
     ("fleet-repository", "repository", 10),  # + repo twice, open, merged, claims, queue, trees
 ]

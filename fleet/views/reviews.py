@@ -44,19 +44,17 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 @require_POST
 @role_required(*ADJUDICATORS)
 def finding_verdict(request: HttpRequest, finding_id: int) -> HttpResponse:
-    verdict = request.POST.get("verdict", "")
     try:
-        finding = adjudication.decide(
-            finding_id, verdict=verdict, reason=request.POST.get("reason", ""), by=request.user
+        done = adjudication.decide(
+            finding_id,
+            verdict=request.POST.get("verdict", ""),
+            reason=request.POST.get("reason", ""),
+            by=request.user,
         )
     except adjudication.Refusal as exc:
         messages.error(request, f"Not recorded: {exc}")
     else:
-        key = finding.review.task.key
-        if verdict == "accepted":
-            messages.success(request, f"Accepted “{finding.title}”: sent to {key}'s builder.")
-        else:
-            messages.success(request, f"Overruled “{finding.title}” on {key}.")
+        messages.success(request, done)
     return _back(request)
 
 
@@ -64,9 +62,7 @@ def finding_verdict(request: HttpRequest, finding_id: int) -> HttpResponse:
 @role_required(*ADJUDICATORS)
 def finding_resolve(request: HttpRequest, finding_id: int) -> HttpResponse:
     try:
-        finding = adjudication.resolve(finding_id, by=request.user)
+        messages.success(request, adjudication.resolve(finding_id, by=request.user))
     except adjudication.Refusal as exc:
         messages.error(request, f"Not resolved: {exc}")
-    else:
-        messages.success(request, f"“{finding.title}” is resolved in the new commit.")
     return _back(request)

@@ -17,7 +17,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from fleet import merging, planning
+from fleet import adjudication, merging, planning
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
@@ -112,12 +112,7 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
     context.update(
         is_lead=LEAD in user_roles(request.user),
         can_adjudicate=bool(user_roles(request.user) & {LEAD, REVIEWER}),
-        reviews=list(
-            context["task"]
-            .reviews.select_related("reviewer", "task")
-            .prefetch_related("findings__decided_by")
-            .order_by("-created_at")
-        ),
+        reviews=adjudication.reviews_of(context["task"]),
         live_view="task",
         live_key=pk,
     )

@@ -1,36 +1,51 @@
 // The review queue from the keyboard: j/k move between findings, a accepts the
-// current one, o puts the cursor in its overrule reason (Enter overrules).
+// current one (the finding that has the focus), o puts the cursor in its overrule
+// reason (Enter overrules, Escape goes back to the list).
 (function () {
   "use strict";
   const queue = document.querySelector("[data-review-queue]");
   if (!queue) return;
   const findings = () => Array.from(queue.querySelectorAll(".finding"));
-  let current = -1;
+  let submitting = false; // one verdict at a time: the page reloads after each
+
+  function currentIndex() {
+    const here = document.activeElement && document.activeElement.closest(".finding");
+    return here ? findings().indexOf(here) : -1;
+  }
 
   function select(index) {
     const all = findings();
     if (!all.length) return;
-    current = Math.max(0, Math.min(index, all.length - 1));
-    all.forEach((el, i) => el.classList.toggle("selected", i === current));
-    all[current].focus();
-    all[current].scrollIntoView({ block: "nearest" });
+    const i = Math.max(0, Math.min(index, all.length - 1));
+    all.forEach((el, n) => el.classList.toggle("selected", n === i));
+    all[i].focus();
+    all[i].scrollIntoView({ block: "nearest" });
   }
 
   // After a verdict the page comes back at #finding-N: start from there.
-  const start = window.location.hash && document.querySelector(window.location.hash);
-  if (start) select(findings().indexOf(start));
+  const hash = decodeURIComponent(window.location.hash.slice(1));
+  const start = hash && document.getElementById(hash);
+  if (start && start.classList.contains("finding")) select(findings().indexOf(start));
+
+  queue.addEventListener("submit", () => { submitting = true; });
 
   document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const typing = event.target.closest("input, textarea, select");
-    if (typing) return;
-    const all = findings();
-    const here = all[current];
-    if (event.key === "j") select(current + 1);
-    else if (event.key === "k") select(current - 1);
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    if (event.target.closest("input, textarea, select")) {
+      if (event.key === "Escape") {
+        const finding = event.target.closest(".finding");
+        if (finding) finding.focus();
+      }
+      return;
+    }
+    if (submitting) return;
+    const i = currentIndex();
+    const here = i >= 0 ? findings()[i] : null;
+    if (event.key === "j") select(i + 1);
+    else if (event.key === "k") select(i < 0 ? 0 : i - 1);
     else if (event.key === "a" && here) {
-      const button = here.querySelector("form.accept button");
-      if (button) button.click();
+      const form = here.querySelector("form.accept");
+      if (form) { submitting = true; form.requestSubmit(); }
     } else if (event.key === "o" && here) {
       const reason = here.querySelector("form.overrule input[name=reason]");
       if (reason) reason.focus();
