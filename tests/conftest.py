@@ -73,3 +73,15 @@ def git_origin(tmp_path: Path) -> tuple[Path, Path]:
         origin=origin, clone=clone, files={"README.md": "hello\n"}, message="initial"
     )
     return origin, clone
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test gets its own channel layer: every async test runs on a new event loop,
+    and channels_redis's layer keeps asyncio locks bound to the loop that first used
+    them (several consumers of one test contend for them)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
