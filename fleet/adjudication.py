@@ -73,9 +73,7 @@ def decide(finding_id: int, *, verdict: str, reason: str = "", by: Any) -> str:
         Event.objects.record(
             "finding.accept" if verdict == Finding.ACCEPTED else "finding.overrule",
             by=by,
-            task=task,
-            repository_id=task.repository_id,
-            wave_id=task.wave_id,
+            **task._event_subjects(),
             payload={
                 "finding": finding.pk,
                 "title": finding.title,
@@ -176,15 +174,13 @@ def resolve(finding_id: int, *, by: Any) -> str:
         Event.objects.record(
             "finding.resolve",
             by=by,
-            task=task,
-            repository_id=task.repository_id,
-            wave_id=task.wave_id,
+            **task._event_subjects(),
             payload={"finding": finding.pk, "title": finding.title, "commit": task.head_sha},
         )
     return f"“{finding.title}” is resolved in {task.head_sha[:10]}."
 
 
-def waiting(tasks=None) -> list[Finding]:
+def queue(tasks=None) -> list[Finding]:
     """What waits for a person: pending findings of closed reviews, and accepted ones
     the builder has resubmitted since, for tasks not yet merging (optionally only
     these tasks). Each carries ``resolvable``."""
@@ -205,10 +201,6 @@ def waiting(tasks=None) -> list[Finding]:
         if f.verdict == Finding.PENDING or f.resolvable:
             kept.append(f)
     return kept
-
-
-def queue() -> list[Finding]:
-    return waiting()
 
 
 def reviews_of(task: Task) -> list[Review]:

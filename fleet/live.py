@@ -189,7 +189,8 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                 )
             )
     latest: dict[tuple[int, str], CheckRun] = {}
-    for run in CheckRun.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk"):
+    runs = CheckRun.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk")
+    for run in runs.only("task_id", "name", "status", "commit_sha"):
         latest[(run.task_id, run.name)] = run
     for (task_id, name), run in sorted(latest.items()):
         task = by_pk[task_id]
@@ -202,9 +203,9 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                     reverse("fleet-task", args=[task.key]),
                 )
             )
-    from fleet.adjudication import waiting
+    from fleet.adjudication import queue
 
-    counts = Counter(f.review.task_id for f in waiting(tasks=list(by_pk)))
+    counts = Counter(f.review.task_id for f in queue(tasks=list(by_pk)))
     for task_id, n in sorted(counts.items()):
         task = by_pk[task_id]
         found.append(
@@ -216,7 +217,8 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
             )
         )
     last_merge: dict[int, MergeRequest] = {}
-    for mr in MergeRequest.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk"):
+    merges = MergeRequest.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk")
+    for mr in merges.only("task_id", "result", "step"):
         last_merge[mr.task_id] = mr
     for task_id, mr in sorted(last_merge.items()):
         if mr.result == MergeRequest.FAILED:
@@ -260,14 +262,6 @@ def overview_context(filters: Mapping[str, str] | None = None) -> dict[str, Any]
         "filters": filters,
         "repositories": list(Repository.objects.order_by("name").values_list("slug", "name")),
         "roles": [r for r, _ in Agent.ROLE_CHOICES],
-        **constants(),
-    }
-
-
-def constants() -> dict[str, Any]:
-    return {
-        "rotate_pct": settings.FLEET_CONTEXT_ROTATE_PCT,
-        "heartbeat_ttl": settings.FLEET_HEARTBEAT_TTL,
     }
 
 
@@ -288,7 +282,7 @@ class Page:
 def _overview(key: str) -> dict[str, Any]:
     from urllib.parse import parse_qsl
 
-    return overview_context(overview_filters(dict(parse_qsl(key))))
+    return overview_context(dict(parse_qsl(key)))  # canonical: see resolve()
 
 
 def _int_key(key: str) -> int | None:
@@ -331,7 +325,7 @@ PAGES: dict[str, Page] = {
         "fleet/overview.html",
         ("summary", "problems", "agents", "waves", "tasks"),
         _overview,
-        lambda row: None,
+        lambda row: set() if row["kind"] == "agent.journal" else None,
     ),
     "agent": Page(
         "fleet/agent.html",
@@ -358,7 +352,6 @@ PAGES: dict[str, Page] = {
         lambda row: {""} if row["kind"].startswith(("merge.", "task.")) else set(),
     ),
 }
-VIEWS = tuple(PAGES)
 
 
 class NoSuchPage(LookupError):
@@ -451,13 +444,13 @@ async def render_snapshot(view: str, key: str) -> tuple[float, str]:
 PULSE_FIELDS = ("pk", "status", "last_heartbeat_at", "context_pct", "spent_usd", "status_line")
 
 
-def pulse(agent: Any, now=None) -> str:
+def pulse(agent: dict[str, Any], now=None) -> str:
     """The part of an agent's card a heartbeat changes (heartbeat age, context gauge,
     spend against budget, status line), as one element with its own id. Built with
     ``format_html`` rather than the template engine: a busy fleet sends hundreds of
     these a second."""
     now = now or timezone.now()
-    get = agent.get if isinstance(agent, dict) else lambda name: getattr(agent, name, None)
+    get = agent.get
     pk, status, last = get("pk"), get("status"), get("last_heartbeat_at")
     seconds = None if last is None else (now - last).total_seconds()
     health, rotate, context = (
@@ -525,15 +518,10 @@ class Pump:
         self.beat_seen: dict[int, Any] = {}
         self.beat_rows: dict[int, dict] = {}
         self.last_full = self.last_pulses = 0.0
-        self.frames = 0
         # Changed on the event loop, copied by the pump's worker thread: hence the lock.
         self.lock = threading.Lock()
         self.watched: Counter[tuple[str, str]] = Counter()
         self.sent_at: dict[tuple[str, str], float] = {}  # `at` of the page's last frame
-
-    @property
-    def watchers(self) -> int:
-        return sum(self.watched.values())
 
     def watch(self, view: str, key: str, delta: int) -> None:
         """A browser of this process started (+1) or stopped (-1) watching a page; the
@@ -553,12 +541,6 @@ class Pump:
         """Something changed in this process (a heartbeat batch was recorded): tick
         now rather than at the next poll, within the frame-rate cap."""
         if self.wake is not None and self.loop is not None:
-            try:
-                if asyncio.get_running_loop() is self.loop:
-                    self.wake.set()
-                    return
-            except RuntimeError:
-                pass
             with contextlib.suppress(RuntimeError):  # that loop has closed (tests)
                 self.loop.call_soon_threadsafe(self.wake.set)
 
@@ -581,7 +563,6 @@ class Pump:
             try:
                 at, frames = await sync_to_async(self.collect, thread_sensitive=False)()
                 for page, html in frames:
-                    self.frames += 1
                     self.sent_at[page] = at  # before sending: see shared_snapshot
                     await layer.group_send(
                         group(*page), {"type": "fleet.fragment", "html": html, "at": at}
@@ -629,9 +610,11 @@ class Pump:
             self.last_full = self.last_pulses = now
             rows, beats = None, []
         else:
-            rows = list(Event.objects.filter(id__gt=self.last_id - WINDOW).values(*EVENT_FIELDS))
-            ids = {row["id"] for row in rows}
-            rows = [row for row in rows if row["id"] not in self.seen]
+            ids = set(
+                Event.objects.filter(id__gt=self.last_id - WINDOW).values_list("id", flat=True)
+            )
+            new = ids - self.seen
+            rows = list(Event.objects.filter(id__in=new).values(*EVENT_FIELDS)) if new else []
             self.seen = ids
             if ids:
                 self.last_id = max(self.last_id, max(ids))

@@ -27,6 +27,7 @@ from fleet.models import (
     Wave,
 )
 
+from .api.conftest import AgentClient
 from .conftest import make_agent, make_repository, make_task, make_user, make_wave
 
 pytestmark = pytest.mark.django_db
@@ -220,24 +221,13 @@ def test_a_pulse_shows_spend_against_the_budget():
 
 def test_events_of_one_request_share_its_correlation_id(client, settings):
     settings.FLEET_TRUST_REQUEST_ID = True  # behind a proxy that sets X-Request-ID
-    agent = make_agent()
-    token = agent.issue_token()
-    response = client.post(
-        "/api/v1/journal",
-        {"kind": "note", "body": "hello"},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {token}",
-        HTTP_X_REQUEST_ID="req-42",
-    )
+    api = AgentClient(client, make_agent().issue_token())
+    response = api.post("journal", {"kind": "note", "body": "hello"}, HTTP_X_REQUEST_ID="req-42")
     assert response.status_code == 201 and response["X-Request-ID"] == "req-42"
     assert Event.objects.get(kind="agent.journal").correlation_id == "req-42"
     # A malformed id is replaced by a fresh one (never stored as sent).
-    response = client.post(
-        "/api/v1/journal",
-        {"kind": "note", "body": "again"},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {token}",
-        HTTP_X_REQUEST_ID="bad id\twith spaces",
+    response = api.post(
+        "journal", {"kind": "note", "body": "again"}, HTTP_X_REQUEST_ID="bad id\twith spaces"
     )
     fresh = response["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{16}", fresh)
@@ -245,13 +235,7 @@ def test_events_of_one_request_share_its_correlation_id(client, settings):
     assert Event.objects.filter(kind="agent.journal").first().correlation_id == fresh
     # Without a trusted proxy, nobody names their own id (say, to pass as a merge's).
     settings.FLEET_TRUST_REQUEST_ID = False
-    response = client.post(
-        "/api/v1/journal",
-        {"kind": "note", "body": "spoof"},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {token}",
-        HTTP_X_REQUEST_ID="merge-1",
-    )
+    response = api.post("journal", {"kind": "note", "body": "spoof"}, HTTP_X_REQUEST_ID="merge-1")
     assert response["X-Request-ID"] != "merge-1"
     assert not Event.objects.filter(correlation_id="merge-1").exists()
 

@@ -141,42 +141,35 @@ def run(
 ) -> dict:
     results: dict = {"agents": agents, "seconds": seconds, "servers": {}}
     for kind in servers:
-        workdir = Path(tempfile.mkdtemp(prefix=f"fleet-bench-{kind}-"))
-        try:
-            with bench_database(workdir, database_url) as url:
-                env = bench_env(workdir, url)
-                results["database"] = url.split(":", 1)[0]
-                progress(f"[{kind}] migrating a fresh {results['database']} database …")
-                _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
-                seeded = json.loads(
-                    _run_module(
-                        ["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env
+        with bench_site(f"fleet-bench-{kind}-", database_url, results, progress) as (
+            workdir,
+            env,
+        ):
+            seeded = json.loads(
+                _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env)
+            )
+            # No access log: a per-request log line is an operator's choice, not Fleet's cost.
+            server = Server(
+                free_port(), workdir, env=env, kind=kind, access_log=False, inherit_env=False
+            )
+            with server:
+                runs = {}
+                for label, make, check in (
+                    ("raw", _raw, None),
+                    ("baseline", _ping, None),
+                    ("heartbeat", _heartbeat_requests(seeded["agents"]), _check_heartbeat),
+                ):
+                    progress(f"[{kind}] {label}: {DESCRIBE[label]}, {agents} clients …")
+                    runs[label] = run_load(
+                        port=server.port,
+                        clients=agents,
+                        make_request=make,
+                        seconds=seconds,
+                        warmup=warmup,
+                        check=check,
                     )
-                )
-                # No access log: a per-request log line is an operator's choice, not Fleet's cost.
-                server = Server(
-                    free_port(), workdir, env=env, kind=kind, access_log=False, inherit_env=False
-                )
-                with server:
-                    runs = {}
-                    for label, make, check in (
-                        ("raw", _raw, None),
-                        ("baseline", _ping, None),
-                        ("heartbeat", _heartbeat_requests(seeded["agents"]), _check_heartbeat),
-                    ):
-                        progress(f"[{kind}] {label}: {DESCRIBE[label]}, {agents} clients …")
-                        runs[label] = run_load(
-                            port=server.port,
-                            clients=agents,
-                            make_request=make,
-                            seconds=seconds,
-                            warmup=warmup,
-                            check=check,
-                        )
-                    rss = server.rss_kb()
-                stored = json.loads(_run_module(["-m", "fleet.bench.seed", "counts"], env))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+                rss = server.rss_kb()
+            stored = json.loads(_run_module(["-m", "fleet.bench.seed", "counts"], env))
         results["servers"][kind] = _summarize(runs, rss, stored)
     return results
 

@@ -23,6 +23,6 @@ def age(seconds: float | None) -> str:
 @register.simple_tag
 def agent_pulse(agent) -> str:
     """The heartbeat-driven part of an agent's card (see ``fleet.live.pulse``)."""
-    from fleet.live import pulse
+    from fleet.live import PULSE_FIELDS, pulse
 
-    return pulse(agent)
+    return pulse({name: getattr(agent, name, None) for name in (*PULSE_FIELDS, "budget_usd")})

@@ -96,7 +96,6 @@ def agent_context(pk: int) -> dict[str, Any] | None:
         "inbox": list(agent.inbox.select_related("task").order_by("-created_at")[:50]),
         "spend_events": list(agent.spend.select_related("task").order_by("-created_at")[:50]),
         "spend": spend,
-        **live.constants(),
     }
 
 

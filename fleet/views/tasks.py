@@ -22,8 +22,9 @@ from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
 from fleet.models import FileClaim, MergeRequest, Repository, Task, TransitionError
-from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
+from fleet.roles import LEAD, ROLES, role_required, user_roles
 from fleet.views.live import live_snapshot
+from fleet.views.reviews import can_adjudicate
 
 
 def _main_ref(repository: Repository) -> str:
@@ -111,7 +112,7 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
         raise Http404(key)
     context.update(
         is_lead=LEAD in user_roles(request.user),
-        can_adjudicate=bool(user_roles(request.user) & {LEAD, REVIEWER}),
+        can_adjudicate=can_adjudicate(request.user),
         reviews=adjudication.reviews_of(context["task"]),
         live_view="task",
         live_key=pk,
@@ -297,10 +298,13 @@ def repository_context(pk: int) -> dict[str, Any] | None:
 @require_GET
 @role_required(*ROLES)
 def repository_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    repository = get_object_or_404(Repository, slug=slug)
+    pk = get_object_or_404(Repository.objects.values_list("pk", flat=True), slug=slug)
     if request.GET.get("live"):
-        return live_snapshot("repository", str(repository.pk))
-    context = repository_context(repository.pk)
+        return live_snapshot("repository", str(pk))
+    context = repository_context(pk)
+    if context is None:
+        raise Http404(slug)
+    repository = context["repository"]
     trees = _worktrees(repository.tasks.exclude(worktree_path="").order_by("key"))
     context.update(
         worktrees=trees,
