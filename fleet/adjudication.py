@@ -212,6 +212,66 @@ def reviews_of(task: Task) -> list[Review]:
     )
     last = _submitted_since([task.pk]).get(task.pk)
     for review in reviews:
-        for finding in review.findings.all():
+        review.findings_list = list(review.findings.all())
+        for finding in review.findings_list:
             finding.resolvable = _resolvable(finding, task, last)
     return reviews
+
+
+def request_rereview(task: Task, *, by: Any) -> str:
+    """A lead asks for a re-review of the submitted commit: a new Review that only a
+    reviewer who never reviewed (or held) the task may take. When it closes, the
+    findings accepted before it are settled and its own wait for a verdict."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=task.pk)
+        if task.status not in (Task.IN_REVIEW, Task.APPROVED):
+            raise Refusal(
+                f"{task.key} is {task.get_status_display()}; a re-review is of a submitted "
+                "task waiting to merge."
+            )
+        if task.reviews.filter(status=Review.OPEN).exists():
+            raise Refusal(f"{task.key} already has a review open.")
+        review = Review.objects.create(
+            task=task,
+            commit_sha=task.head_sha,
+            provenance={"requested_by": by.get_username()},
+        )
+        Event.objects.record(
+            "review.requested",
+            by=by,
+            **task._event_subjects(),
+            payload={"review": review.pk, "commit": task.head_sha},
+        )
+    return f"A new fresh reviewer will review {task.key} at {task.head_sha[:10]}."
+
+
+def tick(task: Task, *, item: str, ticked: bool, by: Any) -> str:
+    """Tick (or untick) a definition-of-done item a person checks, for the commit
+    submitted now (a resubmit needs a new tick)."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().select_related("repository").get(pk=task.pk)
+        manual = [i for i in task.repository.dod_items or [] if isinstance(i, str)]
+        if item not in manual:
+            raise Refusal(f"“{item[:100]}” is not an item of {task.repository}'s checklist.")
+        if not task.head_sha:
+            raise Refusal(f"{task.key} has not been submitted: nothing to tick yet.")
+        if task.status in SETTLED:
+            raise Refusal(f"{task.key} is {task.get_status_display()}: its checklist is final.")
+        ticks = dict(task.dod_ticks or {})
+        if ticked:
+            ticks[item] = {
+                "by": by.get_username(),
+                "at": timezone.now().isoformat(),
+                "commit": task.head_sha,
+            }
+        else:
+            ticks.pop(item, None)
+        task.dod_ticks = ticks
+        task.save(update_fields=["dod_ticks"])
+        Event.objects.record(
+            "task.dod_tick",
+            by=by,
+            **task._event_subjects(),
+            payload={"item": item, "ticked": ticked, "commit": task.head_sha},
+        )
+    return f"“{item}” {'ticked' if ticked else 'unticked'} for {task.head_sha[:10]}."

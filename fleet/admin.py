@@ -11,7 +11,7 @@ from fleet import models as m
 
 @admin.register(m.Repository)
 class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "default_branch", "remote_name", "path"]
+    list_display = ["name", "slug", "default_branch", "remote_name", "auto_merge", "path"]
     search_fields = ["name", "slug", "path"]
     readonly_fields = ["created_at"]
 
@@ -170,6 +170,13 @@ class MergeRequestAdmin(admin.ModelAdmin):
     list_filter = ["step", "result", "repository"]
     search_fields = ["task__key", "candidate_sha"]
     readonly_fields = ["candidate_sha", "step", "result", "log", "created_at", "updated_at"]
+
+
+@admin.register(m.WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["kind", "task", "url", "attempts", "delivered_at", "gave_up_at", "last_error"]
+    list_filter = ["kind", "repository"]
+    readonly_fields = ["payload", "attempts", "delivered_at", "gave_up_at", "last_error"]
 
 
 @admin.register(m.SpendEvent)

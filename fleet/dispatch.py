@@ -156,6 +156,9 @@ def _next_task(agent: Agent) -> Task | None:
         current = leased_task(agent)
         if current is not None and current.status in Task.LEASED_STATES:
             return current  # idempotent: a retried call gets the same task back
+        returned = _returned_task(agent)
+        if returned is not None:
+            return returned
         candidates = Task.objects.ready()
         if agent.repository_id:
             candidates = candidates.filter(repository_id=agent.repository_id)
@@ -171,6 +174,26 @@ def _next_task(agent: Agent) -> Task | None:
             agent.current_task = task
             agent.save(update_fields=["current_task"])
     _ensure_worktree(task, agent)
+    return Task.objects.select_related("repository").get(pk=task.pk)
+
+
+def _returned_task(agent: Agent) -> Task | None:
+    """A task sent back to this builder (accepted findings, a failed merge) comes
+    before new work: it resumes on the same branch and worktree, with a new lease."""
+    task = (
+        _locked(Task.objects.filter(status=Task.CHANGES_REQUESTED, assignee=agent))
+        .order_by("updated_at", "pk")
+        .first()
+    )
+    if task is None:
+        return None
+    task.resume(by=agent)
+    task.refresh_from_db()
+    if agent.status == Agent.IDLE:
+        agent.start_work(task=task)
+    else:
+        agent.current_task = task
+        agent.save(update_fields=["current_task"])
     return Task.objects.select_related("repository").get(pk=task.pk)
 
 
@@ -223,25 +246,20 @@ def _next_review(agent: Agent) -> Review | None:
         mine = Review.objects.filter(reviewer=agent, status=Review.OPEN).first()
         if mine is not None:
             return mine
-        # A fresh reviewer never reviews a task it ever held.
-        held = Event.objects.filter(kind="task.assign", payload__agent=agent.name).values("task_id")
-        candidates = (
-            Review.objects.filter(status=Review.OPEN, reviewer__isnull=True)
-            .exclude(task__assignee=agent)
-            .exclude(task_id__in=held)
-            .order_by("created_at")
-        )
-        if agent.repository_id:
-            candidates = candidates.filter(task__repository_id=agent.repository_id)
-        review = _locked(candidates).first()
+        session = open_session(agent)
+        review = _locked(fresh_reviews(agent, session)).first()
         if review is None:
             return None
         review.reviewer = agent
-        review.session = open_session(agent)
+        review.session = session
         review.provenance = {
             "reviewer": agent.name,
-            "session": review.session.pk,
+            "session": session.pk,
+            "model": session.model_name,
             "never_held_task": True,
+            "fresh_session": True,  # never saw the builder's context
+            "first_review_of_task_by_agent": True,
+            "requested_by": review.provenance.get("requested_by", ""),
         }
         review.save(update_fields=["reviewer", "session", "provenance"])
         if agent.status == Agent.IDLE:
@@ -250,16 +268,52 @@ def _next_review(agent: Agent) -> Review | None:
     return review
 
 
+def fresh_reviews(agent: Agent, session: AgentSession):
+    """The open reviews this reviewer may take. A fresh reviewer never reviews a task
+    it ever held, claimed files for or journalled about in this session, nor one it
+    reviewed before (a re-review goes to a new reviewer)."""
+    held = Event.objects.filter(kind="task.assign", payload__agent=agent.name).values("task_id")
+    claimed = FileClaim.objects.filter(agent=agent).values("task_id")
+    journalled = JournalEntry.objects.filter(session=session, task__isnull=False).values("task_id")
+    reviewed = Review.objects.filter(reviewer=agent).values("task_id")
+    candidates = (
+        Review.objects.filter(status=Review.OPEN, reviewer__isnull=True)
+        .exclude(task__assignee=agent)
+        .exclude(task_id__in=held)
+        .exclude(task_id__in=claimed)
+        .exclude(task_id__in=journalled)
+        .exclude(task_id__in=reviewed)
+        .order_by("created_at")
+    )
+    if agent.repository_id:
+        candidates = candidates.filter(task__repository_id=agent.repository_id)
+    return candidates
+
+
 def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
-    """A builder hands in a commit: the task goes to review and a Review opens. The
-    ownership gate (changed files within the declared and claimed paths, none that
-    planning gave another task) is worked out here and kept on the task."""
+    """A builder hands in a commit: the task goes to review. The first submit opens a
+    Review; a resubmit moves a review nobody took yet to the new commit, and
+    otherwise leaves the accepted findings for a person to check against the new
+    diff (or for a re-review, when a lead asks for one). The ownership gate (changed
+    files within the declared and claimed paths, none that planning gave another
+    task) is worked out here and kept on the task."""
     require_role(agent, Agent.BUILDER, action="submit code")
     require_own_task(agent, task, action="submit it")
     report = planning.ownership(task, commit)  # git, before the transaction
     with transaction.atomic():
         task.submit(commit=commit, by=agent, epoch=epoch, ownership=report)
-        review = Review.objects.create(task=task, commit_sha=commit)
+        review = (
+            Review.objects.select_for_update()
+            .filter(task=task, status=Review.OPEN, reviewer__isnull=True)
+            .first()
+        )
+        if review is not None:
+            review.commit_sha = commit
+            review.save(update_fields=["commit_sha"])
+        elif not task.reviews.exists():
+            review = Review.objects.create(task=task, commit_sha=commit)
+        else:
+            review = task.reviews.order_by("-created_at").first()
         if agent.status == Agent.WORKING:
             agent.finish()
         FileClaim.objects.filter(task=task, agent=agent, released_at__isnull=True).update(
@@ -374,7 +428,38 @@ def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Revi
             task_id=current.task_id,
             payload={"review": current.pk, "findings": len(findings)},
         )
+        _resolved_by_rereview(agent, current)
+        if findings:
+            from fleet import webhooks
+
+            task = Task.objects.select_related("repository").get(pk=current.task_id)
+            webhooks.notify(
+                task,
+                "findings_waiting",
+                [f"{len(findings)} finding(s) from {agent.name} wait for a verdict"],
+            )
     return current
+
+
+def _resolved_by_rereview(agent: Agent, review: Review) -> None:
+    """A re-review of a later commit (asked for by a lead, done by a new fresh
+    reviewer) settles the findings accepted before it: what it still finds wrong it
+    raises again, as new findings."""
+    earlier = Finding.objects.filter(
+        review__task_id=review.task_id,
+        verdict=Finding.ACCEPTED,
+        resolved_in_commit="",
+        decided_at__lt=review.created_at,
+    ).exclude(review=review)
+    for finding in earlier:
+        finding.resolved_in_commit = review.commit_sha
+        finding.save(update_fields=["resolved_in_commit"])
+        Event.objects.record(
+            "finding.resolve",
+            by=agent,
+            task_id=review.task_id,
+            payload={"finding": finding.pk, "commit": review.commit_sha, "by_review": review.pk},
+        )
 
 
 # --- journal and inbox ----------------------------------------------------

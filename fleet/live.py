@@ -335,7 +335,8 @@ PAGES: dict[str, Page] = {
     ),
     "task": Page(
         "fleet/task.html",
-        ("task-facts", "task-branch", "timeline", "merges", "checks"),
+        ("task-facts", "task-gates", "task-branch", "task-findings")
+        + ("timeline", "merges", "checks"),
         _task,
         lambda row: _keys(row["task_id"]),
     ),

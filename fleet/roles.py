@@ -34,12 +34,22 @@ def role_required(*roles: str) -> Callable:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @login_required
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not user_roles(request.user) & set(roles):
                 raise PermissionDenied(f"This page needs one of the roles: {', '.join(roles)}.")
             return view(request, *args, **kwargs)
+
+        signed_in = login_required(checked)
+
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            # An agent (a bearer token, no session) is refused outright, not sent to
+            # the login page: people's routes (approve, merge, adjudicate) are not
+            # for agents of any role.
+            if not request.user.is_authenticated and "HTTP_AUTHORIZATION" in request.META:
+                raise PermissionDenied("Agents cannot use people's routes.")
+            return signed_in(request, *args, **kwargs)
 
         return wrapper
 

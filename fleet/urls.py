@@ -60,6 +60,8 @@ urlpatterns = [
                 path("move/", views.task_move, name="fleet-task-move"),
                 path("rebase/", views.task_rebase, name="fleet-task-rebase"),
                 path("merge/", views.task_queue_merge, name="fleet-task-merge"),
+                path("rereview/", views.task_rereview, name="fleet-task-rereview"),
+                path("dod/", views.task_dod_tick, name="fleet-task-dod"),
             ]
         ),
     ),

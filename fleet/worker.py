@@ -68,6 +68,18 @@ def merge_queues(now) -> int:
     return process_queues()
 
 
+def gate_sweep(now) -> int:
+    from fleet.gates import sweep
+
+    return sweep(now)
+
+
+def webhook_deliveries(now) -> int:
+    from fleet.webhooks import deliver
+
+    return deliver(now)
+
+
 def merged_worktrees(now) -> int:
     from fleet.merging import collect_merged
 
@@ -78,9 +90,11 @@ SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("expired_leases", expire_leases),
     ("stale_agents", mark_stale_agents),
     ("expired_claims", expired_claims),
+    ("gates", gate_sweep),
     ("merges", merge_queues),
     ("merged_worktrees", merged_worktrees),
     ("waves", waves),
+    ("webhooks", webhook_deliveries),
 ]
 
 

@@ -27,7 +27,7 @@ from fleet.api.schemas import (
 )
 from fleet.git import facts
 from fleet.git.errors import GitError
-from fleet.models import Agent, CheckRun, Learning, Review, Task, TransitionError
+from fleet.models import Agent, CheckRun, Event, Learning, Review, Task, TransitionError
 
 router = Router()
 ERRORS = dict.fromkeys((401, 403, 404, 409, 413, 422, 429), ErrorOut)
@@ -174,5 +174,13 @@ def check(request: HttpRequest, payload: CheckIn):
         status=payload.status,
         url=payload.url,
         log=payload.log,
+    )
+    # An event, so the task's gates (and its page) follow the check live.
+    Event.objects.record(
+        f"check.{run.status}",
+        by=agent,
+        task=task,
+        repository_id=repository.pk,
+        payload={"check": run.pk, "name": run.name, "commit": run.commit_sha},
     )
     return Status(201, {"id": run.pk})

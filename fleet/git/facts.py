@@ -288,3 +288,9 @@ def changed_paths(repo_path: str | Path, *, main: str, head: str) -> list[str]:
     with open_repo(repo_path, "listing the changed files") as repo:
         out = repo.git.diff("--name-only", "-z", "--no-renames", f"{main}...{head}")
     return sorted(p for p in out.split("\0") if p)
+
+
+def commit_message(repo_path: str | Path, sha: str) -> str:
+    """The full message of one commit."""
+    with open_repo(repo_path, "reading the commit message") as repo:
+        return _text(repo.git.log("-1", "--format=%B", sha, "--"))

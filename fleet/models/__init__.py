@@ -9,7 +9,7 @@ changes nothing.
 
 from fleet.models.agents import Agent, AgentSession, JournalEntry, Learning, Message, hash_token
 from fleet.models.base import Event, StateMachine, TransitionError
-from fleet.models.review import CheckRun, Finding, MergeRequest, Review
+from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
 from fleet.models.spend import Budget, SpendEvent
 from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
 
@@ -34,6 +34,7 @@ __all__ = [
     "Task",
     "TransitionError",
     "Wave",
+    "WebhookDelivery",
     "hash_token",
     "slug_validator",
 ]

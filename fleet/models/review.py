@@ -138,3 +138,29 @@ class MergeRequest(models.Model):
 
     def __str__(self) -> str:
         return f"merge {self.task.key} ({self.step}, {self.result})"
+
+
+class WebhookDelivery(models.Model):
+    """A notification about a task that needs a person, on its way to the
+    repository's webhook: written in the transaction that found the need, sent by
+    the worker with retries (an outbox, so nothing is lost to a slow receiver)."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="webhooks")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    url = models.URLField()
+    kind = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.url} ({self.attempts} attempts)"

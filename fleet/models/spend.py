@@ -39,14 +39,27 @@ class SpendEvent(models.Model):
         return f"{self.agent} ${self.cost_usd}"
 
 
+TARGETS = ["plan", "wave", "repository", "agent", "task"]
+
+
+def _one_target() -> Q:
+    """A budget's scope names exactly its one target (none for the fleet)."""
+    condition = Q(scope="fleet", **dict.fromkeys(TARGETS))
+    for target in TARGETS:
+        others = {t: None for t in TARGETS if t != target}
+        condition |= Q(scope=target, **{f"{target}__isnull": False}, **others)
+    return condition
+
+
 class Budget(models.Model):
-    SCOPES = ["fleet", "plan", "wave", "repository", "agent"]
+    SCOPES = ["fleet", "plan", "wave", "repository", "agent", "task"]
 
     scope = models.CharField(max_length=12, choices=[(s, s) for s in SCOPES])
     plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.CASCADE)
     wave = models.ForeignKey(Wave, null=True, blank=True, on_delete=models.CASCADE)
     repository = models.ForeignKey(Repository, null=True, blank=True, on_delete=models.CASCADE)
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE)
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.CASCADE)
     limit_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     limit_tokens = models.BigIntegerField(null=True, blank=True)
     spent_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
@@ -76,19 +89,7 @@ class Budget(models.Model):
                 name="budget_tokens_within_cap",
             ),
             models.CheckConstraint(
-                condition=(
-                    Q(scope="fleet", plan=None, wave=None, repository=None, agent=None)
-                    | Q(scope="plan", plan__isnull=False, wave=None, repository=None, agent=None)
-                    | Q(scope="wave", wave__isnull=False, plan=None, repository=None, agent=None)
-                    | Q(
-                        scope="repository",
-                        repository__isnull=False,
-                        plan=None,
-                        wave=None,
-                        agent=None,
-                    )
-                    | Q(scope="agent", agent__isnull=False, plan=None, wave=None, repository=None)
-                ),
+                condition=_one_target(),
                 name="budget_scope_matches_target",
             ),
             models.UniqueConstraint(
@@ -98,10 +99,11 @@ class Budget(models.Model):
             models.UniqueConstraint(fields=["wave"], name="budget_one_per_wave"),
             models.UniqueConstraint(fields=["repository"], name="budget_one_per_repository"),
             models.UniqueConstraint(fields=["agent"], name="budget_one_per_agent"),
+            models.UniqueConstraint(fields=["task"], name="budget_one_per_task"),
         ]
 
     def __str__(self) -> str:
-        target = self.plan or self.wave or self.repository or self.agent or "fleet"
+        target = self.plan or self.wave or self.repository or self.agent or self.task or "fleet"
         return f"budget {self.scope}: {target}"
 
     @property

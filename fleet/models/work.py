@@ -43,7 +43,24 @@ class Repository(models.Model):
     check_command = models.CharField(max_length=500, blank=True)
     worktree_root = models.CharField(max_length=500, blank=True)
     dod_items = models.JSONField(
-        default=list, blank=True, help_text="Definition-of-done checklist items"
+        default=list,
+        blank=True,
+        help_text=(
+            "Definition-of-done checklist: a text item is ticked by a person; "
+            '{"auto": "changelog"}, {"auto": "task_key"} and {"auto": "docs", "when": '
+            '["src/**"], "docs": ["README.md", "docs/**"]} are checked on the diff'
+        ),
+    )
+    required_checks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of the CI checks that must pass on a task's submitted commit",
+    )
+    auto_merge = models.BooleanField(
+        default=False, help_text="Tasks whose gates are all green enter the merge queue"
+    )
+    webhook_url = models.URLField(
+        blank=True, help_text="Tasks that need a person are POSTed here as JSON (with retries)"
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -53,6 +70,37 @@ class Repository(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        errors = [dod_item_error(item) for item in self.dod_items or []]
+        errors = [e for e in errors if e]
+        if not isinstance(self.dod_items, list):
+            errors = ["The checklist is a list of items."]
+        if not isinstance(self.required_checks, list) or not all(
+            isinstance(name, str) and name for name in self.required_checks
+        ):
+            errors.append("Required checks are a list of check names.")
+        if errors:
+            raise ValidationError({"dod_items": errors})
+
+
+DOD_AUTO = ("changelog", "task_key", "docs")
+
+
+def dod_item_error(item: Any) -> str:
+    """Why a definition-of-done item is malformed ('' when it is fine)."""
+    if isinstance(item, str):
+        return "" if item.strip() else "An item needs some text."
+    if not isinstance(item, dict) or item.get("auto") not in DOD_AUTO:
+        return f"{item!r}: an item is text (ticked by a person) or {{'auto': one of {DOD_AUTO}}}."
+    if item["auto"] == "docs":
+        for name in ("when", "docs"):
+            value = item.get(name)
+            if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                return f"{item!r}: a docs item needs '{name}', a list of globs."
+    return ""
 
 
 class Plan(models.Model):
@@ -128,6 +176,9 @@ class Wave(StateMachine):
     )
     crowd_reason = models.TextField(
         blank=True, help_text="why more than the rule-of-four agents run in this wave"
+    )
+    auto_merge = models.BooleanField(
+        default=False, help_text="Tasks whose gates are all green enter the merge queue"
     )
     drafted_by = drafted_by_field()
     created_at = models.DateTimeField(default=timezone.now)
@@ -325,6 +376,12 @@ class Task(StateMachine):
     # The ownership gate, worked out at submit: changed files outside the declared and
     # claimed paths, and files a planning decision gave to another task.
     ownership = models.JSONField(default=dict, blank=True)
+    # Definition-of-done items a person ticked: {item: {"by", "at", "commit"}}; a tick
+    # counts for the commit it was given on.
+    dod_ticks = models.JSONField(default=dict, blank=True)
+    # The merge gates as the worker last worked them out (the problems panel reads
+    # these; the task page works them out afresh).
+    gates = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=DRAFT)
     base_sha = models.CharField(max_length=40, blank=True)
     head_sha = models.CharField(max_length=40, blank=True)

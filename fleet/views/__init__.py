@@ -21,8 +21,10 @@ from fleet.views.tasks import (
     repository_detail,
     repository_list,
     task_detail,
+    task_dod_tick,
     task_queue_merge,
     task_rebase,
+    task_rereview,
 )
 
 __all__ = [
@@ -45,7 +47,9 @@ __all__ = [
     "task_detail",
     "task_edit",
     "task_move",
+    "task_dod_tick",
     "task_queue_merge",
+    "task_rereview",
     "task_rebase",
     "wave_add_task",
     "wave_approve",

@@ -3,12 +3,14 @@ repositories page (worktrees and their disk use)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -17,56 +19,14 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from fleet import adjudication, merging, planning
+from fleet import adjudication, gates
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
-from fleet.models import FileClaim, MergeRequest, Repository, Task, TransitionError
-from fleet.roles import LEAD, ROLES, role_required, user_roles
+from fleet.models import FileClaim, Finding, MergeRequest, Repository, Task, TransitionError
+from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
 from fleet.views.live import live_snapshot
 from fleet.views.reviews import can_adjudicate
-
-
-def _main_ref(repository: Repository) -> str:
-    """Main's tip, freshly fetched (the local branch when there is no remote)."""
-    return merge.tip(
-        repository.path, remote=repository.remote_name, branch=repository.default_branch
-    )
-
-
-def _branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
-    """Facts and the stale-base report, or the one-line reason there are none. Against
-    main freshly fetched, or (``fetch=False``, live updates) as last fetched."""
-    repository = task.repository
-    try:
-        main = _main_ref(repository) if fetch else planning.known_base(repository)
-        try:
-            head = task.head_sha or head_sha(repository.path, f"refs/heads/{task.branch}")
-        except GitError:
-            return {"branch_error": f"{task.branch} does not exist yet"}
-        allowed = planning.allowed_paths(task)
-        branch = facts.branch_facts(repository.path, main=main, head=head, allowed=allowed)
-        lost = facts.stale_base_report(repository.path, main=main, head=head)
-    except GitError as exc:
-        return {"branch_error": str(exc)}
-    return {"facts": branch, "lost": lost, "declared": allowed}
-
-
-def _ownership_gate(task: Task, state: dict[str, Any]) -> dict[str, Any] | None:
-    """The gate as worked out at submit, or (before submit) on the branch as it is."""
-    if task.ownership:
-        return {**task.ownership, "when": "at submit"}
-    branch = state.get("facts")
-    if branch is None:
-        return None
-    owned = planning.owned_by_others(task, [f.path for f in branch.files])
-    return {
-        "ok": not branch.outside and not owned,
-        "outside": branch.outside,
-        "owned": owned,
-        "changed": len(branch.files),
-        "when": "on the branch now",
-    }
 
 
 def highlighted_diff(diff: str, limit: int = 200_000) -> str:
@@ -81,9 +41,68 @@ def highlighted_diff(diff: str, limit: int = 200_000) -> str:
     return mark_safe(html)  # Pygments escapes the text it is given
 
 
+def _diff_files(diff: str) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
+    """A unified diff cut per file: (path, header, [(hunk text, first new line, last
+    new line)])."""
+    files: list[tuple[str, str, list[tuple[str, int, int]]]] = []
+    for chunk in re.split(r"(?m)^(?=diff --git )", diff):
+        if not chunk.strip():
+            continue
+        header, *hunks = re.split(r"(?m)^(?=@@ )", chunk)
+        path = ""
+        for line in header.splitlines():
+            if line.startswith("+++ b/") or line.startswith("--- a/") and not path:
+                path = line[6:]
+        pieces = []
+        for hunk in hunks:
+            match = facts.HUNK.match(hunk)
+            start = int(match.group(3)) if match else 0
+            length = int(match.group(4) or 1) if match else 0
+            pieces.append((hunk, start, start + max(length, 1) - 1))
+        files.append((path, header, pieces))
+    return files
+
+
+def annotated_diff(diff: str, findings: list[Finding]) -> dict[str, Any]:
+    """The diff per file and hunk, each finding next to the hunk whose new lines it
+    names (a finding on no line: at the top of its file; on a line the diff does not
+    change: after the file); findings on files the diff does not touch, apart."""
+    placed: set[int] = set()
+    files = []
+    for path, header, hunks in _diff_files(diff):
+        mine = [f for f in findings if f.path == path]
+        top = [f for f in mine if not f.line_start]
+        rows = []
+        for text, first, last in hunks:
+            near = [
+                f
+                for f in mine
+                if f.line_start
+                and f.pk not in placed
+                and f.line_start <= last
+                and (f.line_end or f.line_start) >= first
+            ]
+            placed.update(f.pk for f in near)
+            rows.append({"html": highlighted_diff(text), "findings": near})
+        placed.update(f.pk for f in top)
+        after = [f for f in mine if f.pk not in placed]
+        placed.update(f.pk for f in after)
+        files.append(
+            {
+                "path": path,
+                "header": highlighted_diff(header),
+                "top": top,
+                "hunks": rows,
+                "after": after,
+            }
+        )
+    return {"files": files, "elsewhere": [f for f in findings if f.pk not in placed]}
+
+
 def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
-    """A task page's live regions: facts, the branch against main with its gates and
-    diff (main as last fetched unless ``fetch``), timeline, merges and checks."""
+    """A task page's live regions: facts, the gates (and whether it may merge), the
+    branch against main with its diff and each finding inline (main as last fetched
+    unless ``fetch``), timeline, merges and checks."""
     task = Task.objects.select_related("repository", "wave__plan", "assignee").filter(pk=pk).first()
     if task is None:
         return None
@@ -92,12 +111,21 @@ def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
         "timeline": list(task.events.order_by("-id")[:100]),
         "merges": list(task.merge_requests.order_by("-created_at")),
         "checks": list(task.checks.order_by("-created_at")[:20]),
-        **_branch_state(task, fetch=fetch),
+        **gates.branch_state(task, fetch=fetch),
     }
-    context["ownership"] = _ownership_gate(task, context)
+    context["ownership"] = gates.ownership_report(task, context)
+    context["gates"] = gates.evaluate(task, context)
+    context["dod"] = next(g for g in context["gates"] if g.key == "dod")
+    context["all_green"] = not gates.red(context["gates"])
+    context["merge_pending"] = any(mr.result == MergeRequest.PENDING for mr in context["merges"])
     context["worktree_exists"] = bool(task.worktree_path) and Path(task.worktree_path).exists()
+    context["reviews"] = adjudication.reviews_of(task)
+    findings = [f for review in context["reviews"] for f in review.findings_list]
+    context["next_url"] = reverse("fleet-task", args=[task.key])
     if "facts" in context:
-        context["diff_html"] = highlighted_diff(context["facts"].diff)
+        context["annotated"] = annotated_diff(context["facts"].diff, findings)
+    else:
+        context["annotated"] = {"files": [], "elsewhere": findings}
     return context
 
 
@@ -113,11 +141,17 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
     context.update(
         is_lead=LEAD in user_roles(request.user),
         can_adjudicate=can_adjudicate(request.user),
-        reviews=adjudication.reviews_of(context["task"]),
         live_view="task",
         live_key=pk,
     )
     return render(request, "fleet/task.html", context)
+
+
+def _main_ref(repository: Repository) -> str:
+    """Main's tip, freshly fetched (the local branch when there is no remote)."""
+    return merge.tip(
+        repository.path, remote=repository.remote_name, branch=repository.default_branch
+    )
 
 
 @require_POST
@@ -158,17 +192,49 @@ def task_rebase(request: HttpRequest, key: str) -> HttpResponse:
 @require_POST
 @role_required(LEAD)
 def task_queue_merge(request: HttpRequest, key: str) -> HttpResponse:
-    """Approve a reviewed task (if it is still in review) and queue it for merging."""
-    task = get_object_or_404(Task, key=key)
+    """Merge by exception: a task whose gates are all green (worked out afresh,
+    against main freshly fetched) is approved and enters the merge queue."""
+    task = get_object_or_404(Task.objects.select_related("repository", "wave"), key=key)
     try:
-        if task.status == Task.IN_REVIEW:
-            task.approve(by=request.user)
-        merging.enqueue(task, by=request.user)
+        gates.queue_merge(task, by=request.user)
     except TransitionError as exc:
         messages.error(request, f"Not queued: {exc.message}")
     else:
         messages.success(request, f"{task.key} is queued for merging.")
     return redirect("fleet-task", key=key)
+
+
+@require_POST
+@role_required(LEAD)
+def task_rereview(request: HttpRequest, key: str) -> HttpResponse:
+    """Ask a new fresh reviewer to review the task's submitted commit."""
+    task = get_object_or_404(Task, key=key)
+    try:
+        messages.success(request, adjudication.request_rereview(task, by=request.user))
+    except adjudication.Refusal as exc:
+        messages.error(request, f"Not requested: {exc}")
+    return redirect("fleet-task", key=key)
+
+
+@require_POST
+@role_required(LEAD, REVIEWER)
+def task_dod_tick(request: HttpRequest, key: str) -> HttpResponse:
+    """Tick (or untick) a definition-of-done item a person checks, for the commit
+    submitted now."""
+    task = get_object_or_404(Task.objects.select_related("repository"), key=key)
+    try:
+        messages.success(
+            request,
+            adjudication.tick(
+                task,
+                item=request.POST.get("item", ""),
+                ticked=request.POST.get("ticked") != "0",
+                by=request.user,
+            ),
+        )
+    except adjudication.Refusal as exc:
+        messages.error(request, f"Not ticked: {exc}")
+    return redirect(reverse("fleet-task", args=[key]) + "#dod")
 
 
 def claim_tree(claims: list[FileClaim]) -> list[dict[str, Any]]:

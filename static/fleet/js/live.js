@@ -99,3 +99,26 @@
   // No socket at all after a few seconds (a proxy blocks it): poll.
   setTimeout(() => { if (!open) startPolling(); }, POLL_MS + 1000);
 })();
+
+// Forms inside live regions are rendered once for every viewer, so they carry no
+// CSRF token of their own: add this page's token (the one htmx sends) on submit.
+document.addEventListener(
+  "submit",
+  (event) => {
+    const form = event.target;
+    if (form.method.toLowerCase() !== "post" || form.querySelector("[name=csrfmiddlewaretoken]")) return;
+    let token = "";
+    try {
+      token = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+    } catch (err) {
+      return;
+    }
+    if (!token) return;
+    const input = document.createElement("input");
+    input.type = "hidden";
+    input.name = "csrfmiddlewaretoken";
+    input.value = token;
+    form.appendChild(input);
+  },
+  true
+);

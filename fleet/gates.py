@@ -1,0 +1,430 @@
+"""The merge gates of a task, each green or red with its reason and a link to the
+evidence; merge by exception when they are all green.
+
+The gates are isolation, ownership, stale base, review, checks, definition of done
+and budget. The task page works them out afresh; the worker's sweep works them out
+for every task waiting to merge, keeps the result on the task (the problems panel
+reads it), notifies the repository's webhook when a task comes to need a person,
+and, where auto-merge is on for the wave or the repository, queues a task whose
+gates are all green. The merge queue's own test of the candidate is the last gate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.urls import reverse
+
+from fleet import planning, webhooks
+from fleet.git import facts, merge
+from fleet.git import paths as globs
+from fleet.git.errors import GitError
+from fleet.git.repo import head_sha
+from fleet.models import (
+    Budget,
+    CheckRun,
+    Event,
+    Finding,
+    MergeRequest,
+    Review,
+    SpendEvent,
+    Task,
+    TransitionError,
+)
+
+log = logging.getLogger("fleet.gates")
+
+MERGE_CHECK = "merge check"  # the queue's own check: the last gate, not one of these
+WAITING = (Task.IN_REVIEW, Task.APPROVED)  # the states a task merges from
+
+
+@dataclass
+class Gate:
+    key: str
+    name: str
+    ok: bool
+    reason: str
+    link: str = ""
+    # False when the gate is red only because something is under way (a review or a
+    # check running): nobody needs to act.
+    needs_person: bool = True
+    items: list[dict[str, Any]] | None = None  # the definition-of-done checklist
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "items"}
+
+
+# --- the branch against main ------------------------------------------------
+
+
+def branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
+    """Facts and the stale-base report, or the one-line reason there are none. Against
+    main freshly fetched, or (``fetch=False``: live updates, the worker's sweep) as
+    last fetched."""
+    repository = task.repository
+    try:
+        if fetch:
+            main = merge.tip(
+                repository.path, remote=repository.remote_name, branch=repository.default_branch
+            )
+        else:
+            main = planning.known_base(repository)
+        try:
+            head = task.head_sha or head_sha(repository.path, f"refs/heads/{task.branch}")
+        except GitError:
+            return {"branch_error": f"{task.branch} does not exist yet"}
+        allowed = planning.allowed_paths(task)
+        branch = facts.branch_facts(repository.path, main=main, head=head, allowed=allowed)
+        lost = facts.stale_base_report(repository.path, main=main, head=head)
+        message = facts.commit_message(repository.path, head)
+    except GitError as exc:
+        return {"branch_error": str(exc)}
+    return {"facts": branch, "lost": lost, "declared": allowed, "head_message": message}
+
+
+def ownership_report(task: Task, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownership gate as worked out at submit, or (before submit) on the branch."""
+    if task.ownership:
+        return {**task.ownership, "when": "at submit"}
+    branch = state.get("facts")
+    if branch is None:
+        return None
+    owned = planning.owned_by_others(task, [f.path for f in branch.files])
+    return {
+        "ok": not branch.outside and not owned,
+        "outside": branch.outside,
+        "owned": owned,
+        "changed": len(branch.files),
+        "when": "on the branch now",
+    }
+
+
+# --- the gates ---------------------------------------------------------------
+
+
+def _isolation(task: Task, state: dict[str, Any]) -> Gate:
+    link = reverse("fleet-repository", args=[task.repository.slug]) + "#worktrees"
+    gate = Gate("isolation", "Isolation", False, "", link)
+    if not task.worktree_path:
+        gate.reason = "the task has no worktree of its own"
+        return gate
+    sharing = (
+        Task.objects.open()
+        .filter(worktree_path=task.worktree_path)
+        .exclude(pk=task.pk)
+        .values_list("key", flat=True)
+    )
+    if sharing:
+        gate.reason = f"its worktree is shared with {', '.join(sharing)}"
+        return gate
+    if not Path(task.worktree_path).exists():
+        gate.reason = f"its worktree {task.worktree_path} is missing"
+        return gate
+    if not task.base_sha:
+        gate.reason = "its branch base is unknown (not dispatched off fresh main)"
+        return gate
+    branch = state.get("facts")
+    if branch is not None:
+        try:
+            on_main = merge.is_ancestor(task.repository.path, task.base_sha, branch.main)
+        except GitError:
+            on_main = False
+        if not on_main:
+            gate.reason = f"its base {task.base_sha[:10]} is not a commit of main"
+            return gate
+    gate.ok = True
+    gate.reason = f"its own worktree, branched off main at {task.base_sha[:10]}"
+    return gate
+
+
+def _ownership(task: Task, state: dict[str, Any]) -> Gate:
+    gate = Gate("ownership", "Ownership", False, "", "#ownership")
+    report = ownership_report(task, state)
+    if report is None:
+        gate.reason = state.get("branch_error") or "nothing to check yet"
+        return gate
+    if report.get("error"):
+        gate.reason = report["error"]
+    elif report.get("ok"):
+        gate.ok = True
+        gate.reason = f"every changed file is within its paths ({report.get('when')})"
+    else:
+        parts = []
+        if report.get("outside"):
+            parts.append(f"{len(report['outside'])} file(s) outside its paths")
+        if report.get("owned"):
+            parts.append(", ".join(f"{o['path']} belongs to {o['owner']}" for o in report["owned"]))
+        gate.reason = "; ".join(parts) or "red at submit"
+    return gate
+
+
+def _stale_base(task: Task, state: dict[str, Any]) -> Gate:
+    gate = Gate("stale_base", "Stale base", False, "", "#stale-base")
+    if "branch_error" in state:
+        gate.reason = state["branch_error"]
+        return gate
+    lost = state["lost"]
+    if lost:
+        where = ", ".join(f"{h.path}:{h.start}" for h in lost[:3])
+        gate.reason = f"merging would delete {len(lost)} hunk(s) main gained ({where})"
+        return gate
+    gate.ok = True
+    gate.reason = "the stale-base report is empty"
+    return gate
+
+
+def _review(task: Task) -> Gate:
+    gate = Gate("review", "Review", False, "", "#task-findings")
+    reviews = list(task.reviews.select_related("reviewer").order_by("created_at"))
+    if not reviews:
+        gate.reason = "not reviewed yet"
+        gate.needs_person = False
+        return gate
+    open_reviews = [r for r in reviews if r.status == Review.OPEN]
+    if open_reviews:
+        review = open_reviews[-1]
+        gate.reason = (
+            f"{review.reviewer.name} is reviewing {review.commit_sha[:10]}"
+            if review.reviewer
+            else f"waiting for a fresh reviewer to take {review.commit_sha[:10]}"
+        )
+        gate.needs_person = False
+        return gate
+    findings = list(Finding.objects.filter(review__task=task).only("verdict", "resolved_in_commit"))
+    pending = [f for f in findings if f.verdict == Finding.PENDING]
+    unresolved = [f for f in findings if f.verdict == Finding.ACCEPTED and not f.resolved_in_commit]
+    if pending:
+        gate.reason = f"{len(pending)} finding(s) waiting for a verdict"
+        gate.link = reverse("fleet-reviews")
+        return gate
+    if unresolved:
+        gate.reason = f"{len(unresolved)} accepted finding(s) not resolved yet"
+        gate.needs_person = task.status in WAITING  # else the builder is on it
+        return gate
+    accepted = sum(f.verdict == Finding.ACCEPTED for f in findings)
+    overruled = sum(f.verdict == Finding.OVERRULED for f in findings)
+    last = reviews[-1]
+    gate.ok = True
+    gate.reason = (
+        f"reviewed by {last.reviewer.name if last.reviewer else 'a reviewer'}"
+        f" in a fresh session; {len(findings)} finding(s): {accepted} accepted and resolved,"
+        f" {overruled} overruled"
+    )
+    return gate
+
+
+def _checks(task: Task) -> Gate:
+    gate = Gate("checks", "Checks", False, "", "#task-checks")
+    head = task.head_sha
+    if not head:
+        gate.reason = "not submitted yet"
+        gate.needs_person = False
+        return gate
+    latest: dict[str, CheckRun] = {}
+    runs = task.checks.exclude(name=MERGE_CHECK).order_by("created_at", "pk")
+    for run in runs:
+        if run.commit_sha and head.startswith(run.commit_sha):  # the API takes abbreviations
+            latest[run.name] = run
+    failed = [run for run in latest.values() if run.status in ("failed", "error")]
+    running = [run for run in latest.values() if run.status in ("pending", "running")]
+    missing = [name for name in task.repository.required_checks or [] if name not in latest]
+    if failed:
+        gate.reason = ", ".join(f"{run.name} {run.status}" for run in failed) + f" on {head[:10]}"
+    elif running:
+        gate.reason = ", ".join(f"{run.name} {run.status}" for run in running)
+        gate.needs_person = False
+    elif missing:
+        gate.reason = f"waiting for {', '.join(missing)} on {head[:10]}"
+        gate.needs_person = False
+    else:
+        gate.ok = True
+        gate.reason = (
+            f"{len(latest)} check(s) passed on {head[:10]}"
+            if latest
+            else "no checks are required and none were reported"
+        )
+    return gate
+
+
+def dod_label(item: Any) -> str:
+    """How a checklist item reads on the page (and its key among the ticks)."""
+    if isinstance(item, str):
+        return item
+    kind = item.get("auto")
+    if kind == "changelog":
+        return "A CHANGELOG entry"
+    if kind == "task_key":
+        return "The task key in the commit message"
+    if kind == "docs":
+        docs, when = ", ".join(item.get("docs", [])), ", ".join(item.get("when", []))
+        return f"Docs ({docs}) touched when {when} changed"
+    return f"Unknown item {item!r}"
+
+
+def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
+    label = dod_label(item)
+    row: dict[str, Any] = {"label": label, "auto": not isinstance(item, str), "ok": False}
+    if isinstance(item, str):
+        tick = (task.dod_ticks or {}).get(item)
+        if tick and task.head_sha and tick.get("commit") == task.head_sha:
+            row.update(ok=True, why=f"ticked by {tick.get('by')}")
+        elif tick:
+            row["why"] = f"ticked by {tick.get('by')} on an earlier commit; tick it again"
+        else:
+            row["why"] = "a person ticks it"
+        return row
+    branch = state.get("facts")
+    if branch is None:
+        row["why"] = state.get("branch_error", "no branch to check")
+        return row
+    changed = [f.path for f in branch.files]
+    kind = item.get("auto")
+    if kind == "changelog":
+        hits = [p for p in changed if Path(p).name.upper().startswith("CHANGELOG")]
+        row.update(ok=bool(hits), why=", ".join(hits) or "no CHANGELOG file changed")
+    elif kind == "task_key":
+        ok = task.key in state.get("head_message", "")
+        row.update(ok=ok, why="found" if ok else f"{task.key} is not in the commit message")
+    elif kind == "docs":
+        area = [p for p in changed if any(globs.matches(p, g) for g in item.get("when", []))]
+        docs = [p for p in changed if any(globs.matches(p, g) for g in item.get("docs", []))]
+        if not area:
+            row.update(ok=True, why="no documented area changed")
+        else:
+            row.update(ok=bool(docs), why=", ".join(docs) or f"{area[0]} changed, no docs did")
+    else:
+        row["why"] = "Fleet does not know how to check this item"
+    return row
+
+
+def _dod(task: Task, state: dict[str, Any]) -> Gate:
+    gate = Gate("dod", "Definition of done", False, "", "#dod")
+    items = [_dod_item(task, item, state) for item in task.repository.dod_items or []]
+    gate.items = items
+    missing = [row["label"] for row in items if not row["ok"]]
+    if missing:
+        gate.reason = "not yet: " + "; ".join(missing)
+    else:
+        gate.ok = True
+        gate.reason = f"{len(items)} item(s) done" if items else "the repository has no checklist"
+    return gate
+
+
+def spent(filter_: Q) -> Decimal:
+    return SpendEvent.objects.filter(filter_).aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
+
+
+def _budget(task: Task) -> Gate:
+    """Within the task's own cap and its wave's, counted from the raw spend events."""
+    gate = Gate("budget", "Budget", True, "", reverse("fleet-task", args=[task.key]) + "#spend")
+    caps = Budget.objects.filter(Q(task=task) | Q(wave_id=task.wave_id)).exclude(limit_usd=None)
+    task_spent = spent(Q(task=task))
+    notes = []
+    for budget in caps:
+        used = task_spent if budget.scope == "task" else spent(Q(task__wave_id=task.wave_id))
+        what = "the task" if budget.scope == "task" else f"wave {task.wave.number}"
+        notes.append(f"{what} spent ${used:.2f} of ${budget.limit_usd:.2f}")
+        if used >= budget.limit_usd:
+            gate.ok = False
+    gate.reason = "; ".join(notes) or f"${task_spent:.2f} spent; no cap set"
+    return gate
+
+
+def evaluate(task: Task, state: dict[str, Any] | None = None, *, fetch: bool = False) -> list[Gate]:
+    """Every gate of the task, in the order the page shows them."""
+    if state is None:
+        state = branch_state(task, fetch=fetch)
+    return [
+        _isolation(task, state),
+        _ownership(task, state),
+        _stale_base(task, state),
+        _review(task),
+        _checks(task),
+        _dod(task, state),
+        _budget(task),
+    ]
+
+
+def red(gates: list[Gate]) -> list[Gate]:
+    return [gate for gate in gates if not gate.ok]
+
+
+# --- merge by exception -------------------------------------------------------
+
+
+def mergeable(task: Task) -> bool:
+    return task.status in WAITING
+
+
+def queue_merge(task: Task, *, by: Any, gates: list[Gate] | None = None) -> MergeRequest:
+    """Approve and queue a task whose gates are all green (a red gate refuses, with
+    its reason). ``by`` is the lead, or None for the auto-merge of the worker."""
+    from fleet import merging
+
+    if task.status not in WAITING:
+        raise TransitionError(f"{task.key} is {task.get_status_display()}", code="not_waiting")
+    blocking = red(gates if gates is not None else evaluate(task, fetch=True))
+    if blocking:
+        raise TransitionError(
+            "; ".join(f"{g.name}: {g.reason}" for g in blocking), code="gates_red"
+        )
+    with transaction.atomic():
+        if task.status == Task.IN_REVIEW:
+            task.approve(by=by)
+        return merging.enqueue(task, by=by)
+
+
+def sweep(now=None) -> int:
+    """Work out the gates of every task waiting to merge; keep them on the task (an
+    event when they change, so its page and the problems panel follow), notify
+    when a task comes to need a person, and auto-merge where that is on. The number
+    of tasks queued by auto-merge."""
+    queued = 0
+    tasks = Task.objects.filter(status__in=WAITING).select_related("repository", "wave")
+    pending = set(
+        MergeRequest.objects.filter(result=MergeRequest.PENDING).values_list("task_id", flat=True)
+    )
+    for task in tasks:
+        if task.pk in pending:
+            continue
+        gates = evaluate(task)
+        snapshot = [gate.as_dict() for gate in gates]
+        if snapshot != task.gates:
+            _record(task, gates, snapshot)
+        if red(gates) or not (task.wave.auto_merge or task.repository.auto_merge):
+            continue
+        try:
+            queue_merge(task, by=None, gates=gates)
+        except TransitionError as exc:
+            log.info("auto-merge of %s: %s", task.key, exc.message)
+            continue
+        Event.objects.record(
+            "task.auto_merge", task=task, payload={"gates": [g.key for g in gates]}
+        )
+        queued += 1
+    return queued
+
+
+def _record(task: Task, gates: list[Gate], snapshot: list[dict[str, Any]]) -> None:
+    blocking = [g for g in red(gates) if g.needs_person]
+    before = {g["key"] for g in task.gates or [] if not g["ok"] and g.get("needs_person", True)}
+    with transaction.atomic():
+        Task.objects.filter(pk=task.pk).update(gates=snapshot)
+        task.gates = snapshot
+        Event.objects.record(
+            "task.gates",
+            task=task,
+            payload={"red": [g.key for g in red(gates)], "needs_person": bool(blocking)},
+        )
+        if blocking and {g.key for g in blocking} - before:
+            webhooks.notify(
+                task,
+                "gate_red",
+                [f"{g.name}: {g.reason}" for g in blocking],
+            )

@@ -1,0 +1,98 @@
+"""The optional outgoing webhook: tasks that need a person, POSTed as JSON to the
+repository's URL.
+
+``notify`` writes a WebhookDelivery in the caller's transaction (an outbox: a
+notification exists exactly when what it reports was committed); the worker's
+``deliver`` sweep sends what is due, retrying with a growing delay, and gives up
+after ``FLEET_WEBHOOK_ATTEMPTS`` tries, saying why on the delivery (admin).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from fleet.models import Task, WebhookDelivery
+
+log = logging.getLogger("fleet.webhooks")
+
+BATCH = 50  # deliveries per sweep, so a dead receiver cannot hold up the worker
+
+
+def notify(task: Task, kind: str, reasons: list[str]) -> WebhookDelivery | None:
+    """Queue a notification that ``task`` needs a person (no webhook set: nothing)."""
+    url = task.repository.webhook_url
+    if not url:
+        return None
+    payload: dict[str, Any] = {
+        "event": kind,
+        "task": task.key,
+        "title": task.title,
+        "status": task.status,
+        "repository": task.repository.slug,
+        "reasons": reasons,
+        "url": settings.FLEET_PUBLIC_URL + reverse("fleet-task", args=[task.key]),
+        "at": timezone.now().isoformat(),
+    }
+    return WebhookDelivery.objects.create(
+        repository_id=task.repository_id, task=task, url=url, kind=kind, payload=payload
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    """10 s, 20 s, 40 s … after each failed try, at most an hour."""
+    return timedelta(seconds=min(settings.FLEET_WEBHOOK_RETRY * 2 ** (attempts - 1), 3600))
+
+
+def _post(url: str, payload: dict[str, Any]) -> str:
+    """'' when the receiver took it (2xx), else why not."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "Fleet webhook"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.FLEET_WEBHOOK_TIMEOUT) as response:
+            return "" if 200 <= response.status < 300 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", exc))[:500]
+
+
+def deliver(now=None) -> int:
+    """Send the deliveries that are due; the number delivered."""
+    now = now or timezone.now()
+    due = WebhookDelivery.objects.filter(
+        delivered_at=None, gave_up_at=None, next_attempt_at__lte=now
+    ).order_by("next_attempt_at", "pk")[:BATCH]
+    delivered = 0
+    for delivery in due:
+        error = _post(delivery.url, delivery.payload)
+        delivery.attempts += 1
+        delivery.last_error = error
+        fields = ["attempts", "last_error"]
+        if not error:
+            delivery.delivered_at = timezone.now()
+            fields.append("delivered_at")
+            delivered += 1
+        elif delivery.attempts >= settings.FLEET_WEBHOOK_ATTEMPTS:
+            delivery.gave_up_at = timezone.now()
+            fields.append("gave_up_at")
+            log.warning(
+                "webhook %s: gave up after %d tries: %s", delivery.url, delivery.attempts, error
+            )
+        else:
+            delivery.next_attempt_at = timezone.now() + backoff(delivery.attempts)
+            fields.append("next_attempt_at")
+        delivery.save(update_fields=fields)
+    return delivered
