@@ -119,7 +119,13 @@ def ensure_repository() -> Repository:
             # This interpreter has pytest (it is in requirements.txt).
             "check_command": f"{shlex.quote(sys.executable)} -m pytest -q",
             "worktree_root": str(data / "worktrees" / REPO_SLUG),
-            "dod_items": ["Tests cover the change", "CHANGELOG entry", "README updated"],
+            "dod_items": [
+                {"auto": "changelog"},
+                {"auto": "task_key"},
+                {"auto": "docs", "when": ["shop/api/**"], "docs": ["README.md", "docs/**"]},
+                "Tests cover the change",
+            ],
+            "required_checks": ["unit"],
         },
     )
     return repository

@@ -188,6 +188,23 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                     reverse("fleet-task", args=[task.key]),
                 )
             )
+        if task.status not in (Task.IN_REVIEW, Task.APPROVED):
+            continue
+        # The other gates as the worker last worked them out (these three have
+        # entries of their own below).
+        for gate in task.gates or []:
+            if gate["ok"] or not gate.get("needs_person", True):
+                continue
+            if gate["key"] in ("ownership", "checks", "review"):
+                continue
+            found.append(
+                Problem(
+                    "bad",
+                    task.key,
+                    f"{gate['name'].lower()} gate is red: {gate['reason']}.",
+                    reverse("fleet-task", args=[task.key]) + "#task-gates",
+                )
+            )
     latest: dict[tuple[int, str], CheckRun] = {}
     runs = CheckRun.objects.filter(task__in=list(by_pk)).order_by("created_at", "pk")
     for run in runs.only("task_id", "name", "status", "commit_sha"):

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from fleet import webhooks
 from fleet.correlation import correlated
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
@@ -279,6 +280,7 @@ def _send_back(mr: MergeRequest, reason: str, log_text: str = "") -> None:
                 subject=f"{task.key} came back from the merge queue",
                 body=f"{reason}\n\n{log_text[-4000:]}".strip(),
             )
+        webhooks.notify(task, "merge_failed", [reason])
 
 
 def _finish(mr: MergeRequest, merged: str, *, remote: bool) -> None:

@@ -44,6 +44,9 @@ urlpatterns = [
                             ),
                             path("budget/", views.wave_budget, name="fleet-wave-budget"),
                             path("approve/", views.wave_approve, name="fleet-wave-approve"),
+                            path(
+                                "auto-merge/", views.wave_auto_merge, name="fleet-wave-auto-merge"
+                            ),
                         ]
                     ),
                 ),
@@ -67,6 +70,11 @@ urlpatterns = [
     ),
     path("repositories/", views.repository_list, name="fleet-repositories"),
     path("repositories/<slug:slug>/", views.repository_detail, name="fleet-repository"),
+    path(
+        "repositories/<slug:slug>/auto-merge/",
+        views.repository_auto_merge,
+        name="fleet-repository-auto-merge",
+    ),
     path("merges/", views.merge_queue, name="fleet-merges"),
     path("reviews/", views.review_queue, name="fleet-reviews"),
     path("findings/<int:finding_id>/verdict/", views.finding_verdict, name="fleet-finding-verdict"),

@@ -18,6 +18,7 @@ from fleet.views.plans import (
 from fleet.views.reviews import finding_resolve, finding_verdict, review_queue
 from fleet.views.tasks import (
     merge_queue,
+    repository_auto_merge,
     repository_detail,
     repository_list,
     task_detail,
@@ -25,6 +26,7 @@ from fleet.views.tasks import (
     task_queue_merge,
     task_rebase,
     task_rereview,
+    wave_auto_merge,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "overview",
     "plan_detail",
     "plan_list",
+    "repository_auto_merge",
     "repository_detail",
     "repository_list",
     "review_queue",
@@ -53,6 +56,7 @@ __all__ = [
     "task_rebase",
     "wave_add_task",
     "wave_approve",
+    "wave_auto_merge",
     "wave_budget",
     "wave_decide",
     "wave_detail",

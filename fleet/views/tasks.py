@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -23,7 +24,16 @@ from fleet import adjudication, gates
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
-from fleet.models import FileClaim, Finding, MergeRequest, Repository, Task, TransitionError
+from fleet.models import (
+    Event,
+    FileClaim,
+    Finding,
+    MergeRequest,
+    Repository,
+    Task,
+    TransitionError,
+    Wave,
+)
 from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
 from fleet.views.live import live_snapshot
 from fleet.views.reviews import can_adjudicate
@@ -235,6 +245,41 @@ def task_dod_tick(request: HttpRequest, key: str) -> HttpResponse:
     except adjudication.Refusal as exc:
         messages.error(request, f"Not ticked: {exc}")
     return redirect(reverse("fleet-task", args=[key]) + "#dod")
+
+
+def _set_auto_merge(request: HttpRequest, target: Repository | Wave, where: str) -> HttpResponse:
+    """Turn auto-merge on or off for a wave or a repository (audited)."""
+    on = request.POST.get("auto_merge") == "1"
+    with transaction.atomic():
+        target.auto_merge = on
+        target.save(update_fields=["auto_merge"])
+        subjects = {"wave": target} if isinstance(target, Wave) else {"repository": target}
+        Event.objects.record(
+            f"{'wave' if isinstance(target, Wave) else 'repository'}.auto_merge",
+            by=request.user,
+            **subjects,
+            payload={"on": on},
+        )
+    messages.success(
+        request,
+        f"Auto-merge is {'on' if on else 'off'} for {target}: tasks whose gates are all green "
+        + ("enter the merge queue by themselves." if on else "wait for a lead to click Merge."),
+    )
+    return redirect(where)
+
+
+@require_POST
+@role_required(LEAD)
+def repository_auto_merge(request: HttpRequest, slug: str) -> HttpResponse:
+    repository = get_object_or_404(Repository, slug=slug)
+    return _set_auto_merge(request, repository, reverse("fleet-repository", args=[slug]))
+
+
+@require_POST
+@role_required(LEAD)
+def wave_auto_merge(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    wave = get_object_or_404(Wave.objects.select_related("plan"), plan__slug=slug, number=number)
+    return _set_auto_merge(request, wave, reverse("fleet-wave", args=[slug, number]))
 
 
 def claim_tree(claims: list[FileClaim]) -> list[dict[str, Any]]:

@@ -384,3 +384,46 @@ def test_a_lead_asks_a_new_fresh_reviewer_for_a_re_review(client, repository, sh
     finding.refresh_from_db()
     assert finding.resolved_in_commit == task.head_sha
     assert red_reasons(task) == {}
+
+
+def test_the_sweep_keeps_red_gates_for_the_problems_panel_and_notifies_once(
+    repository, shop, settings
+):
+    from fleet import live
+    from fleet.models import WebhookDelivery
+
+    repository.webhook_url = "http://127.0.0.1:9/hook"
+    repository.save()
+    task = green_task(repository, shop)
+    Budget.objects.create(scope="task", task=task, limit_usd=Decimal("1"))
+    SpendEvent.objects.create(agent=task.assignee, task=task, cost_usd=Decimal("2"))
+    gates.sweep()
+    gates.sweep()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.kind == "gate_red" and "Budget" in delivery.payload["reasons"][0]
+    assert Event.objects.filter(kind="task.gates", task=task).count() == 1
+    task.refresh_from_db()
+    shown = [p.text for p in live.problems([], [task])]
+    assert shown == ["budget gate is red: the task spent $2.00 of $1.00."]
+
+
+def test_a_lead_turns_auto_merge_on_for_a_wave_or_a_repository(client, repository, lead):
+    wave = make_wave()
+    wave_url = reverse("fleet-wave-auto-merge", args=[wave.plan.slug, wave.number])
+    repo_url = reverse("fleet-repository-auto-merge", args=[repository.slug])
+    client.force_login(make_user("mo", "manager"))
+    assert client.post(wave_url, {"auto_merge": "1"}).status_code == 403
+    client.force_login(lead)
+    page = client.get(reverse("fleet-wave", args=[wave.plan.slug, wave.number])).content.decode()
+    assert "Turn auto-merge on" in page
+    client.post(wave_url, {"auto_merge": "1"})
+    client.post(repo_url, {"auto_merge": "1"})
+    wave.refresh_from_db()
+    repository.refresh_from_db()
+    assert wave.auto_merge and repository.auto_merge
+    page = client.get(reverse("fleet-repository", args=[repository.slug])).content.decode()
+    assert "Turn auto-merge off" in page
+    assert Event.objects.filter(kind__endswith=".auto_merge", actor="user:lea").count() == 2
+    client.post(wave_url, {"auto_merge": "0"})
+    wave.refresh_from_db()
+    assert not wave.auto_merge
