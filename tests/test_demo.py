@@ -129,10 +129,18 @@ def test_the_demo_shows_a_stale_base_that_the_merge_queue_rebases_and_merges(dat
     repo = t3.repository
     lost = facts.stale_base_report(repo.path, main="origin/main", head=t3.head_sha)
     assert [c.task_key for h in lost for c in h.commits] == ["T-1"]
-    client.force_login(User.objects.get(username="lead"))
+    lead = User.objects.get(username="lead")
+    client.force_login(lead)
     assert "gate-red" in client.get("/tasks/T-3/").content.decode()
+    # Its gates are red, each with its reason, so a lead's Merge is refused...
+    refused = client.post("/tasks/T-3/merge/", follow=True).content.decode()
+    for reason in ("Stale base", "waiting for a verdict", "waiting for unit", "CHANGELOG"):
+        assert reason in refused
+    assert t3.merge_requests.count() == 0
 
-    client.post("/tasks/T-3/merge/")  # the lead approves and queues it
+    # ... and the merge queue, given it anyway, rebases the clean worktree and merges.
+    t3.approve(by=lead)
+    merging.enqueue(t3, by=lead)
     merging.process_queues()
     t3.refresh_from_db()
     assert t3.status == Task.MERGED, MergeRequest.objects.get(task=t3).log

@@ -39,9 +39,11 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
         "expired_leases": 1,
         "stale_agents": 2,
         "expired_claims": 0,
+        "gates": 0,
         "merges": 0,
         "merged_worktrees": 0,
         "waves": 0,
+        "webhooks": 0,
     }
     task.refresh_from_db()
     agent.refresh_from_db()
@@ -55,9 +57,11 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
         "expired_leases": 0,
         "stale_agents": 0,
         "expired_claims": 0,
+        "gates": 0,
         "merges": 0,
         "merged_worktrees": 0,
         "waves": 0,
+        "webhooks": 0,
     }
 
 
@@ -70,9 +74,11 @@ def test_live_agents_and_leases_are_left_alone():
         "expired_leases": 0,
         "stale_agents": 0,
         "expired_claims": 0,
+        "gates": 0,
         "merges": 0,
         "merged_worktrees": 0,
         "waves": 0,
+        "webhooks": 0,
     }
     task.refresh_from_db()
     assert task.status == Task.ASSIGNED
@@ -106,8 +112,8 @@ def test_a_worker_can_run_only_some_sweeps(settings):
     out = StringIO()  # last: the command closes the test's connection when it ends
     call_command("fleet_worker", "--once", "--skip", "merges", stdout=out)
     assert (
-        "sweeps: expired_leases, stale_agents, expired_claims, merged_worktrees, waves"
-        in out.getvalue()
+        "sweeps: expired_leases, stale_agents, expired_claims, gates, merged_worktrees, waves, "
+        "webhooks" in out.getvalue()
     )
 
 

@@ -109,6 +109,9 @@ def annotated_diff(diff: str, findings: list[Finding]) -> dict[str, Any]:
     return {"files": files, "elsewhere": [f for f in findings if f.pk not in placed]}
 
 
+SETTLED = (Task.MERGED, Task.CANCELLED)
+
+
 def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
     """A task page's live regions: facts, the gates (and whether it may merge), the
     branch against main with its diff and each finding inline (main as last fetched
@@ -124,9 +127,10 @@ def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
         **gates.branch_state(task, fetch=fetch),
     }
     context["ownership"] = gates.ownership_report(task, context)
-    context["gates"] = gates.evaluate(task, context)
-    context["dod"] = next(g for g in context["gates"] if g.key == "dod")
-    context["all_green"] = not gates.red(context["gates"])
+    # A merged or cancelled task's gates no longer apply.
+    context["gates"] = [] if task.status in SETTLED else gates.evaluate(task, context)
+    context["dod"] = next((g for g in context["gates"] if g.key == "dod"), None)
+    context["all_green"] = bool(context["gates"]) and not gates.red(context["gates"])
     context["merge_pending"] = any(mr.result == MergeRequest.PENDING for mr in context["merges"])
     context["worktree_exists"] = bool(task.worktree_path) and Path(task.worktree_path).exists()
     context["reviews"] = adjudication.reviews_of(task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.models import MergeRequest, Task
+from fleet.models import MergeRequest, Review, Task
 
 from ..conftest import make_user
 from .conftest import near_miss
@@ -39,7 +39,17 @@ def test_a_lead_rebases_and_the_gate_clears_then_the_merge_keeps_the_feature(lea
     repository, _, t2 = scenario
     response = lead_client.post(f"/tasks/{t2.key}/rebase/", follow=True)
     assert "Rebased feat/T-2" in response.content.decode()
-    assert "gate-green" in lead_client.get(f"/tasks/{t2.key}/").content.decode()
+    page = lead_client.get(f"/tasks/{t2.key}/").content.decode()
+    assert 'data-gate="stale_base"' in page
+    assert "gate-green" in page.split('id="stale-base"')[1][:80]
+    # Still red: docs/x.md is outside its paths and nobody reviewed it. Merge refuses.
+    response = lead_client.post(f"/tasks/{t2.key}/merge/", follow=True).content.decode()
+    assert "Not queued" in response and "Ownership" in response and "not reviewed yet" in response
+    t2.refresh_from_db()
+    assert t2.status == Task.IN_REVIEW
+    # A lead widens its paths; a fresh review finds nothing: every gate is green.
+    Task.objects.filter(pk=t2.pk).update(declared_paths=["shop/**", "docs/**"])
+    Review.objects.create(task=t2, commit_sha=t2.head_sha, status=Review.CLOSED)
     lead_client.post(f"/tasks/{t2.key}/merge/")
     t2.refresh_from_db()
     assert t2.status == Task.MERGING
