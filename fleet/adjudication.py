@@ -14,9 +14,11 @@ from django.utils import timezone
 
 from fleet.models import Event, Finding, Message, Review, Task, TransitionError
 
-# A verdict can change until the task enters the merge queue (or is given up); a task
-# already merging is past its review.
-SETTLED = (Task.MERGING, Task.MERGED, Task.CANCELLED)
+# A verdict can change until the task merges (or is given up): an accept while it is
+# approved or in the merge queue takes it back (the queue drops a task that left
+# ``merging``), so auto-merge never closes the window on a person.
+SETTLED = (Task.MERGED, Task.CANCELLED)
+RETURNABLE = (Task.IN_REVIEW, Task.APPROVED, Task.MERGING)
 
 
 class Refusal(Exception):
@@ -56,11 +58,6 @@ def decide(finding_id: int, *, verdict: str, reason: str = "", by: Any) -> str:
             raise Refusal("The review is still open: its findings are not all in yet.")
         if task.status in SETTLED:
             raise Refusal(f"{task.key} is {task.get_status_display()}: its verdicts are final.")
-        if verdict == Finding.ACCEPTED and task.status == Task.APPROVED:
-            raise Refusal(
-                f"{task.key} is already approved; a lead must take it back before a finding "
-                "can send it to its builder."
-            )
         previous = finding.verdict
         if previous == verdict and finding.reason == reason:
             return f"“{finding.title}” was already {verdict}; nothing changed."
@@ -117,7 +114,7 @@ def _send_back(finding: Finding, task: Task, by: Any) -> str:
         if part
     )
     told = _tell_builder(task, by, f"Accepted finding on {task.key}: {finding.title}", body)
-    if task.status == Task.IN_REVIEW:
+    if task.status in RETURNABLE:
         try:
             task.request_changes(by=by, reason=f"finding accepted: {finding.title}")
         except TransitionError as exc:  # moved meanwhile (we hold its lock: unlikely)
@@ -243,6 +240,29 @@ def request_rereview(task: Task, *, by: Any) -> str:
             payload={"review": review.pk, "commit": task.head_sha},
         )
     return f"A new fresh reviewer will review {task.key} at {task.head_sha[:10]}."
+
+
+def withdraw_rereview(task: Task, *, by: Any) -> str:
+    """Take back a re-review nobody took yet (say, no reviewer in the fleet may take
+    it): the task's earlier reviews stand and a person resolves what was accepted."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=task.pk)
+        review = (
+            task.reviews.select_for_update()
+            .filter(status=Review.OPEN, reviewer__isnull=True)
+            .filter(provenance__has_key="requested_by")
+            .first()
+        )
+        if review is None:
+            raise Refusal(f"{task.key} has no re-review waiting for a reviewer.")
+        Event.objects.record(
+            "review.withdrawn",
+            by=by,
+            **task._event_subjects(),
+            payload={"review": review.pk, "commit": review.commit_sha},
+        )
+        review.delete()
+    return f"The re-review of {task.key} is withdrawn."
 
 
 def tick(task: Task, *, item: str, ticked: bool, by: Any) -> str:

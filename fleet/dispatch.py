@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from fleet import heartbeats, planning, spawn
+from fleet.git import repo as gitrepo
 from fleet.git.errors import GitError
 from fleet.heartbeats import Beat
 from fleet.models import (
@@ -156,25 +157,36 @@ def _next_task(agent: Agent) -> Task | None:
         current = leased_task(agent)
         if current is not None and current.status in Task.LEASED_STATES:
             return current  # idempotent: a retried call gets the same task back
-        returned = _returned_task(agent)
-        if returned is not None:
-            return returned
-        candidates = Task.objects.ready()
-        if agent.repository_id:
-            candidates = candidates.filter(repository_id=agent.repository_id)
-        task = _locked(candidates).first()
+        task = _returned_task(agent)
+        if task is None:
+            task = _assign_ready(agent)
         if task is None:
             return None
-        task.assign(agent=agent)
-        planning.dispatched(task, by=agent)
-        task.start(by=agent, epoch=task.lease_epoch)
-        if agent.status == Agent.IDLE:
-            agent.start_work(task=task)
-        else:
-            agent.current_task = task
-            agent.save(update_fields=["current_task"])
-    _ensure_worktree(task, agent)
+    _ensure_worktree(task, agent)  # kept when it has one
     return Task.objects.select_related("repository").get(pk=task.pk)
+
+
+def _assign_ready(agent: Agent) -> Task | None:
+    """Lease the next ready task to the (locked) agent."""
+    candidates = Task.objects.ready()
+    if agent.repository_id:
+        candidates = candidates.filter(repository_id=agent.repository_id)
+    task = _locked(candidates).first()
+    if task is None:
+        return None
+    task.assign(agent=agent)
+    planning.dispatched(task, by=agent)
+    task.start(by=agent, epoch=task.lease_epoch)
+    _hold(agent, task)
+    return task
+
+
+def _hold(agent: Agent, task: Task) -> None:
+    if agent.status == Agent.IDLE:
+        agent.start_work(task=task)
+    else:
+        agent.current_task = task
+        agent.save(update_fields=["current_task"])
 
 
 def _returned_task(agent: Agent) -> Task | None:
@@ -189,12 +201,8 @@ def _returned_task(agent: Agent) -> Task | None:
         return None
     task.resume(by=agent)
     task.refresh_from_db()
-    if agent.status == Agent.IDLE:
-        agent.start_work(task=task)
-    else:
-        agent.current_task = task
-        agent.save(update_fields=["current_task"])
-    return Task.objects.select_related("repository").get(pk=task.pk)
+    _hold(agent, task)
+    return task
 
 
 def _prepare_next(agent: Agent) -> None:
@@ -202,8 +210,11 @@ def _prepare_next(agent: Agent) -> None:
     out: a dispatch whose worktree cannot be made is refused (409) with nothing
     changed. (A concurrent caller may take that task first; the worktree is the
     task's either way, and the winner's is made after assignment.)"""
-    if leased_task(agent) is not None:
-        return
+    if (
+        leased_task(agent) is not None
+        or Task.objects.filter(status=Task.CHANGES_REQUESTED, assignee=agent).exists()
+    ):
+        return  # it resumes what it holds, or what came back to it
     candidates = Task.objects.ready().select_related("repository")
     if agent.repository_id:
         candidates = candidates.filter(repository_id=agent.repository_id)
@@ -258,8 +269,7 @@ def _next_review(agent: Agent) -> Review | None:
             "model": session.model_name,
             "never_held_task": True,
             "fresh_session": True,  # never saw the builder's context
-            "first_review_of_task_by_agent": True,
-            "requested_by": review.provenance.get("requested_by", ""),
+            **{k: v for k, v in review.provenance.items() if k == "requested_by"},
         }
         review.save(update_fields=["reviewer", "session", "provenance"])
         if agent.status == Agent.IDLE:
@@ -270,19 +280,20 @@ def _next_review(agent: Agent) -> Review | None:
 
 def fresh_reviews(agent: Agent, session: AgentSession):
     """The open reviews this reviewer may take. A fresh reviewer never reviews a task
-    it ever held, claimed files for or journalled about in this session, nor one it
-    reviewed before (a re-review goes to a new reviewer)."""
+    it ever held, claimed files for or journalled about in this session, and a
+    re-review a lead asked for goes to a reviewer who never reviewed the task."""
     held = Event.objects.filter(kind="task.assign", payload__agent=agent.name).values("task_id")
     claimed = FileClaim.objects.filter(agent=agent).values("task_id")
     journalled = JournalEntry.objects.filter(session=session, task__isnull=False).values("task_id")
     reviewed = Review.objects.filter(reviewer=agent).values("task_id")
     candidates = (
         Review.objects.filter(status=Review.OPEN, reviewer__isnull=True)
+        .filter(task__status__in=[Task.IN_REVIEW, Task.APPROVED])
         .exclude(task__assignee=agent)
         .exclude(task_id__in=held)
         .exclude(task_id__in=claimed)
         .exclude(task_id__in=journalled)
-        .exclude(task_id__in=reviewed)
+        .exclude(Q(task_id__in=reviewed) & Q(provenance__has_key="requested_by"))
         .order_by("created_at")
     )
     if agent.repository_id:
@@ -290,15 +301,33 @@ def fresh_reviews(agent: Agent, session: AgentSession):
     return candidates
 
 
+def _full_sha(task: Task, commit: str) -> str:
+    """The full sha of a submitted commit (the API takes abbreviations); a commit the
+    repository does not have is refused. Without a clone to look in (a repository not
+    set up yet), the commit is kept as given."""
+    path = Path(task.repository.path)
+    if not (path / ".git").exists() and not (path / "HEAD").exists():
+        return commit
+    try:
+        return gitrepo.head_sha(path, f"{commit}^{{commit}}")
+    except GitError as exc:
+        raise TransitionError(
+            f"{task.key}: commit {commit} is not in {task.repository.slug} (commit in the "
+            "task's worktree, then submit)",
+            code="unknown_commit",
+        ) from exc
+
+
 def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
-    """A builder hands in a commit: the task goes to review. The first submit opens a
-    Review; a resubmit moves a review nobody took yet to the new commit, and
-    otherwise leaves the accepted findings for a person to check against the new
-    diff (or for a re-review, when a lead asks for one). The ownership gate (changed
-    files within the declared and claimed paths, none that planning gave another
-    task) is worked out here and kept on the task."""
+    """A builder hands in a commit: the task goes to review. A submit opens a Review
+    (a review nobody took yet moves to the new commit), except a resubmit after
+    accepted findings: those a person checks against the new diff (or a re-review,
+    when a lead asks for one). The ownership gate (changed files within the declared
+    and claimed paths, none that planning gave another task) is worked out here and
+    kept on the task."""
     require_role(agent, Agent.BUILDER, action="submit code")
     require_own_task(agent, task, action="submit it")
+    commit = _full_sha(task, commit)
     report = planning.ownership(task, commit)  # git, before the transaction
     with transaction.atomic():
         task.submit(commit=commit, by=agent, epoch=epoch, ownership=report)
@@ -307,13 +336,16 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
             .filter(task=task, status=Review.OPEN, reviewer__isnull=True)
             .first()
         )
+        fixing = Finding.objects.filter(
+            review__task=task, verdict=Finding.ACCEPTED, resolved_in_commit=""
+        ).exists()
         if review is not None:
             review.commit_sha = commit
             review.save(update_fields=["commit_sha"])
-        elif not task.reviews.exists():
-            review = Review.objects.create(task=task, commit_sha=commit)
-        else:
+        elif fixing:
             review = task.reviews.order_by("-created_at").first()
+        else:
+            review = Review.objects.create(task=task, commit_sha=commit)
         if agent.status == Agent.WORKING:
             agent.finish()
         FileClaim.objects.filter(task=task, agent=agent, released_at__isnull=True).update(
@@ -443,8 +475,13 @@ def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Revi
 
 def _resolved_by_rereview(agent: Agent, review: Review) -> None:
     """A re-review of a later commit (asked for by a lead, done by a new fresh
-    reviewer) settles the findings accepted before it: what it still finds wrong it
-    raises again, as new findings."""
+    reviewer who was shown the accepted findings) settles the findings accepted
+    before it: what it still finds wrong it raises again, as new findings. The task
+    is locked first (as verdicts lock it), so a verdict given meanwhile is not
+    overwritten."""
+    if not review.provenance.get("requested_by"):
+        return
+    Task.objects.select_for_update(of=("self",)).get(pk=review.task_id)
     earlier = Finding.objects.filter(
         review__task_id=review.task_id,
         verdict=Finding.ACCEPTED,
@@ -452,8 +489,13 @@ def _resolved_by_rereview(agent: Agent, review: Review) -> None:
         decided_at__lt=review.created_at,
     ).exclude(review=review)
     for finding in earlier:
-        finding.resolved_in_commit = review.commit_sha
-        finding.save(update_fields=["resolved_in_commit"])
+        if not Finding.objects.filter(
+            pk=finding.pk,
+            verdict=Finding.ACCEPTED,
+            resolved_in_commit="",
+            decided_at__lt=review.created_at,
+        ).update(resolved_in_commit=review.commit_sha):
+            continue
         Event.objects.record(
             "finding.resolve",
             by=agent,

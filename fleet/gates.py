@@ -12,6 +12,7 @@ gates are all green. The merge queue's own test of the candidate is the last gat
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +28,7 @@ from fleet.git import paths as globs
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
 from fleet.models import (
+    Agent,
     Budget,
     CheckRun,
     Event,
@@ -227,10 +229,18 @@ def _checks(task: Task) -> Gate:
         gate.needs_person = False
         return gate
     latest: dict[str, CheckRun] = {}
-    runs = task.checks.exclude(name=MERGE_CHECK).order_by("created_at", "pk")
-    for run in runs:
-        if run.commit_sha and head.startswith(run.commit_sha):  # the API takes abbreviations
-            latest[run.name] = run
+    self_reported = 0
+    runs = task.checks.exclude(name=MERGE_CHECK).select_related("reported_by")
+    for run in runs.order_by("created_at", "pk"):
+        # The API takes abbreviated shas (and older submits kept them as given).
+        if not (
+            run.commit_sha and (head.startswith(run.commit_sha) or run.commit_sha.startswith(head))
+        ):
+            continue
+        if run.reported_by is not None and run.reported_by.role == Agent.BUILDER:
+            self_reported += 1  # a builder does not certify its own work
+            continue
+        latest[run.name] = run
     failed = [run for run in latest.values() if run.status in ("failed", "error")]
     running = [run for run in latest.values() if run.status in ("pending", "running")]
     missing = [name for name in task.repository.required_checks or [] if name not in latest]
@@ -249,6 +259,8 @@ def _checks(task: Task) -> Gate:
             if latest
             else "no checks are required and none were reported"
         )
+    if self_reported:
+        gate.reason += f" ({self_reported} run(s) reported by a builder do not count)"
     return gate
 
 
@@ -256,13 +268,13 @@ def dod_label(item: Any) -> str:
     """How a checklist item reads on the page (and its key among the ticks)."""
     if isinstance(item, str):
         return item
-    kind = item.get("auto")
+    kind = item.get("auto") if isinstance(item, dict) else None
     if kind == "changelog":
         return "A CHANGELOG entry"
     if kind == "task_key":
         return "The task key in the commit message"
     if kind == "docs":
-        docs, when = ", ".join(item.get("docs", [])), ", ".join(item.get("when", []))
+        docs, when = (", ".join(map(str, item.get(k) or [])) for k in ("docs", "when"))
         return f"Docs ({docs}) touched when {when} changed"
     return f"Unknown item {item!r}"
 
@@ -284,16 +296,21 @@ def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
         row["why"] = state.get("branch_error", "no branch to check")
         return row
     changed = [f.path for f in branch.files]
-    kind = item.get("auto")
+    kind = item.get("auto") if isinstance(item, dict) else None
     if kind == "changelog":
-        hits = [p for p in changed if Path(p).name.upper().startswith("CHANGELOG")]
-        row.update(ok=bool(hits), why=", ".join(hits) or "no CHANGELOG file changed")
+        hits = [
+            f.path
+            for f in branch.files
+            if Path(f.path).name.upper().startswith("CHANGELOG") and (f.added or 0) > 0
+        ]
+        row.update(ok=bool(hits), why=", ".join(hits) or "no line added to a CHANGELOG")
     elif kind == "task_key":
-        ok = task.key in state.get("head_message", "")
+        key = re.compile(rf"(?<![A-Za-z0-9-]){re.escape(task.key)}(?![0-9])")
+        ok = bool(key.search(state.get("head_message", "")))
         row.update(ok=ok, why="found" if ok else f"{task.key} is not in the commit message")
     elif kind == "docs":
-        area = [p for p in changed if any(globs.matches(p, g) for g in item.get("when", []))]
-        docs = [p for p in changed if any(globs.matches(p, g) for g in item.get("docs", []))]
+        area = [p for p in changed if any(globs.matches(p, g) for g in item.get("when") or [])]
+        docs = [p for p in changed if any(globs.matches(p, g) for g in item.get("docs") or [])]
         if not area:
             row.update(ok=True, why="no documented area changed")
         else:
@@ -369,15 +386,35 @@ def queue_merge(task: Task, *, by: Any, gates: list[Gate] | None = None) -> Merg
 
     if task.status not in WAITING:
         raise TransitionError(f"{task.key} is {task.get_status_display()}", code="not_waiting")
-    blocking = red(gates if gates is not None else evaluate(task, fetch=True))
+    state = branch_state(task, fetch=True) if gates is None else None
+    _refuse_red(gates if gates is not None else evaluate(task, state))
+    with transaction.atomic():
+        # Under the task's lock, what people and agents change (verdicts, re-reviews,
+        # ticks, checks, spend) is read again: nothing slips in between.
+        current = (
+            Task.objects.select_for_update(of=("self",))
+            .select_related("repository", "wave")
+            .get(pk=task.pk)
+        )
+        if current.status not in WAITING or current.head_sha != task.head_sha:
+            raise TransitionError(
+                f"{task.key} changed meanwhile ({current.get_status_display()})",
+                code="not_waiting",
+            )
+        _refuse_red([_review(current), _checks(current), _budget(current)])
+        if current.dod_ticks != task.dod_ticks:
+            raise TransitionError(f"{task.key}: its checklist changed meanwhile", code="gates_red")
+        if current.status == Task.IN_REVIEW:
+            current.approve(by=by)
+        return merging.enqueue(current, by=by)
+
+
+def _refuse_red(gates: list[Gate]) -> None:
+    blocking = red(gates)
     if blocking:
         raise TransitionError(
             "; ".join(f"{g.name}: {g.reason}" for g in blocking), code="gates_red"
         )
-    with transaction.atomic():
-        if task.status == Task.IN_REVIEW:
-            task.approve(by=by)
-        return merging.enqueue(task, by=by)
 
 
 def sweep(now=None) -> int:
@@ -393,22 +430,38 @@ def sweep(now=None) -> int:
     for task in tasks:
         if task.pk in pending:
             continue
-        gates = evaluate(task)
-        snapshot = [gate.as_dict() for gate in gates]
-        if snapshot != task.gates:
-            _record(task, gates, snapshot)
-        if red(gates) or not (task.wave.auto_merge or task.repository.auto_merge):
-            continue
         try:
-            queue_merge(task, by=None, gates=gates)
-        except TransitionError as exc:
-            log.info("auto-merge of %s: %s", task.key, exc.message)
-            continue
-        Event.objects.record(
-            "task.auto_merge", task=task, payload={"gates": [g.key for g in gates]}
-        )
-        queued += 1
+            queued += _sweep_one(task)
+        except Exception:
+            # One task's trouble (say, a repository gone from disk) must not hold up
+            # the others' gates and auto-merges.
+            log.exception("gates of %s", task.key)
     return queued
+
+
+def _signature(snapshot: list[dict[str, Any]]) -> list[tuple]:
+    """What makes a change worth an event: a gate turning, or a red gate's reason (a
+    green budget's figures move with every spend report)."""
+    return [
+        (g["key"], g["ok"], g.get("needs_person", True), "" if g["ok"] else g["reason"])
+        for g in snapshot
+    ]
+
+
+def _sweep_one(task: Task) -> int:
+    gates = evaluate(task)
+    snapshot = [gate.as_dict() for gate in gates]
+    if _signature(snapshot) != _signature(task.gates or []):
+        _record(task, gates, snapshot)
+    if red(gates) or not (task.wave.auto_merge or task.repository.auto_merge):
+        return 0
+    try:
+        queue_merge(task, by=None, gates=gates)
+    except TransitionError as exc:
+        log.info("auto-merge of %s: %s", task.key, exc.message)
+        return 0
+    Event.objects.record("task.auto_merge", task=task, payload={"gates": [g.key for g in gates]})
+    return 1
 
 
 def _record(task: Task, gates: list[Gate], snapshot: list[dict[str, Any]]) -> None:

@@ -47,7 +47,8 @@ def role_required(*roles: str) -> Callable:
             # An agent (a bearer token, no session) is refused outright, not sent to
             # the login page: people's routes (approve, merge, adjudicate) are not
             # for agents of any role.
-            if not request.user.is_authenticated and "HTTP_AUTHORIZATION" in request.META:
+            bearer = request.META.get("HTTP_AUTHORIZATION", "").startswith("Bearer ")
+            if not request.user.is_authenticated and bearer:
                 raise PermissionDenied("Agents cannot use people's routes.")
             return signed_in(request, *args, **kwargs)
 

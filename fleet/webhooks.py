@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -24,7 +25,8 @@ from fleet.models import Task, WebhookDelivery
 
 log = logging.getLogger("fleet.webhooks")
 
-BATCH = 50  # deliveries per sweep, so a dead receiver cannot hold up the worker
+BATCH = 50  # deliveries looked at per sweep
+BUDGET = 15  # seconds of sending per sweep
 
 
 def notify(task: Task, kind: str, reasons: list[str]) -> WebhookDelivery | None:
@@ -69,15 +71,35 @@ def _post(url: str, payload: dict[str, Any]) -> str:
         return str(getattr(exc, "reason", exc))[:500]
 
 
+def _claim(delivery: WebhookDelivery, now) -> bool:
+    """Take a delivery for this worker (another worker running the sweep at the same
+    time skips it): move its next attempt past the time one try may take."""
+    lease = now + timedelta(seconds=settings.FLEET_WEBHOOK_TIMEOUT * 2 + 5)
+    taken = WebhookDelivery.objects.filter(
+        pk=delivery.pk, next_attempt_at=delivery.next_attempt_at, delivered_at=None
+    ).update(next_attempt_at=lease)
+    return bool(taken)
+
+
 def deliver(now=None) -> int:
-    """Send the deliveries that are due; the number delivered."""
+    """Send the deliveries that are due; the number delivered. A receiver that fails
+    is not tried again in the same sweep, and a sweep stops after ``BUDGET`` seconds,
+    so a dead receiver cannot hold up the worker's other sweeps."""
     now = now or timezone.now()
     due = WebhookDelivery.objects.filter(
         delivered_at=None, gave_up_at=None, next_attempt_at__lte=now
     ).order_by("next_attempt_at", "pk")[:BATCH]
     delivered = 0
+    failing: set[str] = set()
+    started = time.monotonic()
     for delivery in due:
+        if delivery.url in failing or time.monotonic() - started > BUDGET:
+            continue
+        if not _claim(delivery, now):
+            continue
         error = _post(delivery.url, delivery.payload)
+        if error:
+            failing.add(delivery.url)
         delivery.attempts += 1
         delivery.last_error = error
         fields = ["attempts", "last_error"]

@@ -168,11 +168,15 @@ def test_overruling_an_accepted_finding_tells_the_builder_and_unresolves(reviewe
     assert bug.resolved_in_commit == ""
 
 
-def test_an_approved_task_is_not_sent_back_by_a_late_accept(reviewed):
+@pytest.mark.parametrize("queued", [False, True])
+def test_a_late_accept_takes_an_approved_or_queued_task_back(reviewed, queued):
+    from fleet import merging
+
     task, _, _, fp1, _ = reviewed
     lead = make_user("lena", "lead")
     task.approve(by=lead)
-    with pytest.raises(adjudication.Refusal, match="already approved"):
-        adjudication.decide(fp1.pk, verdict="accepted", by=lead)
-    fp1.refresh_from_db()
-    assert fp1.verdict == Finding.PENDING
+    if queued:
+        merging.enqueue(task, by=lead)
+    adjudication.decide(fp1.pk, verdict="accepted", by=lead)
+    task.refresh_from_db()
+    assert task.status == Task.CHANGES_REQUESTED  # the queue drops a task not merging

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.forms.models import model_to_dict
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
@@ -27,7 +28,7 @@ from fleet.api.schemas import (
 )
 from fleet.git import facts
 from fleet.git.errors import GitError
-from fleet.models import Agent, CheckRun, Event, Learning, Review, Task, TransitionError
+from fleet.models import Agent, CheckRun, Event, Finding, Learning, Review, Task, TransitionError
 
 router = Router()
 ERRORS = dict.fromkeys((401, 403, 404, 409, 413, 422, 429), ErrorOut)
@@ -113,7 +114,29 @@ def review(request: HttpRequest, review_id: int):
         "task": task,
         "diff": branch.diff,
         "changed_files": [change.path for change in branch.files],
+        "accepted_findings": (
+            [
+                {
+                    **model_to_dict(f, fields=FINDING_FIELDS),
+                    "id": f.pk,
+                    "commit_sha": f.review.commit_sha,
+                }
+                for f in Finding.objects.filter(
+                    review__task=task,
+                    verdict=Finding.ACCEPTED,
+                    resolved_in_commit="",
+                    decided_at__lt=review.created_at,
+                )
+                .exclude(review=review)
+                .select_related("review")
+            ]
+            if review.provenance.get("requested_by")
+            else []
+        ),
     }
+
+
+FINDING_FIELDS = ["path", "line_start", "line_end", "severity", "title", "body", "suggested_fix"]
 
 
 @router.post(
@@ -174,6 +197,7 @@ def check(request: HttpRequest, payload: CheckIn):
         status=payload.status,
         url=payload.url,
         log=payload.log,
+        reported_by=agent,
     )
     # An event, so the task's gates (and its page) follow the check live.
     Event.objects.record(

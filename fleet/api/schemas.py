@@ -208,6 +208,18 @@ class FindingsIn(Schema):
     findings: list[FindingIn] = Field(..., max_length=200)
 
 
+class AcceptedFindingOut(Schema):
+    id: int
+    path: str
+    line_start: int | None
+    line_end: int | None
+    severity: str
+    title: str
+    body: str
+    suggested_fix: str
+    commit_sha: str = Field(..., description="the commit it was raised on")
+
+
 class ReviewOut(Schema):
     id: int
     status: str
@@ -215,3 +227,8 @@ class ReviewOut(Schema):
     task: TaskOut
     diff: str
     changed_files: list[str]
+    accepted_findings: list[AcceptedFindingOut] = Field(
+        default_factory=list,
+        description="a re-review's: findings people accepted earlier and not yet resolved; "
+        "closing the re-review resolves them, so raise again any that is not fixed",
+    )

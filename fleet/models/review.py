@@ -99,6 +99,11 @@ class CheckRun(models.Model):
     status = models.CharField(max_length=10, choices=[(s, s) for s in STATUSES], default="pending")
     url = models.URLField(blank=True)
     log = models.TextField(blank=True)
+    # The agent that reported the run through the API (none: Fleet's own merge check).
+    # The checks gate does not count runs a task's own builder reported.
+    reported_by = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -349,7 +349,7 @@ class Task(StateMachine):
         "assign": (frozenset({READY}), ASSIGNED),
         "start": (frozenset({ASSIGNED}), WORKING),
         "submit": (frozenset({WORKING}), IN_REVIEW),
-        "request_changes": (frozenset({IN_REVIEW, MERGING}), CHANGES_REQUESTED),
+        "request_changes": (frozenset({IN_REVIEW, APPROVED, MERGING}), CHANGES_REQUESTED),
         "resume": (frozenset({CHANGES_REQUESTED}), WORKING),
         "approve": (frozenset({IN_REVIEW}), APPROVED),
         "enqueue_merge": (frozenset({APPROVED}), MERGING),

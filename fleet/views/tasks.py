@@ -73,12 +73,24 @@ def _diff_files(diff: str) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
     return files
 
 
-def annotated_diff(diff: str, findings: list[Finding]) -> dict[str, Any]:
+DIFF_LIMIT = 200_000  # characters of diff highlighted on a task page, in all
+
+
+def annotated_diff(diff: str, findings: list[Finding], limit: int = DIFF_LIMIT) -> dict[str, Any]:
     """The diff per file and hunk, each finding next to the hunk whose new lines it
     names (a finding on no line: at the top of its file; on a line the diff does not
-    change: after the file); findings on files the diff does not touch, apart."""
+    change: after the file); findings on files the diff does not touch, apart. Past
+    ``limit`` characters in all, hunks are no longer shown (the findings still are)."""
     placed: set[int] = set()
     files = []
+    budget = [limit]
+
+    def shown(text: str) -> str:
+        if budget[0] <= 0:
+            return ""
+        budget[0] -= len(text)
+        return highlighted_diff(text, limit=max(budget[0] + len(text), 0))
+
     for path, header, hunks in _diff_files(diff):
         mine = [f for f in findings if f.path == path]
         top = [f for f in mine if not f.line_start]
@@ -93,23 +105,25 @@ def annotated_diff(diff: str, findings: list[Finding]) -> dict[str, Any]:
                 and (f.line_end or f.line_start) >= first
             ]
             placed.update(f.pk for f in near)
-            rows.append({"html": highlighted_diff(text), "findings": near})
+            rows.append({"html": shown(text), "findings": near})
         placed.update(f.pk for f in top)
         after = [f for f in mine if f.pk not in placed]
         placed.update(f.pk for f in after)
         files.append(
             {
                 "path": path,
-                "header": highlighted_diff(header),
+                "header": shown(header),
                 "top": top,
                 "hunks": rows,
                 "after": after,
             }
         )
-    return {"files": files, "elsewhere": [f for f in findings if f.pk not in placed]}
-
-
-SETTLED = (Task.MERGED, Task.CANCELLED)
+    return {
+        "files": files,
+        "elsewhere": [f for f in findings if f.pk not in placed],
+        "cut": budget[0] <= 0 and len(diff) > limit,
+        "limit": limit,
+    }
 
 
 def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
@@ -128,7 +142,7 @@ def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
     }
     context["ownership"] = gates.ownership_report(task, context)
     # A merged or cancelled task's gates no longer apply.
-    context["gates"] = [] if task.status in SETTLED else gates.evaluate(task, context)
+    context["gates"] = [] if task.status in adjudication.SETTLED else gates.evaluate(task, context)
     context["dod"] = next((g for g in context["gates"] if g.key == "dod"), None)
     context["all_green"] = bool(context["gates"]) and not gates.red(context["gates"])
     context["merge_pending"] = any(mr.result == MergeRequest.PENDING for mr in context["merges"])
@@ -221,10 +235,16 @@ def task_queue_merge(request: HttpRequest, key: str) -> HttpResponse:
 @require_POST
 @role_required(LEAD)
 def task_rereview(request: HttpRequest, key: str) -> HttpResponse:
-    """Ask a new fresh reviewer to review the task's submitted commit."""
+    """Ask a new fresh reviewer to review the task's submitted commit (or withdraw a
+    re-review nobody took yet)."""
     task = get_object_or_404(Task, key=key)
+    act = (
+        adjudication.withdraw_rereview
+        if request.POST.get("action") == "withdraw"
+        else adjudication.request_rereview
+    )
     try:
-        messages.success(request, adjudication.request_rereview(task, by=request.user))
+        messages.success(request, act(task, by=request.user))
     except adjudication.Refusal as exc:
         messages.error(request, f"Not requested: {exc}")
     return redirect("fleet-task", key=key)

@@ -95,12 +95,12 @@ def test_a_fresh_reviewer_gets_it_with_its_provenance(as_agent, submitted):
         "model": "claude-sonnet-4",
         "never_held_task": True,
         "fresh_session": True,
-        "first_review_of_task_by_agent": True,
-        "requested_by": "",
     }
-    # A reviewer who reviewed the task before does not get its re-review.
+    # A reviewer who reviewed the task before does not get a re-review a lead asked for.
     as_agent(token).post(f"reviews/{review.pk}/findings", {"findings": []})
-    again = Review.objects.create(task=task, commit_sha=task.head_sha)
+    again = Review.objects.create(
+        task=task, commit_sha=task.head_sha, provenance={"requested_by": "lea"}
+    )
     assert pull(as_agent, token)["kind"] == "none"
     _, sam_token = make_token_agent(Agent.REVIEWER, name="sam")
     assert pull(as_agent, sam_token)["review_id"] == again.pk
@@ -117,3 +117,22 @@ def test_a_resubmit_moves_an_untaken_review_to_the_new_commit(as_agent, submitte
         f"tasks/{task.key}/submit", {"commit": "cd" * 20, "epoch": work["task"]["lease_epoch"]}
     )
     assert list(task.reviews.values_list("pk", "commit_sha")) == [(review.pk, "cd" * 20)]
+
+
+def test_a_resubmit_after_a_failed_merge_opens_a_new_review(as_agent, submitted):
+    """Code that changed after its review is reviewed again (no accepted findings for a
+    person to check it against)."""
+    task, review = submitted
+    rex, rex_token = make_token_agent(Agent.REVIEWER, name="rex")
+    pull(as_agent, rex_token)
+    as_agent(rex_token).post(f"reviews/{review.pk}/findings", {"findings": []})
+    task.refresh_from_db()
+    task.request_changes(by=None, reason="the merge check failed")
+    token = task.assignee.issue_token()
+    work = pull(as_agent, token)
+    response = as_agent(token).post(
+        f"tasks/{task.key}/submit", {"commit": "cd" * 20, "epoch": work["task"]["lease_epoch"]}
+    )
+    new = Review.objects.get(pk=response.json()["review_id"])
+    assert new.pk != review.pk and new.status == Review.OPEN and new.commit_sha == "cd" * 20
+    assert pull(as_agent, rex_token)["review_id"] == new.pk  # the same reviewer may

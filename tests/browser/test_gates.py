@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.models import CheckRun, Finding, MergeRequest
+from fleet.models import Agent, CheckRun, Finding, MergeRequest
 
 from ..agent.conftest import Server, free_port
-from ..conftest import make_repository, make_user
+from ..conftest import make_agent, make_repository, make_user
 from ..git.conftest import shop  # noqa: F401 (a fixture)
 from ..git.test_gates import green_task
 from .conftest import screenshot
@@ -31,7 +31,8 @@ def test_gates_turn_green_live_and_the_merge_button_appears(page, tmp_path, shop
         title="A flat rate ignores the region",
         body="Some regions tax at 0.1.",
     )
-    token = task.assignee.issue_token()
+    ci = make_agent(Agent.ORCHESTRATOR, name="ci")  # CI reports checks, not the builder
+    token = ci.issue_token()
     server = Server(free_port(), tmp_path / "live").start()
     base = f"http://127.0.0.1:{server.port}"
     try:

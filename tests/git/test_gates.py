@@ -245,6 +245,7 @@ def test_the_mixed_findings_case_ends_with_the_fix_on_main_and_no_false_alarm_fi
         AgentClient(client, builder_token),
         AgentClient(client, reviewer_token),
     )
+    as_ci = AgentClient(client, make_token_agent(Agent.ORCHESTRATOR, name="ci")[1])
 
     # The builder takes the task and hands in a commit with a real bug in it.
     work = as_builder.post("work/next").json()
@@ -253,7 +254,7 @@ def test_the_mixed_findings_case_ends_with_the_fix_on_main_and_no_false_alarm_fi
     head = commit(
         worktree, {"shop/cart.py": buggy, "CHANGELOG.md": "- bulk discount\n"}, "T-7: bulk"
     )
-    as_builder.post("checks", {"name": "unit", "commit": head, "status": "passed", "task": "T-7"})
+    as_ci.post("checks", {"name": "unit", "commit": head, "status": "passed", "task": "T-7"})
     assert (
         as_builder.post(
             "tasks/T-7/submit", {"commit": head, "epoch": work["task"]["lease_epoch"]}
@@ -323,7 +324,7 @@ def test_the_mixed_findings_case_ends_with_the_fix_on_main_and_no_false_alarm_fi
     fixed = commit(
         worktree, {"shop/cart.py": buggy.replace("n > 10", "n >= 10")}, "T-7: ten counts"
     )
-    as_builder.post("checks", {"name": "unit", "commit": fixed, "status": "passed", "task": "T-7"})
+    as_ci.post("checks", {"name": "unit", "commit": fixed, "status": "passed", "task": "T-7"})
     assert (
         as_builder.post(
             "tasks/T-7/submit", {"commit": fixed, "epoch": work["task"]["lease_epoch"]}
@@ -427,3 +428,81 @@ def test_a_lead_turns_auto_merge_on_for_a_wave_or_a_repository(client, repositor
     client.post(wave_url, {"auto_merge": "0"})
     wave.refresh_from_db()
     assert not wave.auto_merge
+
+
+def test_a_builder_does_not_certify_its_own_checks(client, repository, shop):
+    task = green_task(repository, shop)
+    CheckRun.objects.filter(task=task).delete()
+    token = task.assignee.issue_token()
+    body = {"name": "unit", "commit": task.head_sha[:10], "status": "passed", "task": task.key}
+    assert AgentClient(client, token).post("checks", body).status_code == 201
+    assert "reported by a builder do not count" in red_reasons(task)["checks"]
+    _, ci = make_token_agent(Agent.ORCHESTRATOR, name="ci")
+    AgentClient(client, ci).post("checks", body)  # an abbreviated sha matches
+    assert red_reasons(task) == {}
+
+
+def test_submit_keeps_the_full_sha_and_refuses_an_unknown_commit(client, repository, shop):
+    make_task(
+        wave=make_wave(status=Wave.RUNNING),
+        repository=repository,
+        key="T-5",
+        status=Task.READY,
+        declared_paths=["shop/**"],
+    )
+    _, token = make_token_agent(Agent.BUILDER, name="ada")
+    builder = AgentClient(client, token)
+    work = builder.post("work/next").json()
+    epoch = work["task"]["lease_epoch"]
+    head = commit(Path(work["task"]["worktree_path"]), {"shop/a.py": "A = 1\n"}, "T-5: a")
+    refused = builder.post("tasks/T-5/submit", {"commit": "deadbee", "epoch": epoch})
+    assert refused.status_code == 409 and refused.json()["error"] == "unknown_commit"
+    assert builder.post("tasks/T-5/submit", {"commit": head[:8], "epoch": epoch}).status_code == 200
+    assert Task.objects.get(key="T-5").head_sha == head
+
+
+@pytest.mark.parametrize(
+    "message, ok",
+    [("T-1: tax", True), ("fix (T-1)", True), ("T-12: other", False), ("XT-1", False)],
+)
+def test_the_task_key_item_wants_the_key_itself(repository, shop, message, ok):
+    task = green_task(repository, shop)
+    Task.objects.filter(pk=task.pk).update(
+        head_sha=commit(Path(task.worktree_path), {"CHANGELOG.md": "- more\n"}, message)
+    )
+    assert ("dod" not in red_reasons(task)) is ok
+
+
+def test_a_re_review_shows_the_accepted_findings_and_can_be_withdrawn(
+    client, repository, shop, lead
+):
+    from fleet import adjudication
+
+    task = green_task(repository, shop)
+    finding = Finding.objects.create(
+        review=task.reviews.get(), path="shop/tax.py", line_start=1, severity="major", title="Rate"
+    )
+    adjudication.decide(finding.pk, verdict="accepted", by=lead)
+    task.refresh_from_db()
+    task.resume(by=task.assignee)
+    task.submit(commit=task.head_sha, by=task.assignee)
+    client.force_login(lead)
+    client.post(reverse("fleet-task-rereview", args=[task.key]))
+    page = client.get(reverse("fleet-task", args=[task.key])).content.decode()
+    assert "Withdraw the re-review" in page
+    _, token = make_token_agent(Agent.REVIEWER, name="second")
+    reviewer = AgentClient(client, token)
+    review_id = reviewer.post("work/next").json()["review_id"]
+    shown = reviewer.get(f"reviews/{review_id}").json()["accepted_findings"]
+    assert [(f["id"], f["title"], f["commit_sha"]) for f in shown] == [
+        (finding.pk, "Rate", task.head_sha)
+    ]
+    # Taken: it can no longer be withdrawn.
+    response = client.post(
+        reverse("fleet-task-rereview", args=[task.key]), {"action": "withdraw"}, follow=True
+    )
+    assert "no re-review waiting" in response.content.decode()
+    Review.objects.filter(pk=review_id).update(reviewer=None)
+    client.post(reverse("fleet-task-rereview", args=[task.key]), {"action": "withdraw"})
+    assert not Review.objects.filter(pk=review_id).exists()
+    assert Event.objects.filter(kind="review.withdrawn", task=task).exists()
