@@ -6,100 +6,203 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fleet', '0006_shared_file_repositories'),
+        ("fleet", "0006_shared_file_repositories"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WebhookDelivery',
+            name="WebhookDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('url', models.URLField()),
-                ('kind', models.CharField(max_length=40)),
-                ('payload', models.JSONField(default=dict)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('gave_up_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("url", models.URLField()),
+                ("kind", models.CharField(max_length=40)),
+                ("payload", models.JSONField(default=dict)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "next_attempt_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("gave_up_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.RemoveConstraint(
-            model_name='budget',
-            name='budget_scope_matches_target',
+            model_name="budget",
+            name="budget_scope_matches_target",
         ),
         migrations.AddField(
-            model_name='budget',
-            name='task',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to='fleet.task'),
+            model_name="budget",
+            name="task",
+            field=models.ForeignKey(
+                blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to="fleet.task"
+            ),
         ),
         migrations.AddField(
-            model_name='checkrun',
-            name='reported_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='fleet.agent'),
+            model_name="checkrun",
+            name="reported_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="fleet.agent",
+            ),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='auto_merge',
-            field=models.BooleanField(default=False, help_text='Tasks whose gates are all green enter the merge queue'),
+            model_name="repository",
+            name="auto_merge",
+            field=models.BooleanField(
+                default=False, help_text="Tasks whose gates are all green enter the merge queue"
+            ),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='required_checks',
-            field=models.JSONField(blank=True, default=list, help_text="Names of the CI checks that must pass on a task's submitted commit"),
+            model_name="repository",
+            name="required_checks",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text="Names of the CI checks that must pass on a task's submitted commit",
+            ),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='webhook_url',
-            field=models.URLField(blank=True, help_text='Tasks that need a person are POSTed here as JSON (with retries)'),
+            model_name="repository",
+            name="webhook_url",
+            field=models.URLField(
+                blank=True,
+                help_text="Tasks that need a person are POSTed here as JSON (with retries)",
+            ),
         ),
         migrations.AddField(
-            model_name='task',
-            name='dod_ticks',
+            model_name="task",
+            name="dod_ticks",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='task',
-            name='gates',
+            model_name="task",
+            name="gates",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='wave',
-            name='auto_merge',
-            field=models.BooleanField(default=False, help_text='Tasks whose gates are all green enter the merge queue'),
+            model_name="wave",
+            name="auto_merge",
+            field=models.BooleanField(
+                default=False, help_text="Tasks whose gates are all green enter the merge queue"
+            ),
         ),
         migrations.AlterField(
-            model_name='budget',
-            name='scope',
-            field=models.CharField(choices=[('fleet', 'fleet'), ('plan', 'plan'), ('wave', 'wave'), ('repository', 'repository'), ('agent', 'agent'), ('task', 'task')], max_length=12),
+            model_name="budget",
+            name="scope",
+            field=models.CharField(
+                choices=[
+                    ("fleet", "fleet"),
+                    ("plan", "plan"),
+                    ("wave", "wave"),
+                    ("repository", "repository"),
+                    ("agent", "agent"),
+                    ("task", "task"),
+                ],
+                max_length=12,
+            ),
         ),
         migrations.AlterField(
-            model_name='repository',
-            name='dod_items',
-            field=models.JSONField(blank=True, default=list, help_text='Definition-of-done checklist: a text item is ticked by a person; {"auto": "changelog"}, {"auto": "task_key"} and {"auto": "docs", "when": ["src/**"], "docs": ["README.md", "docs/**"]} are checked on the diff'),
+            model_name="repository",
+            name="dod_items",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text='Definition-of-done checklist: a text item is ticked by a person; {"auto": "changelog"}, {"auto": "task_key"} and {"auto": "docs", "when": ["src/**"], "docs": ["README.md", "docs/**"]} are checked on the diff',
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('agent', None), ('plan', None), ('repository', None), ('scope', 'fleet'), ('task', None), ('wave', None)), models.Q(('agent', None), ('plan__isnull', False), ('repository', None), ('scope', 'plan'), ('task', None), ('wave', None)), models.Q(('agent', None), ('plan', None), ('repository', None), ('scope', 'wave'), ('task', None), ('wave__isnull', False)), models.Q(('agent', None), ('plan', None), ('repository__isnull', False), ('scope', 'repository'), ('task', None), ('wave', None)), models.Q(('agent__isnull', False), ('plan', None), ('repository', None), ('scope', 'agent'), ('task', None), ('wave', None)), models.Q(('agent', None), ('plan', None), ('repository', None), ('scope', 'task'), ('task__isnull', False), ('wave', None)), _connector='OR'), name='budget_scope_matches_target'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("agent", None),
+                        ("plan", None),
+                        ("repository", None),
+                        ("scope", "fleet"),
+                        ("task", None),
+                        ("wave", None),
+                    ),
+                    models.Q(
+                        ("agent", None),
+                        ("plan__isnull", False),
+                        ("repository", None),
+                        ("scope", "plan"),
+                        ("task", None),
+                        ("wave", None),
+                    ),
+                    models.Q(
+                        ("agent", None),
+                        ("plan", None),
+                        ("repository", None),
+                        ("scope", "wave"),
+                        ("task", None),
+                        ("wave__isnull", False),
+                    ),
+                    models.Q(
+                        ("agent", None),
+                        ("plan", None),
+                        ("repository__isnull", False),
+                        ("scope", "repository"),
+                        ("task", None),
+                        ("wave", None),
+                    ),
+                    models.Q(
+                        ("agent__isnull", False),
+                        ("plan", None),
+                        ("repository", None),
+                        ("scope", "agent"),
+                        ("task", None),
+                        ("wave", None),
+                    ),
+                    models.Q(
+                        ("agent", None),
+                        ("plan", None),
+                        ("repository", None),
+                        ("scope", "task"),
+                        ("task__isnull", False),
+                        ("wave", None),
+                    ),
+                    _connector="OR",
+                ),
+                name="budget_scope_matches_target",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.UniqueConstraint(fields=('task',), name='budget_one_per_task'),
+            model_name="budget",
+            constraint=models.UniqueConstraint(fields=("task",), name="budget_one_per_task"),
         ),
         migrations.AddField(
-            model_name='webhookdelivery',
-            name='repository',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhooks', to='fleet.repository'),
+            model_name="webhookdelivery",
+            name="repository",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="webhooks",
+                to="fleet.repository",
+            ),
         ),
         migrations.AddField(
-            model_name='webhookdelivery',
-            name='task',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='fleet.task'),
+            model_name="webhookdelivery",
+            name="task",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="fleet.task",
+            ),
         ),
     ]
