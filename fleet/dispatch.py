@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from fleet import heartbeats, planning, spawn
+from fleet import budgets, heartbeats, planning, spawn
 from fleet.git import repo as gitrepo
 from fleet.git.errors import GitError
 from fleet.heartbeats import Beat
@@ -62,8 +62,10 @@ def open_session(agent: Agent) -> AgentSession:
 
 
 def budget_left(agent: Agent) -> float | None:
-    """USD left under the agent's own cap (None: no cap). Later: every scope."""
-    return heartbeats.budget_left(list(Budget.objects.filter(agent=agent).order_by("pk")))
+    """USD left under the tightest cap the agent's spend counts against (its own,
+    the fleet's, and its task's, wave's, plan's and repository's); None: no cap."""
+    task = Task.objects.select_related("wave").filter(pk=agent.current_task_id).first()
+    return heartbeats.budget_left(list(Budget.objects.filter(budgets.applicable(agent, task))))
 
 
 def leased_task(agent: Agent) -> Task | None:
@@ -139,6 +141,7 @@ def next_work(agent: Agent) -> tuple[str, Task | Review | None]:
     require_role(agent, Agent.BUILDER, Agent.REVIEWER, action="pull work")
     if agent.status == Agent.STOPPED:
         raise TransitionError(f"{agent.name} is stopped ({agent.stop_reason})", code="stopped")
+    budgets.guard(agent)
     if agent.role == Agent.BUILDER:
         return "task", _next_task(agent)
     return "review", _next_review(agent)
@@ -174,6 +177,7 @@ def _assign_ready(agent: Agent) -> Task | None:
     task = _locked(candidates).first()
     if task is None:
         return None
+    budgets.refuse_if_spent(agent, task)  # its task's, wave's, plan's, repository's too
     task.assign(agent=agent)
     planning.dispatched(task, by=agent)
     task.start(by=agent, epoch=task.lease_epoch)
@@ -199,6 +203,7 @@ def _returned_task(agent: Agent) -> Task | None:
     )
     if task is None:
         return None
+    budgets.refuse_if_spent(agent, task)
     task.resume(by=agent)
     task.refresh_from_db()
     _hold(agent, task)
@@ -261,6 +266,7 @@ def _next_review(agent: Agent) -> Review | None:
         review = _locked(fresh_reviews(agent, session)).first()
         if review is None:
             return None
+        budgets.refuse_if_spent(agent, review.task)
         review.reviewer = agent
         review.session = session
         review.provenance = {

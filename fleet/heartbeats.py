@@ -35,6 +35,7 @@ from fleet.models import (
     SpendEvent,
     Task,
     TransitionError,
+    Wave,
 )
 
 log = logging.getLogger("fleet.api")
@@ -99,15 +100,48 @@ class TaskRow:
     assignee_id: int | None
     lease_epoch: int
     lease_expires_at: datetime | None
+    wave_id: int | None = None
+    repository_id: int | None = None
+    plan_id: int | None = None
+
+
+BUDGET_COLUMNS = ("id", "scope", "agent", "task", "wave", "plan", "repository")
+BUDGET_COLUMNS += ("limit_usd", "spent_usd", "limit_tokens", "spent_tokens")
 
 
 @dataclass(slots=True)
 class BudgetRow:
     pk: int
-    agent_id: int
+    scope: str
+    agent_id: int | None
+    task_id: int | None
+    wave_id: int | None
+    plan_id: int | None
+    repository_id: int | None
     limit_usd: Decimal | None
     spent_usd: Decimal
+    limit_tokens: int | None
+    spent_tokens: int
     updated_at: datetime | None = None
+
+    @property
+    def spent(self) -> bool:
+        return (self.limit_usd is not None and self.spent_usd >= self.limit_usd) or (
+            self.limit_tokens is not None and self.spent_tokens >= self.limit_tokens
+        )
+
+    def covers(self, agent_id: int, task: TaskRow | None) -> bool:
+        """Whether spend by this agent (on this task) counts against the budget."""
+        if self.scope == "fleet" or self.agent_id == agent_id:
+            return True
+        if task is None:
+            return False
+        return (
+            self.task_id == task.pk
+            or (self.wave_id is not None and self.wave_id == task.wave_id)
+            or (self.plan_id is not None and self.plan_id == task.plan_id)
+            or (self.repository_id is not None and self.repository_id == task.repository_id)
+        )
 
 
 @dataclass
@@ -116,7 +150,7 @@ class _Batch:
     agents: dict[int, AgentRow]
     by_hash: dict[str, AgentRow]
     tasks: dict[int, TaskRow]
-    budgets: dict[int, list[BudgetRow]]
+    budgets: list[BudgetRow]
     dirty_agents: dict[int, AgentRow] = field(default_factory=dict)
     dirty_tasks: dict[int, TaskRow] = field(default_factory=dict)
     dirty_budgets: dict[int, BudgetRow] = field(default_factory=dict)
@@ -129,11 +163,14 @@ def holds_lease(agent: Any, task: Any) -> bool:
 
 
 def budget_left(budgets: list) -> float | None:
-    """USD left under the agent's own cap (None: no cap). Later: every scope."""
-    capped = [b for b in budgets if b.limit_usd is not None]
-    if not capped:
-        return None
-    return float(max(Decimal("0"), capped[0].limit_usd - capped[0].spent_usd))
+    """USD left under the tightest of these caps (None: no cap in USD; 0 when any of
+    them is spent, tokens included)."""
+    if any(b.spent_usd >= b.limit_usd for b in budgets if b.limit_usd is not None) or any(
+        b.spent_tokens >= b.limit_tokens for b in budgets if b.limit_tokens is not None
+    ):
+        return 0.0
+    capped = [b.limit_usd - b.spent_usd for b in budgets if b.limit_usd is not None]
+    return float(max(Decimal("0"), min(capped))) if capped else None
 
 
 def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
@@ -281,23 +318,58 @@ def _load(pending: list[Pending]) -> _Batch:
     tasks = {}
     task_ids = sorted({a.current_task_id for a in agents.values() if a.current_task_id})
     if task_ids:
+        names = ("id", "status", "assignee", "lease_epoch", "lease_expires_at", "wave")
         sql = (
-            f"SELECT {_cols(Task, 'id', 'status', 'assignee', 'lease_epoch', 'lease_expires_at')}"
+            f"SELECT {_cols(Task, *names, 'repository')}"
             f" FROM {_table(Task)} WHERE {_col(Task, 'id')} IN ({_marks(task_ids)})"
             f" ORDER BY {_col(Task, 'id')}{_for_update()}"
         )
         for row in _rows(sql, task_ids):
             tasks[row[0]] = TaskRow(*row)
-    budgets: dict[int, list[BudgetRow]] = {pk: [] for pk in agents}
-    if agents:
+        wave_ids = sorted({t.wave_id for t in tasks.values()})
         sql = (
-            f"SELECT {_cols(Budget, 'id', 'agent', 'limit_usd', 'spent_usd')}"
-            f" FROM {_table(Budget)} WHERE {_col(Budget, 'agent')} IN ({_marks(agents)})"
-            f" ORDER BY {_col(Budget, 'id')}{_for_update()}"
+            f"SELECT {_cols(Wave, 'id', 'plan')} FROM {_table(Wave)}"
+            f" WHERE {_col(Wave, 'id')} IN ({_marks(wave_ids)})"
         )
-        for pk, agent_id, limit, spent in _rows(sql, list(agents)):
-            budgets[agent_id].append(
-                BudgetRow(pk, agent_id, None if limit is None else _usd(limit), _usd(spent))
+        plans = dict(_rows(sql, wave_ids))
+        for task in tasks.values():
+            task.plan_id = plans.get(task.wave_id)
+    budgets: list[BudgetRow] = []
+    if agents:
+        # Every budget a beat of this batch can count against: the fleet's, the
+        # agents' own, and those of their tasks, waves, plans and repositories.
+        where, params = [f"{_col(Budget, 'scope')} = %s"], ["fleet"]
+        for name, values in (
+            ("agent", list(agents)),
+            ("task", list(tasks)),
+            ("wave", sorted({t.wave_id for t in tasks.values()})),
+            ("plan", sorted({t.plan_id for t in tasks.values() if t.plan_id})),
+            ("repository", sorted({t.repository_id for t in tasks.values()})),
+        ):
+            if values:
+                where.append(f"{_col(Budget, name)} IN ({_marks(values)})")
+                params += values
+        sql = (
+            f"SELECT {_cols(Budget, *BUDGET_COLUMNS)} FROM {_table(Budget)}"
+            f" WHERE {' OR '.join(where)} ORDER BY {_col(Budget, 'id')}{_for_update()}"
+        )
+        for row in _rows(sql, params):
+            pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
+            limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
+            budgets.append(
+                BudgetRow(
+                    pk,
+                    scope,
+                    agent_id,
+                    task_id,
+                    wave_id,
+                    plan_id,
+                    repo_id,
+                    None if limit_usd is None else _usd(limit_usd),
+                    _usd(spent_usd),
+                    None if limit_tokens is None else int(limit_tokens),
+                    int(spent_tokens),
+                )
             )
     return _Batch(
         now=timezone.now(),
@@ -357,7 +429,8 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
     agent.status_line = beat.status_line
     batch.dirty_agents[agent.pk] = agent
     cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
-    budgets = batch.budgets[agent.pk]
+    tokens = beat.tokens_in + beat.tokens_out
+    budgets = [b for b in batch.budgets if b.covers(agent.pk, task)]
     if beat.tokens_in or beat.tokens_out or cost:
         if agent.session_id is None:
             agent.session_id = AgentSession.objects.create(agent_id=agent.pk).pk
@@ -375,14 +448,25 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         )
         agent.spent_usd += cost
         agent.tokens_used += beat.tokens_in + beat.tokens_out
-    if cost:
-        # Spend counts against the agent's own cap; the stored total stops at the
-        # cap (the database refuses more), and reaching it means "stop".
+    newly_spent = []
+    if cost or tokens:
+        # Spend counts against every budget in scope; a stored total stops at its cap
+        # (the database refuses more), and reaching it means "stop" for every agent
+        # the budget covers.
         for budget in budgets:
+            was_spent = budget.spent
             total = budget.spent_usd + cost
             budget.spent_usd = total if budget.limit_usd is None else min(total, budget.limit_usd)
+            used = budget.spent_tokens + tokens
+            budget.spent_tokens = (
+                used if budget.limit_tokens is None else min(used, budget.limit_tokens)
+            )
             budget.updated_at = batch.now
             batch.dirty_budgets[budget.pk] = budget
+            if budget.spent and not was_spent:
+                newly_spent.append(budget)
+    if any(b.spent for b in budgets) and agent.status != Agent.STOPPED:
+        _stop_for_budget(agent, [b for b in budgets if b.spent], newly_spent)
     if held:
         task.lease_expires_at = batch.now + timedelta(seconds=settings.FLEET_LEASE_TTL)
         batch.dirty_tasks[task.pk] = task
@@ -398,12 +482,26 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
     return {
         "status": agent.status,
         "rotate": rotate,
-        "stop": agent.status == Agent.STOPPED or (left is not None and left <= 0),
+        "stop": agent.status == Agent.STOPPED or left == 0,
         "inbox": agent.unread,
         "lease_expires_at": task.lease_expires_at if held else None,
         "epoch": task.lease_epoch if held else None,
         "budget_left_usd": left,
     }
+
+
+def _stop_for_budget(agent: AgentRow, spent: list[BudgetRow], newly: list[BudgetRow]) -> None:
+    """The server's layer: an agent past a cap is stopped (budget) in the transaction
+    that recorded the spend, and so is every other agent a budget that was spent just
+    now covers. Rare, so it goes through the models (and their Events)."""
+    from fleet import budgets
+
+    stopping = Agent.objects.get(pk=agent.pk)
+    if stopping.status != Agent.STOPPED:
+        stopping.stop(reason="budget")
+    agent.status = Agent.STOPPED
+    for row in newly:
+        budgets.stop_in_scope(Budget.objects.get(pk=row.pk))
 
 
 def _write(batch: _Batch) -> None:
@@ -413,7 +511,7 @@ def _write(batch: _Batch) -> None:
         ["last_heartbeat_at", "context_pct", "status_line", "spent_usd", "tokens_used"],
     )
     _update_rows(Task, batch.dirty_tasks.values(), ["lease_expires_at"])
-    _update_rows(Budget, batch.dirty_budgets.values(), ["spent_usd", "updated_at"])
+    _update_rows(Budget, batch.dirty_budgets.values(), ["spent_usd", "spent_tokens", "updated_at"])
     _renew_claims(batch)
     _insert_rows(
         SpendEvent,

@@ -177,6 +177,21 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                     url,
                 )
             )
+    from fleet import budgets
+
+    shared = Budget.objects.exclude(scope="agent").select_related(
+        "wave__plan", "plan", "repository", "task"
+    )
+    for budget, fraction in budgets.warnings(list(shared)):
+        found.append(
+            Problem(
+                "bad" if fraction >= 1 else "warn",
+                budgets.describe(budget),
+                f"has spent {budgets.figures(budget)} of its budget"
+                + (": its agents are stopped." if fraction >= 1 else " (80% or more)."),
+                _budget_url(budget),
+            )
+        )
     by_pk = {task.pk: task for task in tasks}
     for task in tasks:
         if task.ownership and not task.ownership.get("ok", True):
@@ -249,6 +264,20 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
                 )
             )
     return found
+
+
+def _budget_url(budget: Budget) -> str:
+    from django.urls import reverse
+
+    if budget.scope == "wave":
+        return reverse("fleet-wave", args=[budget.wave.plan.slug, budget.wave.number]) + "#budget"
+    if budget.scope == "task":
+        return reverse("fleet-task", args=[budget.task.key])
+    if budget.scope == "repository":
+        return reverse("fleet-repository", args=[budget.repository.slug])
+    if budget.scope == "plan":
+        return reverse("fleet-plan", args=[budget.plan.slug])
+    return ""
 
 
 def overview_context(filters: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -223,6 +223,9 @@ FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)
 FLEET_CHECK_TIMEOUT = env_int("FLEET_CHECK_TIMEOUT", 900)  # seconds a merge check may run
 FLEET_API_RATE = os.environ.get("FLEET_API_RATE", "1200/m")  # per agent
 FLEET_BOOT_JOURNAL = 20  # journal entries in the boot digest
+# Hard wall-clock limits the worker enforces (the agent is stopped, reason "timeout").
+FLEET_SESSION_MAX_SECONDS = env_int("FLEET_SESSION_MAX_SECONDS", 8 * 3600)
+FLEET_TASK_MAX_SECONDS = env_int("FLEET_TASK_MAX_SECONDS", 24 * 3600)
 FLEET_WEBHOOK_ATTEMPTS = env_int("FLEET_WEBHOOK_ATTEMPTS", 6)  # tries before giving up
 FLEET_WEBHOOK_RETRY = env_int("FLEET_WEBHOOK_RETRY", 10)  # seconds before the first retry
 FLEET_WEBHOOK_TIMEOUT = env_int("FLEET_WEBHOOK_TIMEOUT", 5)  # seconds per try

@@ -21,6 +21,7 @@ urlpatterns = [
                 path("spawn/", views.agent_spawn, name="fleet-agent-spawn"),
                 path("<slug:name>/", views.agent_detail, name="fleet-agent"),
                 path("<slug:name>/revoke/", views.agent_revoke, name="fleet-agent-revoke"),
+                path("<slug:name>/resume/", views.agent_resume, name="fleet-agent-resume"),
             ]
         ),
     ),

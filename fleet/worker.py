@@ -68,6 +68,12 @@ def merge_queues(now) -> int:
     return process_queues()
 
 
+def budget_sweep(now) -> int:
+    from fleet.budgets import sweep
+
+    return sweep(now)
+
+
 def gate_sweep(now) -> int:
     from fleet.gates import sweep
 
@@ -90,6 +96,7 @@ SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("expired_leases", expire_leases),
     ("stale_agents", mark_stale_agents),
     ("expired_claims", expired_claims),
+    ("budgets", budget_sweep),
     ("gates", gate_sweep),
     ("merges", merge_queues),
     ("merged_worktrees", merged_worktrees),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.views.agents import agent_detail, agent_list, agent_revoke, agent_spawn
+from fleet.views.agents import agent_detail, agent_list, agent_resume, agent_revoke, agent_spawn
 from fleet.views.fleet import activity, healthz, navigation, overview
 from fleet.views.plans import (
     plan_detail,
@@ -33,6 +33,7 @@ __all__ = [
     "activity",
     "agent_detail",
     "agent_list",
+    "agent_resume",
     "agent_revoke",
     "agent_spawn",
     "finding_resolve",

@@ -11,9 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from fleet import live
-from fleet.models import Agent, Repository, Task, slug_validator
-from fleet.roles import LEAD, ROLES, role_required, user_roles
+from fleet import budgets, live
+from fleet.models import Agent, Repository, Task, TransitionError, slug_validator
+from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
 from fleet.spawn import SpawnError, spawn
 from fleet.views.live import live_snapshot
 
@@ -78,6 +78,30 @@ def agent_revoke(request: HttpRequest, name: str) -> HttpResponse:
         agent.revoke_token(by=request.user)
         messages.success(request, f"The token of {agent.name} is revoked; its calls now get 401.")
     return redirect("fleet-agents")
+
+
+@require_POST
+@role_required(LEAD, MANAGER)
+def agent_resume(request: HttpRequest, name: str) -> HttpResponse:
+    """Resume a stopped agent (audited); refused while a cap it spends against is
+    still spent: raise that cap first."""
+    agent = get_object_or_404(Agent, name=name)
+    task = Task.objects.select_related("wave").filter(pk=agent.current_task_id).first()
+    spent = budgets.spent_budgets(agent, task)
+    if agent.status != Agent.STOPPED:
+        messages.error(request, f"{agent.name} is not stopped (it is {agent.status}).")
+    elif spent:
+        messages.error(
+            request, f"Not resumed: {budgets.refusal(spent[0]).message}. Raise that cap first."
+        )
+    else:
+        try:
+            agent.resume(by=request.user)
+        except TransitionError as exc:
+            messages.error(request, f"Not resumed: {exc.message}")
+        else:
+            messages.success(request, f"{agent.name} is resumed ({agent.status}).")
+    return redirect("fleet-agent", name=agent.name)
 
 
 def agent_context(pk: int) -> dict[str, Any] | None:

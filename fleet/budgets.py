@@ -1,0 +1,255 @@
+"""Budgets of every scope — fleet, plan, wave, repository, agent, task — and the
+server's and the worker's layers of their enforcement.
+
+A budget's scope decides which spend counts against it and which agents it stops:
+
+- ``fleet``: all spend, every agent;
+- ``agent``: that agent's spend;
+- ``task`` / ``wave`` / ``plan`` / ``repository``: spend on the task(s) in it, and
+  the agents whose current task is in it.
+
+Three layers enforce a cap, each on its own: the agent client stops itself when the
+server says ``budget_left`` is zero (``fleet.agent.ops``); the server checks caps in
+the transaction that records spend (``fleet.heartbeats``) or hands out work
+(``fleet.dispatch``), stopping the agents in scope; and the worker's ``budgets``
+sweep re-counts every cap from the raw SpendEvents (correcting any drift of the
+running totals) and stops agents past a cap or past the wall-clock limits. Under
+all three, the database refuses a stored total above its cap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from fleet.models import Agent, AgentSession, Budget, Event, SpendEvent, Task, TransitionError
+
+log = logging.getLogger("fleet.budgets")
+
+WARN_AT = Decimal("0.8")  # budgets at 80% of a cap are a warning
+
+
+def spend_filter(budget: Budget) -> Q:
+    """The SpendEvents that count against ``budget``."""
+    return {
+        "fleet": Q(),
+        "agent": Q(agent_id=budget.agent_id),
+        "task": Q(task_id=budget.task_id),
+        "wave": Q(task__wave_id=budget.wave_id),
+        "plan": Q(task__wave__plan_id=budget.plan_id),
+        "repository": Q(task__repository_id=budget.repository_id),
+    }[budget.scope]
+
+
+def agents_filter(budget: Budget) -> Q:
+    """The agents ``budget`` stops when it is spent."""
+    return {
+        "fleet": Q(),
+        "agent": Q(pk=budget.agent_id),
+        "task": Q(current_task_id=budget.task_id),
+        "wave": Q(current_task__wave_id=budget.wave_id),
+        "plan": Q(current_task__wave__plan_id=budget.plan_id),
+        "repository": Q(current_task__repository_id=budget.repository_id),
+    }[budget.scope]
+
+
+def describe(budget: Budget) -> str:
+    """The scope in words, for errors and pages: "wave 2 of Demo sprint"."""
+    if budget.scope == "fleet":
+        return "the fleet"
+    if budget.scope == "wave":
+        return f"wave {budget.wave.number} of {budget.wave.plan.name}"
+    target = budget.plan or budget.repository or budget.agent or budget.task
+    return f"{budget.scope} {getattr(target, 'key', None) or target}"
+
+
+def is_spent(budget: Budget) -> bool:
+    return (budget.limit_usd is not None and budget.spent_usd >= budget.limit_usd) or (
+        budget.limit_tokens is not None and budget.spent_tokens >= budget.limit_tokens
+    )
+
+
+def applicable(agent: Agent, task: Task | None) -> Q:
+    """The budgets an agent's spend (on ``task``) counts against."""
+    scopes = Q(scope="fleet") | Q(agent_id=agent.pk)
+    if task is not None:
+        scopes |= (
+            Q(task_id=task.pk)
+            | Q(wave_id=task.wave_id)
+            | Q(plan_id=task.wave.plan_id)
+            | Q(repository_id=task.repository_id)
+        )
+    return scopes
+
+
+def spent_budgets(agent: Agent, task: Task | None = None) -> list[Budget]:
+    return [
+        budget
+        for budget in Budget.objects.filter(applicable(agent, task)).select_related(
+            "wave__plan", "plan", "repository", "agent", "task"
+        )
+        if is_spent(budget)
+    ]
+
+
+def refusal(budget: Budget) -> TransitionError:
+    return TransitionError(
+        f"the budget of {describe(budget)} is spent ({figures(budget)}); "
+        "a person can raise the cap",
+        code="budget_spent",
+    )
+
+
+def refuse_if_spent(agent: Agent, task: Task | None = None) -> None:
+    """Work is not handed out past a cap: a 409 naming the scope (the caller holds
+    the transaction in which the work would be handed out)."""
+    spent = spent_budgets(agent, task)
+    if spent:
+        raise refusal(spent[0])
+
+
+def guard(agent: Agent) -> None:
+    """Before handing out work: an agent past its own or the fleet's cap is stopped
+    (budget; committed) and refused with the scope named."""
+    with transaction.atomic():
+        spent = spent_budgets(agent)
+        if spent and agent.status != Agent.STOPPED:
+            Agent.objects.select_for_update().get(pk=agent.pk).stop(reason="budget")
+    if spent:
+        raise refusal(spent[0])
+
+
+def figures(budget: Budget) -> str:
+    parts = []
+    if budget.limit_usd is not None:
+        parts.append(f"${budget.spent_usd:.2f} of ${budget.limit_usd:.2f}")
+    if budget.limit_tokens is not None:
+        parts.append(f"{budget.spent_tokens} of {budget.limit_tokens} tokens")
+    return ", ".join(parts)
+
+
+def stop_in_scope(budget: Budget, *, reason: str = "budget", by: Any = None) -> list[str]:
+    """Stop every active agent ``budget`` covers (in the caller's transaction)."""
+    stopped = []
+    for agent in Agent.objects.filter(agents_filter(budget)).exclude(status=Agent.STOPPED):
+        try:
+            agent.stop(reason=reason, by=by)
+        except TransitionError:
+            continue
+        stopped.append(agent.name)
+    return stopped
+
+
+@dataclass
+class Recount:
+    budget: Budget
+    spent_usd: Decimal
+    spent_tokens: int
+
+
+def recount(budget: Budget) -> Recount:
+    """The budget's spend counted from the raw SpendEvents."""
+    totals = SpendEvent.objects.filter(spend_filter(budget)).aggregate(
+        usd=Sum("cost_usd"), tin=Sum("tokens_in"), tout=Sum("tokens_out")
+    )
+    return Recount(
+        budget,
+        Decimal(str(totals["usd"] or 0)).quantize(Decimal("0.0001")),
+        int(totals["tin"] or 0) + int(totals["tout"] or 0),
+    )
+
+
+def sweep(now=None) -> int:
+    """The worker's layer: re-count every capped budget from the raw spend, correct
+    the running total (kept within its cap), and stop the agents in scope of a spent
+    one; stop agents past the wall-clock limits. The number of agents stopped."""
+    now = now or timezone.now()
+    stopped = 0
+    capped = Budget.objects.filter(Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False))
+    for budget_id in capped.values_list("pk", flat=True):
+        with transaction.atomic():
+            budget = (
+                Budget.objects.select_for_update(of=("self",))
+                .select_related("wave__plan", "plan", "repository", "agent", "task")
+                .filter(pk=budget_id)
+                .first()
+            )
+            if budget is None:
+                continue
+            raw = recount(budget)
+            over = (budget.limit_usd is not None and raw.spent_usd >= budget.limit_usd) or (
+                budget.limit_tokens is not None and raw.spent_tokens >= budget.limit_tokens
+            )
+            usd = (
+                raw.spent_usd if budget.limit_usd is None else min(raw.spent_usd, budget.limit_usd)
+            )
+            tokens = (
+                raw.spent_tokens
+                if budget.limit_tokens is None
+                else min(raw.spent_tokens, budget.limit_tokens)
+            )
+            if (usd, tokens) != (budget.spent_usd, budget.spent_tokens):
+                Event.objects.record(
+                    "budget.recount",
+                    payload={
+                        "budget": budget.pk,
+                        "scope": describe(budget),
+                        "stored_usd": str(budget.spent_usd),
+                        "counted_usd": str(raw.spent_usd),
+                        "stored_tokens": budget.spent_tokens,
+                        "counted_tokens": raw.spent_tokens,
+                    },
+                )
+                budget.spent_usd, budget.spent_tokens, budget.updated_at = usd, tokens, now
+                budget.save(update_fields=["spent_usd", "spent_tokens", "updated_at"])
+            if over:
+                stopped += len(stop_in_scope(budget))
+    stopped += _wall_clock(now)
+    return stopped
+
+
+def _wall_clock(now) -> int:
+    """Stop agents whose session, or whose hold on a task, outlasted its limit."""
+    stopped = 0
+    session_cutoff = now - timedelta(seconds=settings.FLEET_SESSION_MAX_SECONDS)
+    long_sessions = AgentSession.objects.filter(
+        ended_at__isnull=True, started_at__lt=session_cutoff
+    ).values_list("agent_id", flat=True)
+    task_cutoff = now - timedelta(seconds=settings.FLEET_TASK_MAX_SECONDS)
+    long_tasks = (
+        Event.objects.filter(kind="task.assign", created_at__lt=task_cutoff)
+        .filter(task__status__in=Task.LEASED_STATES)
+        .values_list("task_id", flat=True)
+    )
+    # The latest assignment counts: a task reassigned since started a new clock.
+    recent = Event.objects.filter(kind="task.assign", created_at__gte=task_cutoff).values("task_id")
+    culprits = Agent.objects.filter(
+        Q(pk__in=list(long_sessions))
+        | Q(current_task_id__in=list(long_tasks.exclude(task_id__in=recent)))
+    ).exclude(status=Agent.STOPPED)
+    for agent in culprits:
+        with transaction.atomic():
+            try:
+                agent.stop(reason="timeout")
+            except TransitionError:
+                continue
+        stopped += 1
+    return stopped
+
+
+def warnings(budgets: list[Budget]) -> list[tuple[Budget, Decimal]]:
+    """Budgets at 80% or more of a cap, with the fraction used."""
+    found = []
+    for budget in budgets:
+        fraction = budget.fraction_used
+        if fraction is not None and Decimal(str(fraction)) >= WARN_AT:
+            found.append((budget, Decimal(str(fraction))))
+    return found
