@@ -52,8 +52,19 @@ def require_role(agent: Agent, *roles: str, action: str) -> None:
 
 
 def require_own_task(agent: Agent, task: Task, *, action: str) -> None:
-    if task.assignee_id != agent.pk:
-        raise Refused(f"{task.key} is not assigned to {agent.name}; cannot {action}", code="owner")
+    """An agent acts only on its own task: 403, or a 409 naming the new holder when
+    it held the task once and lost the lease (it went silent, say)."""
+    if task.assignee_id == agent.pk:
+        return
+    if task.events.filter(kind="task.assign", payload__agent=agent.name).exists():
+        holder = Agent.objects.filter(pk=task.assignee_id).values_list("name", flat=True).first()
+        raise TransitionError(
+            f"{agent.name} lost the lease on {task.key}"
+            + (f"; it is now held by {holder} (lease epoch {task.lease_epoch})" if holder else "")
+            + f"; cannot {action}",
+            code="lease_lost",
+        )
+    raise Refused(f"{task.key} is not assigned to {agent.name}; cannot {action}", code="owner")
 
 
 def open_session(agent: Agent) -> AgentSession:

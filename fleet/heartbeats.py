@@ -162,6 +162,25 @@ def holds_lease(agent: Any, task: Any) -> bool:
     return task is not None and task.status in Task.LEASED_STATES and task.assignee_id == agent.pk
 
 
+def lost_to(name: str) -> str:
+    """Who holds the task an agent lost its lease on, in words (the refusal only)."""
+    from fleet.models import Event
+
+    last = (
+        Event.objects.filter(kind="task.assign", payload__agent=name)
+        .select_related("task__assignee")
+        .order_by("-id")
+        .first()
+    )
+    if last is None or last.task is None:
+        return ""
+    task = last.task
+    holder = task.assignee.name if task.assignee and task.assignee.name != name else None
+    if holder:
+        return f"; {task.key} is now held by {holder} (lease epoch {task.lease_epoch})"
+    return f"; {task.key} is {task.get_status_display()}"
+
+
 def budget_left(budgets: list) -> float | None:
     """USD left under the tightest of these caps (None: no cap in USD; 0 when any of
     them is spent, tokens included)."""
@@ -409,7 +428,8 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
     if beat.epoch is not None and (not held or task.lease_epoch != beat.epoch):
         # Fencing: a paused-then-resumed agent must not act on a lease it lost.
         raise TransitionError(
-            f"lease epoch {beat.epoch} is no longer held by {agent.name}", code="stale_lease"
+            f"lease epoch {beat.epoch} is no longer held by {agent.name}{lost_to(agent.name)}",
+            code="stale_lease",
         )
     if (
         agent.spent_usd + Decimal(str(beat.cost_usd)) >= MAX_USD

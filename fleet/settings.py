@@ -226,6 +226,7 @@ FLEET_BOOT_JOURNAL = 20  # journal entries in the boot digest
 # Hard wall-clock limits the worker enforces (the agent is stopped, reason "timeout").
 FLEET_SESSION_MAX_SECONDS = env_int("FLEET_SESSION_MAX_SECONDS", 8 * 3600)
 FLEET_TASK_MAX_SECONDS = env_int("FLEET_TASK_MAX_SECONDS", 24 * 3600)
+FLEET_TASK_MAX_ATTEMPTS = env_int("FLEET_TASK_MAX_ATTEMPTS", 3)  # leases lost before it fails
 FLEET_WEBHOOK_ATTEMPTS = env_int("FLEET_WEBHOOK_ATTEMPTS", 6)  # tries before giving up
 FLEET_WEBHOOK_RETRY = env_int("FLEET_WEBHOOK_RETRY", 10)  # seconds before the first retry
 FLEET_WEBHOOK_TIMEOUT = env_int("FLEET_WEBHOOK_TIMEOUT", 5)  # seconds per try

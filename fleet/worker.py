@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -24,12 +25,21 @@ log = logging.getLogger("fleet.worker")
 
 
 def expire_leases(now) -> int:
-    """Return tasks whose lease lapsed to ``ready``, keeping branch and worktree."""
+    """Return tasks whose lease lapsed to ``ready``, keeping branch and worktree, so
+    the next agent resumes; a task that used up its attempts fails instead (the
+    circuit breaker: a lead looks at it)."""
     count = 0
     for task in Task.objects.lease_expired(now).select_related("assignee"):
         agent_id = task.assignee_id
         try:
-            task.expire_lease(now=now)
+            if task.attempt >= settings.FLEET_TASK_MAX_ATTEMPTS:
+                task.fail(
+                    by=None,
+                    reason=f"attempt {task.attempt} of {settings.FLEET_TASK_MAX_ATTEMPTS} "
+                    "lost its lease; a person decides (retry or cancel)",
+                )
+            else:
+                task.expire_lease(now=now)
         except TransitionError:
             continue  # renewed or moved on since we looked; nothing to do
         Agent.objects.filter(pk=agent_id, current_task=task).update(current_task=None)

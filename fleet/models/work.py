@@ -440,8 +440,9 @@ class Task(StateMachine):
         if not _is_agent(by):
             return
         if current.assignee_id != by.pk:
+            holder = f" (it is held by {current.assignee.name})" if current.assignee_id else ""
             raise TransitionError(
-                f"{current.key} is not assigned to {by.name}; it cannot {action} it",
+                f"{current.key} is not assigned to {by.name}{holder}; it cannot {action} it",
                 code="not_assignee",
             )
         if epoch is not None and epoch != current.lease_epoch:
