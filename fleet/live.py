@@ -366,6 +366,16 @@ def _merges(key: str) -> dict[str, Any]:
     return merges_context()
 
 
+def _budget(key: str) -> dict[str, Any]:
+    from fleet.views.budget import budget_context
+
+    return budget_context(key)
+
+
+# Events that move the budget page (spend itself arrives with heartbeats, which the
+# page follows at the pump's full refresh).
+BUDGET_KINDS = ("agent.stop", "agent.resume", "budget.", "task.mark_merged")
+
 PAGES: dict[str, Page] = {
     "overview": Page(
         "fleet/overview.html",
@@ -392,6 +402,12 @@ PAGES: dict[str, Page] = {
         _repository,
         lambda row: _keys(row["repository_id"], row["task__repository_id"]),
     ),
+    "budget": Page(
+        "fleet/budget.html",
+        ("budget-caps", "budget-charts", "budget-tables"),
+        _budget,
+        lambda row: {""} if row["kind"].startswith(BUDGET_KINDS) else set(),
+    ),
     "merges": Page(
         "fleet/merges.html",
         ("queue", "recent"),
@@ -413,7 +429,7 @@ def resolve(view: str, key: str) -> str:
         from urllib.parse import parse_qsl
 
         return overview_key(overview_filters(dict(parse_qsl(key))))
-    if view == "merges":
+    if view in ("merges", "budget"):
         return ""
     model = {"agent": Agent, "task": Task, "repository": Repository}[view]
     pk = _int_key(key)

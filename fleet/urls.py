@@ -77,6 +77,8 @@ urlpatterns = [
         name="fleet-repository-auto-merge",
     ),
     path("merges/", views.merge_queue, name="fleet-merges"),
+    path("budget/", views.budget_page, name="fleet-budget"),
+    path("budget/spend.csv", views.spend_csv, name="fleet-spend-csv"),
     path("reviews/", views.review_queue, name="fleet-reviews"),
     path("findings/<int:finding_id>/verdict/", views.finding_verdict, name="fleet-finding-verdict"),
     path("findings/<int:finding_id>/resolve/", views.finding_resolve, name="fleet-finding-resolve"),

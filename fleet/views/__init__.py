@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleet.views.agents import agent_detail, agent_list, agent_resume, agent_revoke, agent_spawn
+from fleet.views.budget import budget_page, spend_csv
 from fleet.views.fleet import activity, healthz, navigation, overview
 from fleet.views.plans import (
     plan_detail,
@@ -36,6 +37,7 @@ __all__ = [
     "agent_resume",
     "agent_revoke",
     "agent_spawn",
+    "budget_page",
     "finding_resolve",
     "finding_verdict",
     "healthz",
@@ -48,6 +50,7 @@ __all__ = [
     "repository_detail",
     "repository_list",
     "review_queue",
+    "spend_csv",
     "task_detail",
     "task_edit",
     "task_move",

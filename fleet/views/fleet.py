@@ -25,6 +25,7 @@ NAVIGATION = [
     ("Repositories", "fleet-repositories", None),
     ("Reviews", "fleet-reviews", None),
     ("Merge queue", "fleet-merges", None),
+    ("Budget", "fleet-budget", None),
     ("Activity", "fleet-activity", None),
 ]
 

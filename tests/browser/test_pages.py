@@ -98,6 +98,7 @@ MAIN_PAGES = [
     ("activity-filtered", "/activity/?kind=task.", "#activity"),
     ("repositories", "/repositories/", "main h1"),
     ("plans", "/plans/", "main h1"),
+    ("budget", "/budget/", "#budget-charts svg.chart >> nth=0"),
 ]
 
 

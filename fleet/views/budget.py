@@ -1,0 +1,204 @@
+"""The manager's budget page: spend over time stacked by agent, wave and
+repository; burn-down against each cap with a projection of when it is hit; the top
+spenders and the cost of each merged task; a CSV export. Live (``budget`` page)."""
+
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDay, TruncHour
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from fleet import budgets, charts
+from fleet.models import Budget, SpendEvent, Task
+from fleet.roles import ROLES, role_required
+from fleet.views.live import live_snapshot
+
+HOURS = 24
+GROUPS = {
+    "agent": ("agent__name", "By agent"),
+    "wave": ("task__wave__number", "By wave"),
+    "repository": ("task__repository__slug", "By repository"),
+}
+
+
+def _hours(now) -> list:
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
+    return [start + timedelta(hours=i) for i in range(HOURS)]
+
+
+def _bucket(value) -> Any:
+    """A TruncHour value as an aware datetime on the hour (SQLite gives naive ones)."""
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.UTC)
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def _series(hours: list, field: str) -> dict[str, list[float]]:
+    """Spend per hour in the window, per value of ``field`` (one query)."""
+    index = {hour: i for i, hour in enumerate(hours)}
+    series: dict[str, list[float]] = {}
+    rows = (
+        SpendEvent.objects.filter(created_at__gte=hours[0])
+        .annotate(hour=TruncHour("created_at"))
+        .values("hour", field)
+        .annotate(cost=Sum("cost_usd"))
+    )
+    for row in rows:
+        i = index.get(_bucket(row["hour"]))
+        if i is None:
+            continue
+        label = row[field]
+        label = (
+            "no task"
+            if label is None
+            else (f"wave {label}" if field.endswith("number") else str(label))
+        )
+        series.setdefault(label, [0.0] * len(hours))[i] += float(row["cost"] or 0)
+    return series
+
+
+def _burndowns(hours: list, now) -> list[dict[str, Any]]:
+    """Each capped budget: its spend so far, hour by hour in the window, the burn
+    rate of the last hour, and when the cap is hit at that rate."""
+    rows = []
+    capped = Budget.objects.exclude(limit_usd=None).select_related(
+        "wave__plan", "plan", "repository", "agent", "task"
+    )
+    for budget in capped.order_by("scope", "pk"):
+        scope = SpendEvent.objects.filter(budgets.spend_filter(budget))
+        before = scope.filter(created_at__lt=hours[0]).aggregate(s=Sum("cost_usd"))["s"] or 0
+        per_hour = [0.0] * len(hours)
+        index = {hour: i for i, hour in enumerate(hours)}
+        for row in (
+            scope.filter(created_at__gte=hours[0])
+            .annotate(hour=TruncHour("created_at"))
+            .values("hour")
+            .annotate(cost=Sum("cost_usd"))
+        ):
+            i = index.get(_bucket(row["hour"]))
+            if i is not None:
+                per_hour[i] += float(row["cost"] or 0)
+        cumulative, total = [], float(before)
+        for value in per_hour:
+            total += value
+            cumulative.append(total)
+        cap = float(budget.limit_usd)
+        rate = float(
+            scope.filter(created_at__gte=now - timedelta(hours=1)).aggregate(s=Sum("cost_usd"))["s"]
+            or 0
+        )  # per hour
+        left = max(cap - total, 0.0)
+        hours_left = left / rate if rate and left else None
+        rows.append(
+            {
+                "budget": budget,
+                "scope": budgets.describe(budget),
+                "spent": total,
+                "cap": cap,
+                "fraction": total / cap if cap else 1.0,
+                "rate": rate,
+                "hits_at": now + timedelta(hours=hours_left) if hours_left else None,
+                "spent_out": budgets.is_spent(budget) or left <= 0,
+                "chart": charts.burndown(
+                    hours,
+                    cumulative,
+                    cap,
+                    hours_left,
+                    title=f"Spend of {budgets.describe(budget)} against its ${cap:.2f} cap",
+                ),
+            }
+        )
+    return rows
+
+
+def budget_context(key: str = "") -> dict[str, Any]:
+    now = timezone.now()
+    hours = _hours(now)
+    totals = SpendEvent.objects.aggregate(
+        cost=Sum("cost_usd"), tin=Sum("tokens_in"), tout=Sum("tokens_out"), n=Count("id")
+    )
+    return {
+        "now": now,
+        "totals": totals,
+        "charts": [
+            {
+                "key": key_,
+                "title": title,
+                "svg": charts.stacked_bars(
+                    hours, _series(hours, field), title=f"Spend per hour, {title.lower()}"
+                ),
+            }
+            for key_, (field, title) in GROUPS.items()
+        ],
+        "burndowns": _burndowns(hours, now),
+        "top": list(
+            SpendEvent.objects.values("agent__name", "agent__role")
+            .annotate(cost=Sum("cost_usd"), tokens=Sum("tokens_in") + Sum("tokens_out"))
+            .order_by("-cost", "agent__name")[:10]
+        ),
+        "merged": list(
+            Task.objects.filter(status=Task.MERGED)
+            .annotate(cost=Sum("spend__cost_usd"))
+            .select_related("repository")
+            .order_by("-updated_at")[:30]
+        ),
+    }
+
+
+@require_GET
+@role_required(*ROLES)
+def budget_page(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("live"):
+        return live_snapshot("budget")
+    return render(
+        request, "fleet/budget.html", {**budget_context(), "live_view": "budget", "live_key": ""}
+    )
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+@role_required(*ROLES)
+def spend_csv(request: HttpRequest) -> StreamingHttpResponse:
+    """Spend per day, agent and task (one row each; the columns add up to the page's
+    totals), streamed."""
+    rows = (
+        SpendEvent.objects.annotate(day=TruncDay("created_at"))
+        .values("day", "agent__name", "task__key", "task__wave__number", "task__repository__slug")
+        .annotate(tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), cost=Sum("cost_usd"))
+        .order_by("day", "agent__name", "task__key")
+    )
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(
+            ["day", "agent", "task", "wave", "repository", "tokens_in", "tokens_out", "cost_usd"]
+        )
+        for row in rows.iterator():
+            yield writer.writerow(
+                [
+                    _bucket(row["day"]).date().isoformat(),
+                    row["agent__name"],
+                    row["task__key"] or "",
+                    row["task__wave__number"] or "",
+                    row["task__repository__slug"] or "",
+                    row["tokens_in"],
+                    row["tokens_out"],
+                    f"{Decimal(str(row['cost'] or 0)):.4f}",
+                ]
+            )
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="fleet-spend.csv"'
+    return response
