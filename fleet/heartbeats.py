@@ -32,6 +32,8 @@ from fleet.models import (
     Budget,
     FileClaim,
     Message,
+    ModelPrice,
+    Repository,
     SpendEvent,
     Task,
     TransitionError,
@@ -48,13 +50,16 @@ UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="fleet"'}
 
 @dataclass(frozen=True)
 class Beat:
-    context_pct: int
+    context_pct: int | None  # None: estimated from the proxies, else left as it was
     status_line: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
     model: str = ""
     epoch: int | None = None
+    tool_calls: int | None = None  # proxies for context use, this session so far
+    files_read: int | None = None
+    liveness: bool = True  # False: a spend report (POST spend), not a heartbeat
 
 
 class Refusal(Exception):
@@ -88,6 +93,8 @@ class AgentRow:
     tokens_used: int
     unread: int
     session_id: int | None
+    session_started_at: datetime | None
+    repository_id: int | None
     last_heartbeat_at: datetime | None = None
     context_pct: int = 0
     status_line: str = ""
@@ -151,6 +158,9 @@ class _Batch:
     by_hash: dict[str, AgentRow]
     tasks: dict[int, TaskRow]
     budgets: list[BudgetRow]
+    prices: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    thresholds: dict[int, int] = field(default_factory=dict)
+    sessions: dict[int, list] = field(default_factory=dict)  # id → [usd, tokens, pct, peak]
     dirty_agents: dict[int, AgentRow] = field(default_factory=dict)
     dirty_tasks: dict[int, TaskRow] = field(default_factory=dict)
     dirty_budgets: dict[int, BudgetRow] = field(default_factory=dict)
@@ -291,16 +301,21 @@ def _agents_sql(where: str, vendor: str) -> str:
         f"SELECT COUNT(*) FROM {_table(Message)} m WHERE m.{_col(Message, 'recipient')} = "
         f"a.{a['id']} AND m.{_col(Message, 'acked_at')} IS NULL"
     )
-    session = (
-        f"SELECT s.{_col(AgentSession, 'id')} FROM {_table(AgentSession)} s WHERE "
-        f"s.{_col(AgentSession, 'agent')} = a.{a['id']} AND s.{_col(AgentSession, 'ended_at')}"
-        f" IS NULL ORDER BY s.{_col(AgentSession, 'id')} LIMIT 1"
-    )
+
+    def session(column: str) -> str:
+        return (
+            f"SELECT s.{_col(AgentSession, column)} FROM {_table(AgentSession)} s WHERE "
+            f"s.{_col(AgentSession, 'agent')} = a.{a['id']} AND "
+            f"s.{_col(AgentSession, 'ended_at')} IS NULL ORDER BY s.{_col(AgentSession, 'id')}"
+            " LIMIT 1"
+        )
+
     fields = ("id", "name", "token_hash", "token_revoked_at", "status", "current_task")
-    fields += ("spent_usd", "tokens_used")
+    fields += ("spent_usd", "tokens_used", "last_heartbeat_at", "context_pct", "status_line")
     columns = ", ".join(f"a.{_col(Agent, name)}" for name in fields)
     return (
-        f"SELECT {columns}, ({unread}), ({session}) FROM {_table(Agent)} a WHERE {where}"
+        f"SELECT {columns}, ({unread}), ({session('id')}), ({session('started_at')}),"
+        f" a.{_col(Agent, 'repository')} FROM {_table(Agent)} a WHERE {where}"
         f" ORDER BY a.{a['id']}{_for_update()}"
     )
 
@@ -321,7 +336,12 @@ def _load(pending: list[Pending]) -> _Batch:
         where.append(f"a.{_col(Agent, 'token_hash')} IN ({_marks(hashes)})")
     if where:
         for row in _rows(_agents_sql(" OR ".join(where), connection.vendor), [*ids, *hashes]):
-            pk, name, token_hash, revoked, status, task_id, usd, tokens, unread, session = row
+            pk, name, token_hash, revoked, status, task_id, usd, tokens = row[:8]
+            last_beat, context, line, unread, session, started, repository_id = row[8:]
+            if isinstance(started, str):  # SQLite hands back text from a subquery
+                started = AgentSession._meta.get_field("started_at").to_python(started)
+            if started is not None and timezone.is_naive(started):
+                started = timezone.make_aware(started, timezone.UTC)
             agents[pk] = AgentRow(
                 pk,
                 name,
@@ -333,6 +353,11 @@ def _load(pending: list[Pending]) -> _Batch:
                 int(tokens),
                 int(unread or 0),
                 session,
+                started,
+                repository_id,
+                last_beat,
+                int(context or 0),
+                line or "",
             )
     tasks = {}
     task_ids = sorted({a.current_task_id for a in agents.values() if a.current_task_id})
@@ -353,50 +378,127 @@ def _load(pending: list[Pending]) -> _Batch:
         plans = dict(_rows(sql, wave_ids))
         for task in tasks.values():
             task.plan_id = plans.get(task.wave_id)
-    budgets: list[BudgetRow] = []
-    if agents:
-        # Every budget a beat of this batch can count against: the fleet's, the
-        # agents' own, and those of their tasks, waves, plans and repositories.
-        where, params = [f"{_col(Budget, 'scope')} = %s"], ["fleet"]
-        for name, values in (
-            ("agent", list(agents)),
-            ("task", list(tasks)),
-            ("wave", sorted({t.wave_id for t in tasks.values()})),
-            ("plan", sorted({t.plan_id for t in tasks.values() if t.plan_id})),
-            ("repository", sorted({t.repository_id for t in tasks.values()})),
-        ):
-            if values:
-                where.append(f"{_col(Budget, name)} IN ({_marks(values)})")
-                params += values
-        sql = (
-            f"SELECT {_cols(Budget, *BUDGET_COLUMNS)} FROM {_table(Budget)}"
-            f" WHERE {' OR '.join(where)} ORDER BY {_col(Budget, 'id')}{_for_update()}"
-        )
-        for row in _rows(sql, params):
-            pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
-            limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
-            budgets.append(
-                BudgetRow(
-                    pk,
-                    scope,
-                    agent_id,
-                    task_id,
-                    wave_id,
-                    plan_id,
-                    repo_id,
-                    None if limit_usd is None else _usd(limit_usd),
-                    _usd(spent_usd),
-                    None if limit_tokens is None else int(limit_tokens),
-                    int(spent_tokens),
-                )
+    budgets = _load_budgets(agents, tasks)
+    if _missing_totals(pending, agents, tasks, budgets):
+        budgets = _load_budgets(agents, tasks)
+    models = {p.beat.model for p in pending if p.beat.model and not p.beat.cost_usd}
+    prices = {}
+    if models:
+        prices = {
+            name: (_usd(p_in), _usd(p_out))
+            for name, p_in, p_out in _rows(
+                f"SELECT {_cols(ModelPrice, 'model_name', 'usd_per_mtok_in', 'usd_per_mtok_out')}"
+                f" FROM {_table(ModelPrice)} WHERE {_col(ModelPrice, 'model_name')}"
+                f" IN ({_marks(models)})",
+                sorted(models),
             )
+        }
+    repo_ids = {a.repository_id for a in agents.values() if a.repository_id}
+    repo_ids |= {t.repository_id for t in tasks.values()}
+    thresholds = {}
+    if repo_ids:
+        thresholds = dict(
+            _rows(
+                f"SELECT {_cols(Repository, 'id', 'rotate_at_pct')} FROM {_table(Repository)}"
+                f" WHERE {_col(Repository, 'id')} IN ({_marks(repo_ids)})",
+                sorted(repo_ids),
+            )
+        )
     return _Batch(
         now=timezone.now(),
         agents=agents,
         by_hash={a.token_hash: a for a in agents.values() if a.token_hash},
         tasks=tasks,
         budgets=budgets,
+        prices=prices,
+        thresholds=thresholds,
     )
+
+
+def _load_budgets(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> list[BudgetRow]:
+    """Every budget a beat of this batch can count against, locked: the fleet's, the
+    agents' own, and those of their tasks, waves, plans and repositories."""
+    budgets: list[BudgetRow] = []
+    if not agents:
+        return budgets
+    where, params = [f"{_col(Budget, 'scope')} = %s"], ["fleet"]
+    for name, values in _scope_ids(agents, tasks):
+        if values:
+            where.append(f"{_col(Budget, name)} IN ({_marks(values)})")
+            params += values
+    sql = (
+        f"SELECT {_cols(Budget, *BUDGET_COLUMNS)} FROM {_table(Budget)}"
+        f" WHERE {' OR '.join(where)} ORDER BY {_col(Budget, 'id')}{_for_update()}"
+    )
+    for row in _rows(sql, params):
+        pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
+        limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
+        budgets.append(
+            BudgetRow(
+                pk,
+                scope,
+                agent_id,
+                task_id,
+                wave_id,
+                plan_id,
+                repo_id,
+                None if limit_usd is None else _usd(limit_usd),
+                _usd(spent_usd),
+                None if limit_tokens is None else int(limit_tokens),
+                int(spent_tokens),
+            )
+        )
+    return budgets
+
+
+def _scope_ids(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> list[tuple[str, list]]:
+    return [
+        ("agent", sorted(agents)),
+        ("task", sorted(tasks)),
+        ("wave", sorted({t.wave_id for t in tasks.values()})),
+        ("plan", sorted({t.plan_id for t in tasks.values() if t.plan_id})),
+        ("repository", sorted({t.repository_id for t in tasks.values()})),
+    ]
+
+
+def _missing_totals(
+    pending: list[Pending],
+    agents: dict[int, AgentRow],
+    tasks: dict[int, TaskRow],
+    budgets: list[BudgetRow],
+) -> bool:
+    """Make the running-total rows (uncapped budgets) of the fleet and of each task,
+    wave, plan and repository that this batch's spend counts against and that has
+    none yet; True if any was made. (Once a fleet is warm, none is.)"""
+    by_hash = {a.token_hash: a for a in agents.values() if a.token_hash}
+    spending = [
+        agents.get(p.agent_id) if p.agent_id is not None else by_hash.get(p.token_hash)
+        for p in pending
+        if p.beat.tokens_in or p.beat.tokens_out or p.beat.cost_usd
+    ]
+    have = {(b.scope, b.task_id or b.wave_id or b.plan_id or b.repository_id) for b in budgets}
+    need: set[tuple[str, int | None]] = set()
+    for agent in spending:
+        if agent is None:
+            continue
+        need.add(("fleet", None))
+        task = tasks.get(agent.current_task_id)
+        if task is not None:
+            need |= {
+                ("task", task.pk),
+                ("wave", task.wave_id),
+                ("repository", task.repository_id),
+            }
+            if task.plan_id:
+                need.add(("plan", task.plan_id))
+    missing = need - have
+    if not missing:
+        return False
+    Budget.objects.bulk_create(
+        [Budget(scope=scope, **({f"{scope}_id": pk} if pk else {})) for scope, pk in missing],
+        ignore_conflicts=True,
+    )
+    return True
 
 
 def _authenticate(batch: _Batch, item: Pending, wait: float | None) -> AgentRow:
@@ -440,16 +542,25 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
             f"{agent.name}'s spend totals would overflow; a person must look at this agent",
             code="spend_overflow",
         )
-    if agent.status == Agent.STALE:
-        revived = Agent.objects.get(pk=agent.pk)
-        revived.revive()
-        agent.status = revived.status
-    agent.last_heartbeat_at = batch.now
-    agent.context_pct = beat.context_pct
-    agent.status_line = beat.status_line
+    pct = context_of(beat, agent, batch.now)
+    if beat.liveness:
+        if agent.status == Agent.STALE:
+            revived = Agent.objects.get(pk=agent.pk)
+            revived.revive()
+            agent.status = revived.status
+        agent.last_heartbeat_at = batch.now
+        agent.status_line = beat.status_line
+    if pct is not None:
+        agent.context_pct = pct
     batch.dirty_agents[agent.pk] = agent
     cost = Decimal(str(beat.cost_usd)).quantize(CENT, rounding=ROUND_HALF_UP)
     tokens = beat.tokens_in + beat.tokens_out
+    if not cost and tokens and beat.model in batch.prices:
+        # Tokens without a cost: priced from the model's row in the price table.
+        per_in, per_out = batch.prices[beat.model]
+        cost = ((per_in * beat.tokens_in + per_out * beat.tokens_out) / 1_000_000).quantize(
+            CENT, rounding=ROUND_HALF_UP
+        )
     budgets = [b for b in batch.budgets if b.covers(agent.pk, task)]
     if beat.tokens_in or beat.tokens_out or cost:
         if agent.session_id is None:
@@ -468,6 +579,15 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         )
         agent.spent_usd += cost
         agent.tokens_used += beat.tokens_in + beat.tokens_out
+    if agent.session_id is not None and (cost or tokens or pct is not None):
+        # The session's running totals and its context peak.
+        usd, used, latest, peak = batch.sessions.get(agent.session_id, [CENT * 0, 0, None, 0])
+        batch.sessions[agent.session_id] = [
+            usd + cost,
+            used + tokens,
+            pct if pct is not None else latest,
+            max(peak, pct or 0),
+        ]
     newly_spent = []
     if cost or tokens:
         # Spend counts against every budget in scope; a stored total stops at its cap
@@ -492,7 +612,9 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         batch.dirty_tasks[task.pk] = task
         batch.claimants.add(agent.pk)
     left = budget_left(budgets)
-    rotate = beat.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
+    repository_id = task.repository_id if task else agent.repository_id
+    line = batch.thresholds.get(repository_id, settings.FLEET_CONTEXT_ROTATE_PCT)
+    rotate = pct is not None and pct >= line
     if rotate and agent.status in (Agent.IDLE, Agent.WORKING, Agent.REVIEWING):
         # Past the rotation line: the agent is rotating until its next session boots
         # (which then ends this session as "rotated", not "crashed"). One Event.
@@ -507,7 +629,27 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         "lease_expires_at": task.lease_expires_at if held else None,
         "epoch": task.lease_epoch if held else None,
         "budget_left_usd": left,
+        "context_pct": agent.context_pct,
+        "rotate_at_pct": line,
     }
+
+
+def context_of(beat: Beat, agent: AgentRow, now: datetime) -> int | None:
+    """The context use a beat reports, or estimates from its proxies (tool calls and
+    files read this session, and the session's age); None when it says nothing."""
+    if beat.context_pct is not None:
+        return beat.context_pct
+    if beat.tool_calls is None and beat.files_read is None:
+        return None
+    minutes = (
+        (now - agent.session_started_at).total_seconds() / 60 if agent.session_started_at else 0
+    )
+    estimate = (
+        (beat.tool_calls or 0) * settings.FLEET_CONTEXT_PER_TOOL_CALL
+        + (beat.files_read or 0) * settings.FLEET_CONTEXT_PER_FILE_READ
+        + minutes * settings.FLEET_CONTEXT_PER_MINUTE
+    )
+    return max(0, min(100, round(estimate)))
 
 
 def _stop_for_budget(agent: AgentRow, spent: list[BudgetRow], newly: list[BudgetRow]) -> None:
@@ -531,6 +673,7 @@ def _write(batch: _Batch) -> None:
         ["last_heartbeat_at", "context_pct", "status_line", "spent_usd", "tokens_used"],
     )
     _update_rows(Task, batch.dirty_tasks.values(), ["lease_expires_at"])
+    _update_sessions(batch)
     _update_rows(Budget, batch.dirty_budgets.values(), ["spent_usd", "spent_tokens", "updated_at"])
     _renew_claims(batch)
     _insert_rows(
@@ -547,6 +690,29 @@ def _write(batch: _Batch) -> None:
             "created_at",
         ],
     )
+
+
+def _update_sessions(batch: _Batch) -> None:
+    """Add each session's spend and raise its context peak (one statement per session;
+    the session row is the agent's, which this batch holds locked)."""
+    if not batch.sessions:
+        return
+    s = {name: _col(AgentSession, name) for name in ("spent_usd", "tokens_used")}
+    s |= {name: _col(AgentSession, name) for name in ("context_pct", "context_peak", "id")}
+    sql = (
+        f"UPDATE {_table(AgentSession)} SET {s['spent_usd']} = {s['spent_usd']} + %s,"
+        f" {s['tokens_used']} = {s['tokens_used']} + %s,"
+        f" {s['context_pct']} = COALESCE(%s, {s['context_pct']}),"
+        f" {s['context_peak']} = CASE WHEN {s['context_peak']} < %s THEN %s"
+        f" ELSE {s['context_peak']} END WHERE {s['id']} = %s"
+    )
+    money = AgentSession._meta.get_field("spent_usd")
+    params = [
+        [money.get_db_prep_save(usd, connection), used, pct, peak, peak, pk]
+        for pk, (usd, used, pct, peak) in sorted(batch.sessions.items())
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _renew_claims(batch: _Batch) -> None:

@@ -218,7 +218,12 @@ FLEET_HEARTBEAT_INTERVAL = env_int("FLEET_HEARTBEAT_INTERVAL", 30)  # how often 
 # A file claim lives about three heartbeat intervals past the agent's last heartbeat.
 FLEET_CLAIM_TTL = env_int("FLEET_CLAIM_TTL", 3 * FLEET_HEARTBEAT_INTERVAL)
 FLEET_WAVE_SOFT_LIMIT = 4  # the "rule of 4"
-FLEET_CONTEXT_ROTATE_PCT = 60
+FLEET_CONTEXT_ROTATE_PCT = 60  # the default; each repository can set its own
+# Context use estimated from proxies when an agent cannot report it (percent points
+# per tool call, per file read and per minute of the session; rough defaults).
+FLEET_CONTEXT_PER_TOOL_CALL = float(os.environ.get("FLEET_CONTEXT_PER_TOOL_CALL", "0.4"))
+FLEET_CONTEXT_PER_FILE_READ = float(os.environ.get("FLEET_CONTEXT_PER_FILE_READ", "1.5"))
+FLEET_CONTEXT_PER_MINUTE = float(os.environ.get("FLEET_CONTEXT_PER_MINUTE", "0.1"))
 FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)
 FLEET_CHECK_TIMEOUT = env_int("FLEET_CHECK_TIMEOUT", 900)  # seconds a merge check may run
 FLEET_API_RATE = os.environ.get("FLEET_API_RATE", "1200/m")  # per agent

@@ -51,12 +51,12 @@ def test_overview_renders_for_each_role_with_a_constant_query_count(
 ):
     client.force_login(make_user(f"{role}-x", role))
     populate(2)
-    # session, user, groups; agents; waves; tasks; checks, findings and merges
-    # (problems); repositories (filters)
-    with django_assert_num_queries(10):
+    # session, user, groups; agents; waves; tasks; budgets, checks, findings and
+    # merges (problems); repositories (filters)
+    with django_assert_num_queries(11):
         small = client.get(reverse("fleet-overview"))
     populate(12)
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(11):
         large = client.get(reverse("fleet-overview"))
     assert small.status_code == large.status_code == 200
     page = large.content.decode()

@@ -22,6 +22,7 @@ from fleet.api.schemas import (
     LearningIn,
     MessageOut,
     ReviewOut,
+    SpendIn,
     SubmitIn,
     SubmitOut,
     WorkOut,
@@ -50,6 +51,17 @@ def boot(request: HttpRequest):
 def heartbeat(request: HttpRequest, payload: HeartbeatIn):
     """Report context use, status and spend; renews the task lease; answers directives."""
     return dispatch.heartbeat(request.auth, dispatch.Beat(**payload.dict()))
+
+
+@router.post(
+    "spend", response={200: HeartbeatOut, **ERRORS}, summary="Report spend without a heartbeat"
+)
+def spend(request: HttpRequest, payload: SpendIn):
+    """Tokens and cost (or tokens and the model, priced from Fleet's price table),
+    counted against every budget in scope, as a heartbeat's would be."""
+    return dispatch.heartbeat(
+        request.auth, dispatch.Beat(context_pct=None, liveness=False, **payload.dict())
+    )
 
 
 @router.post("work/next", response={200: WorkOut, **ERRORS}, summary="Pull the next work item")

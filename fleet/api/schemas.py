@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
 from pydantic import AfterValidator, field_validator, model_validator
@@ -88,7 +88,25 @@ class BootOut(Schema):
 
 
 class HeartbeatIn(Schema):
-    context_pct: int = Field(..., ge=0, le=100, description="share of the context window used")
+    context_pct: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="share of the context window used; without it, Fleet estimates it from"
+        " tool_calls, files_read and the session's age",
+    )
+    tool_calls: int | None = Field(None, ge=0, le=1_000_000, description="this session so far")
+    files_read: int | None = Field(None, ge=0, le=1_000_000, description="this session so far")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def an_object(cls, data: Any, handler: Any) -> Any:
+        # Every field is optional, so anything but a JSON object would pass as "{}".
+        raw = getattr(data, "_obj", data)
+        if not isinstance(raw, dict | cls):
+            raise ValueError("a heartbeat is a JSON object")
+        return handler(data)
+
     status_line: Text = Field("", max_length=200)
     tokens_in: int = Field(0, ge=0, le=1_000_000_000)
     tokens_out: int = Field(0, ge=0, le=1_000_000_000)
@@ -107,6 +125,17 @@ class HeartbeatOut(Schema):
     lease_expires_at: datetime | None
     epoch: int | None
     budget_left_usd: float | None
+    context_pct: int = Field(..., description="context use as Fleet has it (reported or estimated)")
+    rotate_at_pct: int = Field(..., description="the rotation line of the agent's repository")
+
+
+class SpendIn(Schema):
+    tokens_in: int = Field(0, ge=0, le=1_000_000_000)
+    tokens_out: int = Field(0, ge=0, le=1_000_000_000)
+    cost_usd: float = Field(
+        0, ge=0, le=100_000, allow_inf_nan=False, description="0: priced from the model"
+    )
+    model: Text = Field("", max_length=100)
 
 
 class WorkOut(Schema):

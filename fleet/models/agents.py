@@ -244,7 +244,10 @@ class AgentSession(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=16, blank=True, choices=[(r, r) for r in END_REASONS])
     model_name = models.CharField(max_length=100, blank=True)
-    context_pct = models.PositiveSmallIntegerField(default=0)
+    context_pct = models.PositiveSmallIntegerField(default=0)  # the latest heartbeat's
+    context_peak = models.PositiveSmallIntegerField(default=0)  # the highest of the session
+    spent_usd = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    tokens_used = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-started_at"]

@@ -51,6 +51,31 @@ def _one_target() -> Q:
     return condition
 
 
+class ModelPrice(models.Model):
+    """What a model costs, for agents that report tokens but no cost."""
+
+    model_name = models.CharField(max_length=100, unique=True)
+    usd_per_mtok_in = models.DecimalField(
+        max_digits=10, decimal_places=4, help_text="USD per million input tokens"
+    )
+    usd_per_mtok_out = models.DecimalField(
+        max_digits=10, decimal_places=4, help_text="USD per million output tokens"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model_name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(usd_per_mtok_in__gte=0) & Q(usd_per_mtok_out__gte=0),
+                name="price_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}: ${self.usd_per_mtok_in}/${self.usd_per_mtok_out} per Mtok"
+
+
 class Budget(models.Model):
     SCOPES = ["fleet", "plan", "wave", "repository", "agent", "task"]
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -58,6 +58,11 @@ class Repository(models.Model):
     )
     auto_merge = models.BooleanField(
         default=False, help_text="Tasks whose gates are all green enter the merge queue"
+    )
+    rotate_at_pct = models.PositiveSmallIntegerField(
+        default=60,
+        validators=[MinValueValidator(10), MaxValueValidator(100)],
+        help_text="Context use (percent) at which an agent's heartbeat answers 'rotate'",
     )
     webhook_url = models.URLField(
         blank=True, help_text="Tasks that need a person are POSTed here as JSON (with retries)"
