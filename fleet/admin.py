@@ -179,6 +179,19 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     readonly_fields = ["payload", "attempts", "delivered_at", "gave_up_at", "last_error"]
 
 
+@admin.register(m.ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ["model_name", "usd_per_mtok_in", "usd_per_mtok_out", "updated_at"]
+    search_fields = ["model_name"]
+
+
+@admin.register(m.Checkpoint)
+class CheckpointAdmin(admin.ModelAdmin):
+    list_display = ["ref", "task", "agent", "reason", "sha", "created_at"]
+    list_filter = ["reason"]
+    readonly_fields = ["task", "agent", "session", "event", "reason", "ref", "sha", "created_at"]
+
+
 @admin.register(m.SpendEvent)
 class SpendEventAdmin(admin.ModelAdmin):
     list_display = [

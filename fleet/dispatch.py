@@ -119,11 +119,28 @@ def boot(agent: Agent) -> dict[str, Any]:
         "agent": agent,
         "session_id": session.pk,
         "task": task,
+        "digest": digest(agent, task),
         "journal": journal,
         "inbox": list(agent.inbox.filter(acked_at__isnull=True).order_by("created_at")),
         "learnings": list(learnings.order_by("-created_at")[:20]),
         "budget_left_usd": budget_left(agent),
     }
+
+
+DIGEST_PER_KIND = 10
+
+
+def digest(agent: Agent, task: Task | None) -> dict[str, list[str]]:
+    """What was done, learned and is next, from the shadow journal of the task the
+    agent holds (every agent's entries on it: a resuming agent learns from its
+    predecessor), else the agent's own; newest first, a few of each."""
+    entries = JournalEntry.objects.filter(kind__in=["done", "learned", "next"])
+    entries = entries.filter(task=task) if task is not None else entries.filter(agent=agent)
+    found: dict[str, list[str]] = {"done": [], "learned": [], "next": []}
+    for kind, body in entries.order_by("-created_at", "-pk").values_list("kind", "body")[:200]:
+        if len(found[kind]) < DIGEST_PER_KIND:
+            found[kind].append(body)
+    return found
 
 
 # --- heartbeat ------------------------------------------------------------

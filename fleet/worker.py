@@ -78,6 +78,12 @@ def merge_queues(now) -> int:
     return process_queues()
 
 
+def checkpoint_sweep(now) -> int:
+    from fleet.checkpoints import sweep
+
+    return sweep(now)
+
+
 def budget_sweep(now) -> int:
     from fleet.budgets import sweep
 
@@ -105,6 +111,7 @@ def merged_worktrees(now) -> int:
 SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("expired_leases", expire_leases),
     ("stale_agents", mark_stale_agents),
+    ("checkpoints", checkpoint_sweep),
     ("expired_claims", expired_claims),
     ("budgets", budget_sweep),
     ("gates", gate_sweep),

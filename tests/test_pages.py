@@ -73,7 +73,7 @@ PINNED = [
     ("fleet-merges", None, 5),  # + queue, recent
     ("fleet-plans", None, 4),  # + plans with their wave counts
     ("fleet-reviews", None, 5),  # + findings waiting, their tasks' last submits
-    ("fleet-agent", "agent", 10),  # + pk, agent, sessions, journal, inbox, spend, totals...
+    ("fleet-agent", "agent", 11),  # + pk, agent, sessions, checkpoints, journal, inbox...
     ("fleet-repository", "repository", 10),  # + repo twice, open, merged, claims, queue, trees
 ]
 

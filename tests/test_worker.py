@@ -38,6 +38,7 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
     assert results == {
         "expired_leases": 1,
         "stale_agents": 2,
+        "checkpoints": 0,
         "expired_claims": 0,
         "budgets": 0,
         "gates": 0,
@@ -57,6 +58,7 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
     assert Worker().tick(now=later) == {
         "expired_leases": 0,
         "stale_agents": 0,
+        "checkpoints": 0,
         "expired_claims": 0,
         "budgets": 0,
         "gates": 0,
@@ -75,6 +77,7 @@ def test_live_agents_and_leases_are_left_alone():
     assert Worker().tick() == {
         "expired_leases": 0,
         "stale_agents": 0,
+        "checkpoints": 0,
         "expired_claims": 0,
         "budgets": 0,
         "gates": 0,
@@ -115,8 +118,8 @@ def test_a_worker_can_run_only_some_sweeps(settings):
     out = StringIO()  # last: the command closes the test's connection when it ends
     call_command("fleet_worker", "--once", "--skip", "merges", stdout=out)
     assert (
-        "sweeps: expired_leases, stale_agents, expired_claims, budgets, gates, "
-        "merged_worktrees, waves, webhooks" in out.getvalue()
+        "sweeps: expired_leases, stale_agents, checkpoints, expired_claims, budgets, "
+        "gates, merged_worktrees, waves, webhooks" in out.getvalue()
     )
 
 

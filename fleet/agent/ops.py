@@ -150,6 +150,10 @@ def summary(result: dict) -> str:
             lines.append("Spec:\n" + task["spec"])
     else:
         lines.append("No task yet: run `python -m fleet.agent work` to pull one.")
+    digest = result.get("digest") or {}
+    for kind, heading in (("done", "Done"), ("learned", "Learned"), ("next", "Next")):
+        if digest.get(kind):
+            lines.append(f"{heading}:\n" + "\n".join(f"- {body}" for body in digest[kind]))
     for entry in result.get("journal", [])[:10]:
         lines.append(f"journal [{entry['kind']}] {entry['body']}")
     for message in result.get("inbox", []):

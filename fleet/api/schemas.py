@@ -85,6 +85,11 @@ class BootOut(Schema):
     inbox: list[MessageOut]
     learnings: list[LearningOut]
     budget_left_usd: float | None
+    digest: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="the shadow journal of the task held (else of the agent), newest first:"
+        " what was done, learned and is next — a rotated session resumes from it",
+    )
 
 
 class HeartbeatIn(Schema):

@@ -203,3 +203,31 @@ def branch_and_behind(worktree: str | Path, main: str) -> tuple[str | None, int]
         branch = _attached_branch(repo)
         behind = int(repo.git.rev_list("--count", f"HEAD..{main}"))
     return branch, behind
+
+
+CHECKPOINTS = "refs/fleet/checkpoints"
+
+
+def checkpoint(worktree: str | Path, *, key: str, message: str) -> tuple[str, str]:
+    """Record the worktree as it is — uncommitted and untracked files included, the
+    index and the files left untouched — as a commit on top of HEAD under
+    ``refs/fleet/checkpoints/<key>/<n>`` (the next free n). Returns (ref, sha)."""
+    worktree = Path(worktree)
+    with open_repo(worktree, f"checkpointing {worktree}") as repo:
+        git_dir = Path(repo.git.rev_parse("--absolute-git-dir"))
+        index = git_dir / "fleet-checkpoint.index"
+        env = {**FLEET_GIT_ENV, "GIT_INDEX_FILE": str(index)}
+        try:
+            # A scratch index: the worktree's own staging is not disturbed.
+            repo.git.read_tree("HEAD", env=env)
+            repo.git.add("--all", env=env)
+            tree = repo.git.write_tree(env=env)
+        finally:
+            index.unlink(missing_ok=True)
+        head = repo.git.rev_parse("HEAD")
+        sha = repo.git.commit_tree(tree, "-p", head, "-m", message, env=FLEET_GIT_ENV)
+        taken = repo.git.for_each_ref("--format=%(refname)", f"{CHECKPOINTS}/{key}/").split()
+        numbers = [int(ref.rsplit("/", 1)[1]) for ref in taken if ref.rsplit("/", 1)[1].isdigit()]
+        ref = f"{CHECKPOINTS}/{key}/{max(numbers, default=0) + 1}"
+        repo.git.update_ref(ref, sha, "")  # "" as the old value: only if new
+    return ref, sha

@@ -10,7 +10,7 @@ changes nothing.
 from fleet.models.agents import Agent, AgentSession, JournalEntry, Learning, Message, hash_token
 from fleet.models.base import Event, StateMachine, TransitionError
 from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
-from fleet.models.spend import Budget, ModelPrice, SpendEvent
+from fleet.models.spend import Budget, Checkpoint, ModelPrice, SpendEvent
 from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "AgentSession",
     "Budget",
     "CheckRun",
+    "Checkpoint",
     "Event",
     "FileClaim",
     "Finding",

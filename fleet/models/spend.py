@@ -51,6 +51,33 @@ def _one_target() -> Q:
     return condition
 
 
+class Checkpoint(models.Model):
+    """The worktree of a task as it was when its agent rotated or went silent,
+    uncommitted work included, kept as a git ref (never pruned while the task is
+    open), so no work is lost between sessions."""
+
+    task = models.ForeignKey(
+        Task, null=True, on_delete=models.CASCADE, related_name="checkpoints"
+    )  # none: the event was handled and there was no worktree to keep
+    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
+    session = models.ForeignKey(
+        AgentSession, null=True, on_delete=models.SET_NULL, related_name="checkpoints"
+    )
+    event = models.OneToOneField(
+        "Event", null=True, on_delete=models.SET_NULL, related_name="+", help_text="its cause"
+    )
+    reason = models.CharField(max_length=16)  # rotated | stale
+    ref = models.CharField(max_length=200)
+    sha = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.ref} ({self.reason})"
+
+
 class ModelPrice(models.Model):
     """What a model costs, for agents that report tokens but no cost."""
 

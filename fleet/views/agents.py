@@ -6,13 +6,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Sum
+from django.db.models import Prefetch, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from fleet import budgets, live
-from fleet.models import Agent, Repository, Task, TransitionError, slug_validator
+from fleet.models import Agent, Checkpoint, Repository, Task, TransitionError, slug_validator
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
 from fleet.spawn import SpawnError, spawn
 from fleet.views.live import live_snapshot
@@ -115,7 +115,15 @@ def agent_context(pk: int) -> dict[str, Any] | None:
     )
     return {
         "agent": agent,
-        "sessions": list(agent.sessions.order_by("-started_at")[:20]),
+        "sessions": list(
+            agent.sessions.order_by("-started_at").prefetch_related(
+                Prefetch(
+                    "checkpoints",
+                    queryset=Checkpoint.objects.exclude(ref="").order_by("created_at"),
+                    to_attr="checkpoints_list",
+                )
+            )[:20]
+        ),
         "journal": list(agent.journal.select_related("task").order_by("-created_at")[:50]),
         "inbox": list(agent.inbox.select_related("task").order_by("-created_at")[:50]),
         "spend_events": list(agent.spend.select_related("task").order_by("-created_at")[:50]),
