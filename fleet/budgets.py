@@ -185,6 +185,7 @@ def sweep(now=None) -> int:
             if budget is None:
                 continue
             raw = recount(budget)
+            was_spent = is_spent(budget)
             over = (budget.limit_usd is not None and raw.spent_usd >= budget.limit_usd) or (
                 budget.limit_tokens is not None and raw.spent_tokens >= budget.limit_tokens
             )
@@ -212,6 +213,10 @@ def sweep(now=None) -> int:
                 budget.save(update_fields=["spent_usd", "spent_tokens", "updated_at"])
             if over:
                 stopped += len(stop_in_scope(budget))
+                if not was_spent:
+                    from fleet import webhooks
+
+                    webhooks.notify_budget(budget.pk, "budget_spent")
     stopped += _wall_clock(now)
     return stopped
 

@@ -46,6 +46,7 @@ CENT = Decimal("0.0001")
 MAX_USD = Decimal("99999999")  # the totals' columns hold 12 digits, 4 after the point
 MAX_TOKENS = 2**62
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="fleet"'}
+WARN_AT = 0.8  # a budget at 80% of a cap is a warning (problems panel, webhook)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,16 @@ class BudgetRow:
     updated_at: datetime | None = None
 
     @property
+    def fraction(self) -> float:
+        """The larger share of a cap used (0 without caps)."""
+        shares = [0.0]
+        if self.limit_usd:
+            shares.append(float(self.spent_usd / self.limit_usd))
+        if self.limit_tokens:
+            shares.append(self.spent_tokens / self.limit_tokens)
+        return max(shares)
+
+    @property
     def spent(self) -> bool:
         return (self.limit_usd is not None and self.spent_usd >= self.limit_usd) or (
             self.limit_tokens is not None and self.spent_tokens >= self.limit_tokens
@@ -161,6 +172,7 @@ class _Batch:
     prices: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
     thresholds: dict[int, int] = field(default_factory=dict)
     sessions: dict[int, list] = field(default_factory=dict)  # id → [usd, tokens, pct, peak]
+    crossings: list[tuple[int, str]] = field(default_factory=list)  # budgets at 80% or spent
     dirty_agents: dict[int, AgentRow] = field(default_factory=dict)
     dirty_tasks: dict[int, TaskRow] = field(default_factory=dict)
     dirty_budgets: dict[int, BudgetRow] = field(default_factory=dict)
@@ -216,6 +228,11 @@ def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
             except (Refusal, TransitionError) as exc:
                 results.append(exc)
         _write(batch)
+        if batch.crossings:
+            from fleet import webhooks
+
+            for budget_id, kind in batch.crossings:
+                webhooks.notify_budget(budget_id, kind)
         # This process's live pump renders the new pulses now, not at its next poll.
         transaction.on_commit(_poke_live_pages)
     return results
@@ -286,6 +303,16 @@ def _usd(value) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CENT)
 
 
+def _aware(value: Any) -> datetime | None:
+    """A datetime read with raw SQL as an aware one (SQLite hands back naive UTC
+    values, or text from a subquery)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = AgentSession._meta.get_field("started_at").to_python(value)
+    return timezone.make_aware(value, timezone.UTC) if timezone.is_naive(value) else value
+
+
 def _rows(sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -338,10 +365,7 @@ def _load(pending: list[Pending]) -> _Batch:
         for row in _rows(_agents_sql(" OR ".join(where), connection.vendor), [*ids, *hashes]):
             pk, name, token_hash, revoked, status, task_id, usd, tokens = row[:8]
             last_beat, context, line, unread, session, started, repository_id = row[8:]
-            if isinstance(started, str):  # SQLite hands back text from a subquery
-                started = AgentSession._meta.get_field("started_at").to_python(started)
-            if started is not None and timezone.is_naive(started):
-                started = timezone.make_aware(started, timezone.UTC)
+            started, last_beat = _aware(started), _aware(last_beat)
             agents[pk] = AgentRow(
                 pk,
                 name,
@@ -594,7 +618,7 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         # (the database refuses more), and reaching it means "stop" for every agent
         # the budget covers.
         for budget in budgets:
-            was_spent = budget.spent
+            was_spent, was = budget.spent, budget.fraction
             total = budget.spent_usd + cost
             budget.spent_usd = total if budget.limit_usd is None else min(total, budget.limit_usd)
             used = budget.spent_tokens + tokens
@@ -605,6 +629,9 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
             batch.dirty_budgets[budget.pk] = budget
             if budget.spent and not was_spent:
                 newly_spent.append(budget)
+                batch.crossings.append((budget.pk, "budget_spent"))
+            elif was < WARN_AT <= budget.fraction:
+                batch.crossings.append((budget.pk, "budget_warning"))
     if any(b.spent for b in budgets) and agent.status != Agent.STOPPED:
         _stop_for_budget(agent, [b for b in budgets if b.spent], newly_spent)
     if held:

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet.models import Task, WebhookDelivery
+from fleet.models import Budget, Repository, Task, WebhookDelivery
 
 log = logging.getLogger("fleet.webhooks")
 
@@ -47,6 +47,48 @@ def notify(task: Task, kind: str, reasons: list[str]) -> WebhookDelivery | None:
     return WebhookDelivery.objects.create(
         repository_id=task.repository_id, task=task, url=url, kind=kind, payload=payload
     )
+
+
+def notify_budget(budget_id: int, kind: str) -> list[WebhookDelivery]:
+    """Queue ``budget_warning`` (80% of a cap) or ``budget_spent`` for every
+    repository in the budget's scope that has a webhook (the fleet's: all of them)."""
+    from fleet import budgets
+
+    budget = (
+        Budget.objects.select_related("wave__plan", "plan", "repository", "agent", "task")
+        .filter(pk=budget_id)
+        .first()
+    )
+    if budget is None:
+        return []
+    repositories = Repository.objects.exclude(webhook_url="")
+    if budget.scope == "repository":
+        repositories = repositories.filter(pk=budget.repository_id)
+    elif budget.scope == "agent":
+        repositories = repositories.filter(pk=budget.agent.repository_id)
+    elif budget.scope != "fleet":
+        tasks = {
+            "task": Task.objects.filter(pk=budget.task_id),
+            "wave": Task.objects.filter(wave_id=budget.wave_id),
+            "plan": Task.objects.filter(wave__plan_id=budget.plan_id),
+        }[budget.scope]
+        repositories = repositories.filter(pk__in=tasks.values("repository_id"))
+    payload: dict[str, Any] = {
+        "event": kind,
+        "scope": budgets.describe(budget),
+        "spent_usd": str(budget.spent_usd),
+        "limit_usd": None if budget.limit_usd is None else str(budget.limit_usd),
+        "spent_tokens": budget.spent_tokens,
+        "limit_tokens": budget.limit_tokens,
+        "url": settings.FLEET_PUBLIC_URL + reverse("fleet-budget"),
+        "at": timezone.now().isoformat(),
+    }
+    return [
+        WebhookDelivery.objects.create(
+            repository=repository, url=repository.webhook_url, kind=kind, payload=payload
+        )
+        for repository in repositories
+    ]
 
 
 def backoff(attempts: int) -> timedelta:

@@ -212,3 +212,27 @@ def test_the_problems_panel_warns_at_80_percent_and_says_when_a_cap_is_spent(wav
     (problem,) = live.problems([], [])
     assert problem.level == "bad" and "its agents are stopped" in problem.text
     assert problem.subject.startswith("wave 1 of") and problem.url.endswith("#budget")
+
+
+def test_a_budget_at_80_percent_and_spent_notifies_the_webhooks_in_its_scope(wave_fleet):
+    from fleet.models import WebhookDelivery
+
+    budget, ada, _, _ = wave_fleet
+    repo = ada.current_task.repository
+    repo.webhook_url = "http://127.0.0.1:9/hook"
+    repo.save()
+    make_repository(webhook_url="http://127.0.0.1:9/other")  # not in the wave's scope
+    dispatch.heartbeat(ada, Beat(context_pct=1, cost_usd=3.9))
+    assert not WebhookDelivery.objects.exists()
+    dispatch.heartbeat(ada, Beat(context_pct=1, cost_usd=0.2))  # 82%
+    dispatch.heartbeat(ada, Beat(context_pct=1, cost_usd=0.1))  # still a warning: no repeat
+    (warning,) = WebhookDelivery.objects.all()
+    assert warning.kind == "budget_warning" and warning.repository == repo
+    assert (
+        warning.payload["scope"].startswith("wave 1") and warning.payload["limit_usd"] == "5.0000"
+    )
+    dispatch.heartbeat(Agent.objects.get(name="bob"), Beat(context_pct=1, cost_usd=1))
+    assert list(WebhookDelivery.objects.order_by("pk").values_list("kind", flat=True)) == [
+        "budget_warning",
+        "budget_spent",
+    ]
