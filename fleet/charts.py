@@ -21,7 +21,7 @@ def _money(value: float) -> str:
 
 
 def stacked_bars(
-    hours: list[datetime], series: dict[str, list[float]], *, title: str
+    hours: list[datetime], series: dict[str, list[float]], *, title: str, label: str = "%H:00"
 ) -> SafeString:
     """Spend per hour, one bar per hour, stacked by ``series`` (label → value per
     hour). The biggest series get their own colour; the rest are "other"."""
@@ -80,7 +80,7 @@ def stacked_bars(
                     '<text x="{}" y="{}" class="axis">{}</text>',
                     _n(PAD + i * bar_w),
                     HEIGHT - PAD + 14,
-                    hour.strftime("%H:00"),
+                    hour.strftime(label),
                 )
             )
     for n, (label, _) in enumerate(rows):  # the legend, four to a line

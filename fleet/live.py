@@ -429,8 +429,12 @@ def resolve(view: str, key: str) -> str:
         from urllib.parse import parse_qsl
 
         return overview_key(overview_filters(dict(parse_qsl(key))))
-    if view in ("merges", "budget"):
+    if view == "merges":
         return ""
+    if view == "budget":
+        from fleet.views.budget import budget_key
+
+        return budget_key(key)
     model = {"agent": Agent, "task": Task, "repository": Repository}[view]
     pk = _int_key(key)
     if pk is None or not model.objects.filter(pk=pk).exists():
@@ -709,6 +713,10 @@ class Pump:
             and (beats is None or _int_key(page[1]) in beats)
         }
         frames += self._render(agents)
+        if beats is None:
+            # Spend arrives with heartbeats, not events: the budget page follows it at
+            # the pulses' pace (every PULSE_REFRESH seconds).
+            frames += self._render({p for p in watched if p[0] == "budget" and p not in touched})
         if overview:
             if beats is None:
                 every = pulses(None)

@@ -54,7 +54,7 @@ def test_the_page_shows_charts_burndown_and_tables_in_a_pinned_number_of_queries
         page = client.get("/budget/").content.decode()
     assert page.count('<svg class="chart"') == 5  # three stacked charts, two burn-downs
     assert "Spend per hour, by agent" in page and "wave 1" in page and "shop" in page
-    assert "Burning $" in page and "the cap is hit around" in page
+    assert "burning $" in page and "the cap is hit around" in page
     assert 'class="projection"' in page
     assert "agent-0" in page and 'href="/tasks/T-1/"' in page
     assert "All spend: <strong>$10.00</strong>" in page
@@ -78,3 +78,12 @@ def test_the_page_is_live_and_only_for_people(client, spend):
     client.force_login(make_user("lena", "lead"))
     snapshot = client.get("/budget/?live=1")
     assert snapshot["X-Fleet-Live"] == "1" and 'id="budget-caps"' in snapshot.content.decode()
+
+
+def test_the_charts_also_go_by_day(client, spend):
+    client.force_login(make_user("mona", "manager"))
+    page = client.get("/budget/?by=day").content.decode()
+    assert "Spend per day, last 30 days" in page and page.count('<svg class="chart"') == 5
+    bars = page.split('id="chart-agent"')[1].split("</figure>")[0]
+    assert bars.count("<rect") > 12  # two days of spend, twelve agents (and the legend)
+    assert live.resolve("budget", "day") == "day"

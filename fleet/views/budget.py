@@ -21,7 +21,8 @@ from fleet.models import Budget, SpendEvent, Task
 from fleet.roles import ROLES, role_required
 from fleet.views.live import live_snapshot
 
-HOURS = 24
+# The charts' windows: 24 hourly buckets, or 30 daily ones (``?by=day``).
+WINDOWS = {"": (24, timedelta(hours=1), TruncHour), "day": (30, timedelta(days=1), TruncDay)}
 GROUPS = {
     "agent": ("agent__name", "By agent"),
     "wave": ("task__wave__number", "By wave"),
@@ -29,30 +30,38 @@ GROUPS = {
 }
 
 
-def _hours(now) -> list:
-    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
-    return [start + timedelta(hours=i) for i in range(HOURS)]
+def _buckets(now, by: str) -> list:
+    count, step, _ = WINDOWS[by]
+    start = now.replace(minute=0, second=0, microsecond=0)
+    if by == "day":
+        start = start.replace(hour=0)
+    start -= step * (count - 1)
+    return [start + step * i for i in range(count)]
 
 
-def _bucket(value) -> Any:
-    """A TruncHour value as an aware datetime on the hour (SQLite gives naive ones)."""
+def _bucket(value, by: str = "") -> Any:
+    """A truncated value as an aware datetime on the hour or day (SQLite gives
+    naive ones, and TruncDay a date)."""
+    if not hasattr(value, "hour"):
+        value = timezone.datetime(value.year, value.month, value.day)
     if timezone.is_naive(value):
         value = timezone.make_aware(value, timezone.UTC)
-    return value.replace(minute=0, second=0, microsecond=0)
+    value = value.replace(minute=0, second=0, microsecond=0)
+    return value.replace(hour=0) if by == "day" else value
 
 
-def _series(hours: list, field: str) -> dict[str, list[float]]:
-    """Spend per hour in the window, per value of ``field`` (one query)."""
+def _series(hours: list, field: str, by: str) -> dict[str, list[float]]:
+    """Spend per bucket in the window, per value of ``field`` (one query)."""
     index = {hour: i for i, hour in enumerate(hours)}
     series: dict[str, list[float]] = {}
     rows = (
         SpendEvent.objects.filter(created_at__gte=hours[0])
-        .annotate(hour=TruncHour("created_at"))
+        .annotate(hour=WINDOWS[by][2]("created_at"))
         .values("hour", field)
         .annotate(cost=Sum("cost_usd"))
     )
     for row in rows:
-        i = index.get(_bucket(row["hour"]))
+        i = index.get(_bucket(row["hour"], by))
         if i is None:
             continue
         label = row[field]
@@ -65,7 +74,7 @@ def _series(hours: list, field: str) -> dict[str, list[float]]:
     return series
 
 
-def _burndowns(hours: list, now) -> list[dict[str, Any]]:
+def _burndowns(hours: list, now, by: str) -> list[dict[str, Any]]:
     """Each capped budget: its spend so far, hour by hour in the window, the burn
     rate of the last hour, and when the cap is hit at that rate."""
     rows = []
@@ -79,11 +88,11 @@ def _burndowns(hours: list, now) -> list[dict[str, Any]]:
         index = {hour: i for i, hour in enumerate(hours)}
         for row in (
             scope.filter(created_at__gte=hours[0])
-            .annotate(hour=TruncHour("created_at"))
+            .annotate(hour=WINDOWS[by][2]("created_at"))
             .values("hour")
             .annotate(cost=Sum("cost_usd"))
         ):
-            i = index.get(_bucket(row["hour"]))
+            i = index.get(_bucket(row["hour"], by))
             if i is not None:
                 per_hour[i] += float(row["cost"] or 0)
         cumulative, total = [], float(before)
@@ -97,6 +106,7 @@ def _burndowns(hours: list, now) -> list[dict[str, Any]]:
         )  # per hour
         left = max(cap - total, 0.0)
         hours_left = left / rate if rate and left else None
+        steps_left = hours_left * timedelta(hours=1) / WINDOWS[by][1] if hours_left else None
         rows.append(
             {
                 "budget": budget,
@@ -111,7 +121,7 @@ def _burndowns(hours: list, now) -> list[dict[str, Any]]:
                     hours,
                     cumulative,
                     cap,
-                    hours_left,
+                    steps_left,
                     title=f"Spend of {budgets.describe(budget)} against its ${cap:.2f} cap",
                 ),
             }
@@ -119,26 +129,35 @@ def _burndowns(hours: list, now) -> list[dict[str, Any]]:
     return rows
 
 
+def budget_key(by: str) -> str:
+    return by if by in WINDOWS else ""
+
+
 def budget_context(key: str = "") -> dict[str, Any]:
+    by = budget_key(key)
     now = timezone.now()
-    hours = _hours(now)
+    hours = _buckets(now, by)
     totals = SpendEvent.objects.aggregate(
         cost=Sum("cost_usd"), tin=Sum("tokens_in"), tout=Sum("tokens_out"), n=Count("id")
     )
     return {
         "now": now,
+        "by": by,
         "totals": totals,
         "charts": [
             {
                 "key": key_,
                 "title": title,
                 "svg": charts.stacked_bars(
-                    hours, _series(hours, field), title=f"Spend per hour, {title.lower()}"
+                    hours,
+                    _series(hours, field, by),
+                    title=f"Spend per {'day' if by else 'hour'}, {title.lower()}",
+                    label="%d %b" if by else "%H:00",
                 ),
             }
             for key_, (field, title) in GROUPS.items()
         ],
-        "burndowns": _burndowns(hours, now),
+        "burndowns": _burndowns(hours, now, by),
         "top": list(
             SpendEvent.objects.values("agent__name", "agent__role")
             .annotate(cost=Sum("cost_usd"), tokens=Sum("tokens_in") + Sum("tokens_out"))
@@ -156,10 +175,11 @@ def budget_context(key: str = "") -> dict[str, Any]:
 @require_GET
 @role_required(*ROLES)
 def budget_page(request: HttpRequest) -> HttpResponse:
+    by = budget_key(request.GET.get("by", ""))
     if request.GET.get("live"):
-        return live_snapshot("budget")
+        return live_snapshot("budget", by)
     return render(
-        request, "fleet/budget.html", {**budget_context(), "live_view": "budget", "live_key": ""}
+        request, "fleet/budget.html", {**budget_context(by), "live_view": "budget", "live_key": by}
     )
 
 
