@@ -214,6 +214,39 @@ class BudgetAdmin(admin.ModelAdmin):
     list_filter = ["scope"]
     readonly_fields = ["spent_usd", "spent_tokens", "updated_at"]
 
+    def save_model(self, request, obj, form, change):
+        """A cap set here is audited like one set on a wave's page, and clamped to
+        what was already spent ("stop now"); the running totals are never written
+        back from the form (spend recorded meanwhile is kept)."""
+        from django.db import transaction
+        from django.utils import timezone
+
+        with transaction.atomic():
+            if change:
+                current = m.Budget.objects.select_for_update().get(pk=obj.pk)
+                obj.spent_usd, obj.spent_tokens = current.spent_usd, current.spent_tokens
+            if obj.limit_usd is not None:
+                obj.limit_usd = max(obj.limit_usd, obj.spent_usd)
+            if obj.limit_tokens is not None:
+                obj.limit_tokens = max(obj.limit_tokens, obj.spent_tokens)
+            obj.updated_at = timezone.now()
+            if change:
+                fields = [f for f in form.changed_data if f not in self.readonly_fields]
+                obj.save(update_fields=[*fields, "limit_usd", "limit_tokens", "updated_at"])
+            else:
+                obj.save()
+            m.Event.objects.record(
+                "budget.set",
+                by=request.user,
+                payload={
+                    "budget": obj.pk,
+                    "scope": obj.scope,
+                    "limit_usd": None if obj.limit_usd is None else str(obj.limit_usd),
+                    "limit_tokens": obj.limit_tokens,
+                    "where": "admin",
+                },
+            )
+
 
 @admin.register(m.Event)
 class EventAdmin(admin.ModelAdmin):

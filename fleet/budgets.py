@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Max, Q, Sum
 from django.utils import timezone
 
 from fleet.models import Agent, AgentSession, Budget, Event, SpendEvent, Task, TransitionError
@@ -90,14 +90,38 @@ def applicable(agent: Agent, task: Task | None) -> Q:
     return scopes
 
 
-def spent_budgets(agent: Agent, task: Task | None = None) -> list[Budget]:
+SPENT = Q(limit_usd__isnull=False, spent_usd__gte=F("limit_usd")) | Q(
+    limit_tokens__isnull=False, spent_tokens__gte=F("limit_tokens")
+)
+
+
+def spent_budgets(agent: Agent, task: Task | None = None, *, lock: bool = False) -> list[Budget]:
+    """The spent budgets the agent's spend (on ``task``) counts against; ``lock``
+    holds their rows to the end of the caller's transaction, so spend recorded
+    meanwhile cannot slip past the check."""
+    found = Budget.objects.filter(applicable(agent, task))
+    if lock:
+        found = found.select_for_update(of=("self",))
     return [
         budget
-        for budget in Budget.objects.filter(applicable(agent, task)).select_related(
-            "wave__plan", "plan", "repository", "agent", "task"
-        )
+        for budget in found.select_related("wave__plan", "plan", "repository", "agent", "task")
         if is_spent(budget)
     ]
+
+
+def affordable(tasks, prefix: str = ""):
+    """``tasks`` (or reviews, with ``prefix="task__"``) without those whose task,
+    wave, plan or repository budget is spent: a spent scope waits, the rest of the
+    fleet works on."""
+    spent = Budget.objects.filter(SPENT).exclude(scope__in=["fleet", "agent"])
+    for scope, field in (
+        ("task", "pk" if not prefix else f"{prefix}pk"),
+        ("wave", f"{prefix}wave_id"),
+        ("plan", f"{prefix}wave__plan_id"),
+        ("repository", f"{prefix}repository_id"),
+    ):
+        tasks = tasks.exclude(**{f"{field}__in": spent.filter(scope=scope).values(f"{scope}_id")})
+    return tasks
 
 
 def refusal(budget: Budget) -> TransitionError:
@@ -110,8 +134,9 @@ def refusal(budget: Budget) -> TransitionError:
 
 def refuse_if_spent(agent: Agent, task: Task | None = None) -> None:
     """Work is not handed out past a cap: a 409 naming the scope (the caller holds
-    the transaction in which the work would be handed out)."""
-    spent = spent_budgets(agent, task)
+    the transaction in which the work would be handed out; the budgets stay locked
+    until it ends)."""
+    spent = spent_budgets(agent, task, lock=True)
     if spent:
         raise refusal(spent[0])
 
@@ -136,15 +161,29 @@ def figures(budget: Budget) -> str:
     return ", ".join(parts)
 
 
-def stop_in_scope(budget: Budget, *, reason: str = "budget", by: Any = None) -> list[str]:
-    """Stop every active agent ``budget`` covers (in the caller's transaction)."""
-    stopped = []
-    for agent in Agent.objects.filter(agents_filter(budget)).exclude(status=Agent.STOPPED):
+def stop_in_scope_later(budget_id: int) -> int:
+    """Stop the agents a spent budget covers, one transaction each (after the
+    transaction that found it spent has committed). Failures are left to the
+    worker's sweep, which stops them too."""
+    budget = Budget.objects.filter(pk=budget_id).first()
+    if budget is None:
+        return 0
+    stopped = 0
+    ids = (
+        Agent.objects.filter(agents_filter(budget))
+        .exclude(status=Agent.STOPPED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for pk in list(ids):
         try:
-            agent.stop(reason=reason, by=by)
-        except TransitionError:
-            continue
-        stopped.append(agent.name)
+            with transaction.atomic():
+                agent = Agent.objects.select_for_update().get(pk=pk)
+                if agent.status != Agent.STOPPED:
+                    agent.stop(reason="budget")
+                    stopped += 1
+        except Exception:
+            log.exception("stopping agent %s for a spent budget", pk)
     return stopped
 
 
@@ -173,6 +212,7 @@ def sweep(now=None) -> int:
     one; stop agents past the wall-clock limits. The number of agents stopped."""
     now = now or timezone.now()
     stopped = 0
+    to_stop: list[int] = []
     capped = Budget.objects.filter(Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False))
     for budget_id in capped.values_list("pk", flat=True):
         with transaction.atomic():
@@ -212,40 +252,66 @@ def sweep(now=None) -> int:
                 budget.spent_usd, budget.spent_tokens, budget.updated_at = usd, tokens, now
                 budget.save(update_fields=["spent_usd", "spent_tokens", "updated_at"])
             if over:
-                stopped += len(stop_in_scope(budget))
+                to_stop.append(budget.pk)
                 if not was_spent:
                     from fleet import webhooks
 
                     webhooks.notify_budget(budget.pk, "budget_spent")
+    # Agents are stopped after each budget's transaction, never while holding a budget
+    # row (the heartbeat batch locks agents before budgets).
+    for budget_id in to_stop:
+        stopped += stop_in_scope_later(budget_id)
     stopped += _wall_clock(now)
     return stopped
 
 
+# What starts a task's clock for its holder: being assigned it, getting it back
+# (resumed after changes were requested), or being resumed by a person.
+CLOCK_EVENTS = ("task.assign", "task.resume")
+
+
 def _wall_clock(now) -> int:
-    """Stop agents whose session, or whose hold on a task, outlasted its limit."""
-    stopped = 0
+    """Stop agents whose session, or whose hold on a task, outlasted its limit; the
+    session ends with them (a person who resumes the agent starts a new clock)."""
     session_cutoff = now - timedelta(seconds=settings.FLEET_SESSION_MAX_SECONDS)
-    long_sessions = AgentSession.objects.filter(
-        ended_at__isnull=True, started_at__lt=session_cutoff
-    ).values_list("agent_id", flat=True)
-    task_cutoff = now - timedelta(seconds=settings.FLEET_TASK_MAX_SECONDS)
-    long_tasks = (
-        Event.objects.filter(kind="task.assign", created_at__lt=task_cutoff)
-        .filter(task__status__in=Task.LEASED_STATES)
-        .values_list("task_id", flat=True)
+    culprits = set(
+        AgentSession.objects.filter(ended_at__isnull=True, started_at__lt=session_cutoff)
+        .exclude(agent__status=Agent.STOPPED)
+        .values_list("agent_id", flat=True)
     )
-    # The latest assignment counts: a task reassigned since started a new clock.
-    recent = Event.objects.filter(kind="task.assign", created_at__gte=task_cutoff).values("task_id")
-    culprits = Agent.objects.filter(
-        Q(pk__in=list(long_sessions))
-        | Q(current_task_id__in=list(long_tasks.exclude(task_id__in=recent)))
-    ).exclude(status=Agent.STOPPED)
-    for agent in culprits:
+    task_cutoff = now - timedelta(seconds=settings.FLEET_TASK_MAX_SECONDS)
+    holders = dict(
+        Task.objects.filter(status__in=Task.LEASED_STATES, assignee__isnull=False)
+        .exclude(assignee__status=Agent.STOPPED)
+        .values_list("pk", "assignee_id")
+    )
+    if holders:
+        started: dict[int, Any] = {}
+        for task_id, at in Event.objects.filter(
+            kind__in=CLOCK_EVENTS, task_id__in=list(holders)
+        ).values_list("task_id", "created_at"):
+            started[task_id] = max(at, started.get(task_id, at))
+        resumed = dict(
+            Event.objects.filter(kind="agent.resume", agent_id__in=set(holders.values()))
+            .values("agent_id")
+            .annotate(at=Max("created_at"))
+            .values_list("agent_id", "at")
+        )
+        for task_id, agent_id in holders.items():
+            since = max(filter(None, [started.get(task_id), resumed.get(agent_id)]), default=None)
+            if since is not None and since < task_cutoff:
+                culprits.add(agent_id)
+    stopped = 0
+    for agent_id in sorted(culprits):
         with transaction.atomic():
+            agent = Agent.objects.select_for_update().get(pk=agent_id)
             try:
                 agent.stop(reason="timeout")
             except TransitionError:
                 continue
+            AgentSession.objects.filter(agent=agent, ended_at__isnull=True).update(
+                ended_at=now, end_reason="timeout"
+            )
         stopped += 1
     return stopped
 

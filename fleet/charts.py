@@ -16,8 +16,12 @@ def _n(value: float) -> str:
     return f"{value:.1f}"
 
 
-def _money(value: float) -> str:
+def money(value: float) -> str:
     return f"${value:,.2f}"
+
+
+def tokens(value: float) -> str:
+    return f"{value:,.0f} tokens"
 
 
 def stacked_bars(
@@ -43,7 +47,7 @@ def stacked_bars(
             title,
             title,
         ),
-        format_html('<text x="{}" y="{}" class="axis">{}</text>', 4, PAD - 8, _money(top)),
+        format_html('<text x="{}" y="{}" class="axis">{}</text>', 4, PAD - 8, money(top)),
         format_html(
             '<line x1="{}" y1="{}" x2="{}" y2="{}" class="axis-line"/>',
             PAD,
@@ -54,7 +58,7 @@ def stacked_bars(
     ]
     for i, hour in enumerate(hours):
         y = HEIGHT - PAD
-        for n, (label, values) in enumerate(rows):
+        for n, (name, values) in enumerate(rows):
             value = values[i]
             if not value:
                 continue
@@ -70,8 +74,8 @@ def stacked_bars(
                     _n(h),
                     n,
                     hour.strftime("%d %H:00"),
-                    label,
-                    _money(value),
+                    name,
+                    money(value),
                 )
             )
         if i % max(len(hours) // 6, 1) == 0:
@@ -83,7 +87,7 @@ def stacked_bars(
                     hour.strftime(label),
                 )
             )
-    for n, (label, _) in enumerate(rows):  # the legend, four to a line
+    for n, (name, _) in enumerate(rows):  # the legend, four to a line
         x, y = PAD + (n % 4) * (plot_w / 4), HEIGHT + 20 * (n // 4)
         parts.append(
             format_html(
@@ -94,7 +98,7 @@ def stacked_bars(
                 n,
                 _n(x + 14),
                 _n(y),
-                label[:28],
+                name[:28],
             )
         )
     parts.append(mark_safe("</svg>"))
@@ -108,6 +112,7 @@ def burndown(
     projected_hours: float | None,
     *,
     title: str,
+    fmt=money,
 ) -> SafeString:
     """Spend so far against a cap, with the projection (dashed) of the last hour's
     burn rate up to where it meets the cap."""
@@ -137,7 +142,7 @@ def burndown(
             _n(y(cap)),
             PAD + 4,
             _n(y(cap) - 4),
-            _money(cap),
+            fmt(cap),
         ),
         format_html('<polyline points="{}" class="spent-line"/>', points),
     ]

@@ -55,7 +55,10 @@ def sweep(now=None) -> int:
                 message=f"{task.key}: checkpoint ({CAUSES[event.kind]}) of {agent.name}",
             )
         except GitError as exc:
-            log.warning("checkpoint of %s after %s: %s", task.key, event.kind, exc)
+            # Say so once and move on (a worktree git cannot read will not get better
+            # by retrying every tick); the worktree itself is kept for the next agent.
+            log.warning("no checkpoint of %s after %s: %s", task.key, event.kind, exc)
+            _record(event, None, agent, "", "")
             continue
         if _record(event, task, agent, ref, sha):
             done += 1
@@ -63,7 +66,12 @@ def sweep(now=None) -> int:
 
 
 def _record(event: Event, task: Task | None, agent: Agent | None, ref: str, sha: str) -> bool:
-    session = agent.sessions.order_by("-started_at").first() if agent is not None else None
+    # The session that was open when it happened (a rotated agent may have booted since).
+    session = (
+        agent.sessions.filter(started_at__lte=event.created_at).order_by("-started_at").first()
+        if agent is not None
+        else None
+    )
     try:
         with transaction.atomic():
             Checkpoint.objects.create(

@@ -51,6 +51,17 @@ def require_role(agent: Agent, *roles: str, action: str) -> None:
         raise Refused(f"a {agent.role} may not {action} (needs: {', '.join(roles)})", code="role")
 
 
+def require_running(agent: Agent, *, action: str) -> None:
+    """A stopped agent (budget, timeout, a person) does nothing more until a person
+    resumes it: 409, whatever its client believes."""
+    current = Agent.objects.filter(pk=agent.pk).values_list("status", "stop_reason").first()
+    if current and current[0] == Agent.STOPPED:
+        raise TransitionError(
+            f"{agent.name} is stopped ({current[1]}); it cannot {action} until a person resumes it",
+            code="stopped",
+        )
+
+
 def require_own_task(agent: Agent, task: Task, *, action: str) -> None:
     """An agent acts only on its own task: 403, or a 409 naming the new holder when
     it held the task once and lost the lease (it went silent, say)."""
@@ -202,8 +213,11 @@ def _assign_ready(agent: Agent) -> Task | None:
     candidates = Task.objects.ready()
     if agent.repository_id:
         candidates = candidates.filter(repository_id=agent.repository_id)
-    task = _locked(candidates).first()
+    task = _locked(budgets.affordable(candidates)).first()
     if task is None:
+        waiting = candidates.select_related("wave").first()
+        if waiting is not None:  # ready work, all of it in spent scopes: say which
+            budgets.refuse_if_spent(agent, waiting)
         return None
     budgets.refuse_if_spent(agent, task)  # its task's, wave's, plan's, repository's too
     task.assign(agent=agent)
@@ -224,13 +238,10 @@ def _hold(agent: Agent, task: Task) -> None:
 def _returned_task(agent: Agent) -> Task | None:
     """A task sent back to this builder (accepted findings, a failed merge) comes
     before new work: it resumes on the same branch and worktree, with a new lease."""
-    task = (
-        _locked(Task.objects.filter(status=Task.CHANGES_REQUESTED, assignee=agent))
-        .order_by("updated_at", "pk")
-        .first()
-    )
+    returned = Task.objects.filter(status=Task.CHANGES_REQUESTED, assignee=agent)
+    task = _locked(budgets.affordable(returned)).order_by("updated_at", "pk").first()
     if task is None:
-        return None
+        return None  # (one in a spent scope waits for its cap to be raised)
     budgets.refuse_if_spent(agent, task)
     task.resume(by=agent)
     task.refresh_from_db()
@@ -251,7 +262,7 @@ def _prepare_next(agent: Agent) -> None:
     candidates = Task.objects.ready().select_related("repository")
     if agent.repository_id:
         candidates = candidates.filter(repository_id=agent.repository_id)
-    task = candidates.first()
+    task = budgets.affordable(candidates).first()
     if task is None or not Path(task.repository.path, ".git").exists():
         return  # no clone to make worktrees in: recorded at dispatch (the preflight says so)
     try:
@@ -291,7 +302,7 @@ def _next_review(agent: Agent) -> Review | None:
         if mine is not None:
             return mine
         session = open_session(agent)
-        review = _locked(fresh_reviews(agent, session)).first()
+        review = _locked(budgets.affordable(fresh_reviews(agent, session), "task__")).first()
         if review is None:
             return None
         budgets.refuse_if_spent(agent, review.task)
@@ -361,6 +372,7 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
     kept on the task."""
     require_role(agent, Agent.BUILDER, action="submit code")
     require_own_task(agent, task, action="submit it")
+    require_running(agent, action="submit")
     commit = _full_sha(task, commit)
     report = planning.ownership(task, commit)  # git, before the transaction
     with transaction.atomic():
@@ -396,6 +408,7 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
     names the current holder, or the task a planning decision gave the path to."""
     require_role(agent, Agent.BUILDER, action="claim files")
     require_own_task(agent, task, action="claim files for it")
+    require_running(agent, action="claim files")
     if task.status not in Task.LEASED_STATES:
         raise TransitionError(f"{task.key} is {task.status}; claim while working on it")
     if task.read_only and mode == FileClaim.WRITE:
@@ -476,6 +489,7 @@ def release(agent: Agent, *, claim_id: int) -> FileClaim:
 
 def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Review:
     require_role(agent, Agent.REVIEWER, action="post findings")
+    require_running(agent, action="post findings")
     if review.reviewer_id != agent.pk:
         raise Refused(f"review {review.pk} is not assigned to {agent.name}", code="owner")
     with transaction.atomic():

@@ -118,9 +118,11 @@ class BudgetForm(forms.Form):
     def save(self, wave: Wave) -> Budget:
         """Set the wave's caps; a cap below what was already spent is clamped to the
         spent amount (which means "stop now")."""
+        # The wave's row may exist already (its running total, made on first spend);
+        # made here if not, the way the heartbeats make it (no duplicate either way).
+        Budget.objects.bulk_create([Budget(scope="wave", wave=wave)], ignore_conflicts=True)
         with transaction.atomic():
-            budget = Budget.objects.select_for_update().filter(scope="wave", wave=wave).first()
-            budget = budget or Budget(scope="wave", wave=wave)
+            budget = Budget.objects.select_for_update().get(scope="wave", wave=wave)
             usd, tokens = self.cleaned_data["limit_usd"], self.cleaned_data["limit_tokens"]
             budget.limit_usd = None if usd is None else max(usd, budget.spent_usd)
             budget.limit_tokens = None if tokens is None else max(tokens, budget.spent_tokens)

@@ -634,7 +634,9 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
                 batch.crossings.append((budget.pk, "budget_warning"))
     if any(b.spent for b in budgets) and agent.status != Agent.STOPPED:
         _stop_for_budget(agent, [b for b in budgets if b.spent], newly_spent)
-    if held:
+    if held and beat.liveness and agent.status != Agent.STOPPED:
+        # A stopped agent's heartbeats keep no lease alive: its task goes back to ready
+        # when the lease lapses, whatever the agent does. Spend reports are not liveness.
         task.lease_expires_at = batch.now + timedelta(seconds=settings.FLEET_LEASE_TTL)
         batch.dirty_tasks[task.pk] = task
         batch.claimants.add(agent.pk)
@@ -690,7 +692,10 @@ def _stop_for_budget(agent: AgentRow, spent: list[BudgetRow], newly: list[Budget
         stopping.stop(reason="budget")
     agent.status = Agent.STOPPED
     for row in newly:
-        budgets.stop_in_scope(Budget.objects.get(pk=row.pk))
+        # The other agents in scope are stopped right after this batch commits, each in
+        # its own transaction: locking their rows here, after the budgets, could
+        # deadlock with a batch that holds them and waits for a budget.
+        transaction.on_commit(functools.partial(budgets.stop_in_scope_later, row.pk))
 
 
 def _write(batch: _Batch) -> None:

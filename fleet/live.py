@@ -179,8 +179,10 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
             )
     from fleet import budgets
 
-    shared = Budget.objects.exclude(scope="agent").select_related(
-        "wave__plan", "plan", "repository", "task"
+    shared = (
+        Budget.objects.exclude(scope="agent")
+        .filter(Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False))
+        .select_related("wave__plan", "plan", "repository", "task")
     )
     for budget, fraction in budgets.warnings(list(shared)):
         found.append(

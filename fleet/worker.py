@@ -109,9 +109,10 @@ def merged_worktrees(now) -> int:
 
 
 SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
-    ("expired_leases", expire_leases),
+    # Silent agents first, and their checkpoints, while they still hold their tasks.
     ("stale_agents", mark_stale_agents),
     ("checkpoints", checkpoint_sweep),
+    ("expired_leases", expire_leases),
     ("expired_claims", expired_claims),
     ("budgets", budget_sweep),
     ("gates", gate_sweep),

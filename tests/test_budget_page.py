@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -87,3 +88,17 @@ def test_the_charts_also_go_by_day(client, spend):
     bars = page.split('id="chart-agent"')[1].split("</figure>")[0]
     assert bars.count("<rect") > 12  # two days of spend, twelve agents (and the legend)
     assert live.resolve("budget", "day") == "day"
+
+
+def test_token_caps_far_projections_and_waves_named_with_their_plan(client, spend):
+    Budget.objects.create(
+        scope="repository", repository=Task.objects.get(key="T-1").repository, limit_tokens=10**9
+    )
+    Budget.objects.filter(scope="fleet").update(limit_usd=Decimal("99999999"))
+    client.force_login(make_user("mona", "manager"))
+    page = client.get("/budget/").content.decode()
+    assert "of 1,000,000,000 tokens" in page  # a token cap, drawn in tokens
+    assert "not hit within a year" in page  # no date past the calendar's end
+    assert f"{spend.plan.name} · wave 1" in page
+    axis = page.split('id="chart-agent"')[1].split("</figure>")[0]
+    assert re.search(r'class="axis">\d\d:00<', axis)  # the time axis shows times

@@ -50,10 +50,14 @@ def wave_fleet():
     return budget, ada, bob, eve
 
 
-def test_the_server_alone_stops_every_agent_of_a_spent_wave(wave_fleet):
+def test_the_server_alone_stops_every_agent_of_a_spent_wave(
+    wave_fleet, django_capture_on_commit_callbacks
+):
     budget, ada, bob, eve = wave_fleet
     assert dispatch.heartbeat(ada, Beat(context_pct=10, cost_usd=3.0))["stop"] is False
-    answer = dispatch.heartbeat(ada, Beat(context_pct=10, cost_usd=2.5))
+    # The spender is stopped in the transaction; the rest of its scope right after it.
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = dispatch.heartbeat(ada, Beat(context_pct=10, cost_usd=2.5))
     assert answer["stop"] is True and answer["budget_left_usd"] == 0
     budget.refresh_from_db()
     assert budget.spent_usd == Decimal("5")  # the stored total stops at the cap
@@ -73,10 +77,11 @@ def test_the_server_alone_stops_every_agent_of_a_spent_wave(wave_fleet):
     assert Task.objects.get(key="T-3").status == Task.READY
 
 
-def test_a_tokens_cap_and_the_fleet_cap_stop_too(wave_fleet):
+def test_a_tokens_cap_and_the_fleet_cap_stop_too(wave_fleet, django_capture_on_commit_callbacks):
     _, ada, _, eve = wave_fleet
     Budget.objects.create(scope="fleet", limit_tokens=1000)
-    answer = dispatch.heartbeat(eve, Beat(context_pct=5, tokens_in=800, tokens_out=300))
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = dispatch.heartbeat(eve, Beat(context_pct=5, tokens_in=800, tokens_out=300))
     assert answer["stop"] is True
     ada.refresh_from_db()
     assert ada.status == Agent.STOPPED  # the fleet's cap covers everyone
@@ -164,10 +169,11 @@ class TestNoAgentWorksPastACap(HypothesisTestCase):
         for op, i, cost in ops:
             agent = Agent.objects.get(pk=agents[i].pk)
             try:
-                if op == "pull":
-                    dispatch.next_work(agent)
-                else:
-                    dispatch.heartbeat(agent, Beat(context_pct=1, cost_usd=float(cost)))
+                with self.captureOnCommitCallbacks(execute=True):
+                    if op == "pull":
+                        dispatch.next_work(agent)
+                    else:
+                        dispatch.heartbeat(agent, Beat(context_pct=1, cost_usd=float(cost)))
             except TransitionError:
                 pass
             for budget in Budget.objects.all():
@@ -236,3 +242,75 @@ def test_a_budget_at_80_percent_and_spent_notifies_the_webhooks_in_its_scope(wav
         "budget_warning",
         "budget_spent",
     ]
+
+
+def test_a_stopped_agent_keeps_no_lease_and_can_neither_claim_nor_submit(wave_fleet):
+    _, ada, _, _ = wave_fleet
+    task = ada.current_task
+    dispatch.heartbeat(ada, Beat(context_pct=1, cost_usd=6))  # stopped at the wave's cap
+    task.refresh_from_db()
+    expires = task.lease_expires_at
+    dispatch.heartbeat(Agent.objects.get(pk=ada.pk), Beat(context_pct=2, epoch=task.lease_epoch))
+    task.refresh_from_db()
+    assert task.lease_expires_at == expires  # ignoring "stop" renews nothing
+    ada = Agent.objects.get(pk=ada.pk)
+    for call in (
+        lambda: dispatch.claim(ada, task=task, paths=["a.py"], mode="write"),
+        lambda: dispatch.submit(ada, task=task, commit="ab" * 20, epoch=task.lease_epoch),
+    ):
+        with pytest.raises(TransitionError) as refused:
+            call()
+        assert refused.value.code == "stopped"
+    assert Task.objects.get(pk=task.pk).status == Task.WORKING
+
+
+def test_a_spent_wave_waits_while_the_rest_of_the_fleet_works(wave_fleet):
+    budget, _, _, _ = wave_fleet
+    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal("5"))
+    elsewhere = make_task(
+        wave=make_wave(status=Wave.RUNNING), repository=make_repository(), status=Task.READY
+    )
+    _, task = dispatch.next_work(make_agent(name="fay"))
+    assert task.pk == elsewhere.pk  # not T-3 of the spent wave, and no refusal
+    with pytest.raises(TransitionError, match="wave 1"):
+        dispatch.next_work(make_agent(name="gus"))  # only the spent wave's work is left
+
+
+def test_the_task_clock_restarts_when_a_task_comes_back_or_a_person_resumes(wave_fleet, settings):
+    _, ada, _, _ = wave_fleet
+    settings.FLEET_TASK_MAX_SECONDS = 3600
+    old = timezone.now() - timedelta(hours=2)
+    Event.objects.filter(kind="task.assign").update(created_at=old)
+    task = ada.current_task
+    task.submit(commit="ab" * 20, by=ada)
+    task.request_changes(by=None, reason="findings")
+    Agent.objects.filter(pk=ada.pk).update(status=Agent.IDLE, current_task=None)
+    dispatch.next_work(Agent.objects.get(pk=ada.pk))  # back to it: task.resume
+    assert Agent.objects.get(pk=ada.pk).status == Agent.WORKING
+    assert budgets.sweep() == 2  # bob and eve, held since two hours ago
+    assert Agent.objects.get(pk=ada.pk).status == Agent.WORKING
+
+    # A person resumes bob: a new clock, and the session that timed out is over.
+    bob = Agent.objects.get(name="bob")
+    assert bob.stop_reason == "timeout"
+    bob.resume(by=None)
+    assert budgets.sweep() == 0
+
+
+def test_the_admin_audits_and_clamps_a_cap(client, wave_fleet):
+    from .conftest import make_user
+
+    budget = wave_fleet[0]
+    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal("3"))
+    admin = make_user("root-admin")
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    url = f"/admin/fleet/budget/{budget.pk}/change/"
+    form = {"scope": "wave", "wave": budget.wave_id, "limit_usd": "1", "limit_tokens": ""}
+    response = client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    budget.refresh_from_db()
+    assert budget.limit_usd == Decimal("3") and budget.spent_usd == Decimal("3")  # "stop now"
+    event = Event.objects.get(kind="budget.set")
+    assert event.actor == "user:root-admin" and event.payload["where"] == "admin"

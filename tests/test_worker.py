@@ -118,7 +118,7 @@ def test_a_worker_can_run_only_some_sweeps(settings):
     out = StringIO()  # last: the command closes the test's connection when it ends
     call_command("fleet_worker", "--once", "--skip", "merges", stdout=out)
     assert (
-        "sweeps: expired_leases, stale_agents, checkpoints, expired_claims, budgets, "
+        "sweeps: stale_agents, checkpoints, expired_leases, expired_claims, budgets, "
         "gates, merged_worktrees, waves, webhooks" in out.getvalue()
     )
 

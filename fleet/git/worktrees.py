@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,7 +216,7 @@ def checkpoint(worktree: str | Path, *, key: str, message: str) -> tuple[str, st
     worktree = Path(worktree)
     with open_repo(worktree, f"checkpointing {worktree}") as repo:
         git_dir = Path(repo.git.rev_parse("--absolute-git-dir"))
-        index = git_dir / "fleet-checkpoint.index"
+        index = git_dir / f"fleet-checkpoint-{os.getpid()}-{uuid.uuid4().hex[:8]}.index"
         env = {**FLEET_GIT_ENV, "GIT_INDEX_FILE": str(index)}
         try:
             # A scratch index: the worktree's own staging is not disturbed.

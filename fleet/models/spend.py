@@ -160,8 +160,10 @@ class Budget(models.Model):
 
     @property
     def fraction_used(self) -> float | None:
+        """The larger share of its caps used (None: no cap)."""
+        shares = []
         if self.limit_usd:
-            return float(self.spent_usd / self.limit_usd)
+            shares.append(float(self.spent_usd / self.limit_usd))
         if self.limit_tokens:
-            return self.spent_tokens / self.limit_tokens
-        return None
+            shares.append(self.spent_tokens / self.limit_tokens)
+        return max(shares) if shares else None

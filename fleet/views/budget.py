@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -23,11 +23,22 @@ from fleet.views.live import live_snapshot
 
 # The charts' windows: 24 hourly buckets, or 30 daily ones (``?by=day``).
 WINDOWS = {"": (24, timedelta(hours=1), TruncHour), "day": (30, timedelta(days=1), TruncDay)}
+# Each chart's grouping: the fields it groups by (the first one names the group; a
+# wave is named with its plan, as waves are numbered per plan) and its title.
 GROUPS = {
-    "agent": ("agent__name", "By agent"),
-    "wave": ("task__wave__number", "By wave"),
-    "repository": ("task__repository__slug", "By repository"),
+    "agent": (("agent__name",), "By agent"),
+    "wave": (("task__wave_id", "task__wave__number", "task__wave__plan__name"), "By wave"),
+    "repository": (("task__repository__slug",), "By repository"),
 }
+FAR = timedelta(days=365)  # a projection further out than this says so, without a date
+
+
+def _label(row: dict, fields: tuple[str, ...]) -> str:
+    if row[fields[0]] is None:
+        return "no task"
+    if len(fields) == 3:
+        return f"{row[fields[2]]} · wave {row[fields[1]]}"
+    return str(row[fields[0]])
 
 
 def _buckets(now, by: str) -> list:
@@ -50,26 +61,21 @@ def _bucket(value, by: str = "") -> Any:
     return value.replace(hour=0) if by == "day" else value
 
 
-def _series(hours: list, field: str, by: str) -> dict[str, list[float]]:
-    """Spend per bucket in the window, per value of ``field`` (one query)."""
+def _series(hours: list, fields: tuple[str, ...], by: str) -> dict[str, list[float]]:
+    """Spend per bucket in the window, per group (one query)."""
     index = {hour: i for i, hour in enumerate(hours)}
     series: dict[str, list[float]] = {}
     rows = (
         SpendEvent.objects.filter(created_at__gte=hours[0])
         .annotate(hour=WINDOWS[by][2]("created_at"))
-        .values("hour", field)
+        .values("hour", *fields)
         .annotate(cost=Sum("cost_usd"))
     )
     for row in rows:
         i = index.get(_bucket(row["hour"], by))
         if i is None:
             continue
-        label = row[field]
-        label = (
-            "no task"
-            if label is None
-            else (f"wave {label}" if field.endswith("number") else str(label))
-        )
+        label = _label(row, fields)
         series.setdefault(label, [0.0] * len(hours))[i] += float(row["cost"] or 0)
     return series
 
@@ -78,51 +84,57 @@ def _burndowns(hours: list, now, by: str) -> list[dict[str, Any]]:
     """Each capped budget: its spend so far, hour by hour in the window, the burn
     rate of the last hour, and when the cap is hit at that rate."""
     rows = []
-    capped = Budget.objects.exclude(limit_usd=None).select_related(
-        "wave__plan", "plan", "repository", "agent", "task"
-    )
+    capped = Budget.objects.filter(
+        Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False)
+    ).select_related("wave__plan", "plan", "repository", "agent", "task")
     for budget in capped.order_by("scope", "pk"):
+        # A cap in USD is drawn in USD; a budget capped only in tokens, in tokens.
+        usd = budget.limit_usd is not None
+        measure = Sum("cost_usd") if usd else Sum(F("tokens_in") + F("tokens_out"))
+        fmt = charts.money if usd else charts.tokens
         scope = SpendEvent.objects.filter(budgets.spend_filter(budget))
-        before = scope.filter(created_at__lt=hours[0]).aggregate(s=Sum("cost_usd"))["s"] or 0
+        before = scope.filter(created_at__lt=hours[0]).aggregate(s=measure)["s"] or 0
         per_hour = [0.0] * len(hours)
         index = {hour: i for i, hour in enumerate(hours)}
         for row in (
             scope.filter(created_at__gte=hours[0])
             .annotate(hour=WINDOWS[by][2]("created_at"))
             .values("hour")
-            .annotate(cost=Sum("cost_usd"))
+            .annotate(used=measure)
         ):
             i = index.get(_bucket(row["hour"], by))
             if i is not None:
-                per_hour[i] += float(row["cost"] or 0)
+                per_hour[i] += float(row["used"] or 0)
         cumulative, total = [], float(before)
         for value in per_hour:
             total += value
             cumulative.append(total)
-        cap = float(budget.limit_usd)
+        cap = float(budget.limit_usd if usd else budget.limit_tokens)
         rate = float(
-            scope.filter(created_at__gte=now - timedelta(hours=1)).aggregate(s=Sum("cost_usd"))["s"]
-            or 0
+            scope.filter(created_at__gte=now - timedelta(hours=1)).aggregate(s=measure)["s"] or 0
         )  # per hour
         left = max(cap - total, 0.0)
-        hours_left = left / rate if rate and left else None
-        steps_left = hours_left * timedelta(hours=1) / WINDOWS[by][1] if hours_left else None
+        until = timedelta(hours=left / rate) if rate and left else None
+        far = until is not None and until > FAR
+        steps_left = until / WINDOWS[by][1] if until is not None and not far else None
         rows.append(
             {
                 "budget": budget,
                 "scope": budgets.describe(budget),
-                "spent": total,
-                "cap": cap,
+                "spent": fmt(total),
+                "cap": fmt(cap),
                 "fraction": total / cap if cap else 1.0,
-                "rate": rate,
-                "hits_at": now + timedelta(hours=hours_left) if hours_left else None,
+                "rate": fmt(rate) if rate else "",
+                "hits_at": now + until if until is not None and not far else None,
+                "far": far,
                 "spent_out": budgets.is_spent(budget) or left <= 0,
                 "chart": charts.burndown(
                     hours,
                     cumulative,
                     cap,
                     steps_left,
-                    title=f"Spend of {budgets.describe(budget)} against its ${cap:.2f} cap",
+                    title=f"Spend of {budgets.describe(budget)} against its {fmt(cap)} cap",
+                    fmt=fmt,
                 ),
             }
         )
@@ -150,12 +162,12 @@ def budget_context(key: str = "") -> dict[str, Any]:
                 "title": title,
                 "svg": charts.stacked_bars(
                     hours,
-                    _series(hours, field, by),
+                    _series(hours, fields, by),
                     title=f"Spend per {'day' if by else 'hour'}, {title.lower()}",
                     label="%d %b" if by else "%H:00",
                 ),
             }
-            for key_, (field, title) in GROUPS.items()
+            for key_, (fields, title) in GROUPS.items()
         ],
         "burndowns": _burndowns(hours, now, by),
         "top": list(
