@@ -362,9 +362,11 @@ def _seed_fleet(repo: Repository, lead: User) -> None:
         a.tokens_used += tin + tout
         a.save(update_fields=["spent_usd", "tokens_used"])
         fleet_budget.spent_usd += Decimal(cost)
+        fleet_budget.spent_tokens += tin + tout
         if t is not None and t.wave_id == wave1.pk:
             wave_budget.spent_usd += Decimal(cost)
-    max_budget.spent_usd = max_.spent_usd
+            wave_budget.spent_tokens += tin + tout
+    max_budget.spent_usd, max_budget.spent_tokens = max_.spent_usd, max_.tokens_used
     for b in (fleet_budget, wave_budget, max_budget):
         b.save()
 
