@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -394,14 +395,17 @@ def _load(pending: list[Pending]) -> _Batch:
         )
         for row in _rows(sql, task_ids):
             tasks[row[0]] = TaskRow(*row)
-        wave_ids = sorted({t.wave_id for t in tasks.values()})
-        sql = (
-            f"SELECT {_cols(Wave, 'id', 'plan')} FROM {_table(Wave)}"
-            f" WHERE {_col(Wave, 'id')} IN ({_marks(wave_ids)})"
-        )
-        plans = dict(_rows(sql, wave_ids))
+        unknown = sorted({t.wave_id for t in tasks.values()} - _PLAN_OF_WAVE.keys())
+        if unknown:  # a wave never changes plans: each is read once per process
+            sql = (
+                f"SELECT {_cols(Wave, 'id', 'plan')} FROM {_table(Wave)}"
+                f" WHERE {_col(Wave, 'id')} IN ({_marks(unknown)})"
+            )
+            if len(_PLAN_OF_WAVE) > 100_000:
+                _PLAN_OF_WAVE.clear()
+            _PLAN_OF_WAVE.update(_rows(sql, unknown))
         for task in tasks.values():
-            task.plan_id = plans.get(task.wave_id)
+            task.plan_id = _PLAN_OF_WAVE.get(task.wave_id)
     budgets = _load_budgets(agents, tasks)
     if _missing_totals(pending, agents, tasks, budgets):
         budgets = _load_budgets(agents, tasks)
@@ -419,15 +423,7 @@ def _load(pending: list[Pending]) -> _Batch:
         }
     repo_ids = {a.repository_id for a in agents.values() if a.repository_id}
     repo_ids |= {t.repository_id for t in tasks.values()}
-    thresholds = {}
-    if repo_ids:
-        thresholds = dict(
-            _rows(
-                f"SELECT {_cols(Repository, 'id', 'rotate_at_pct')} FROM {_table(Repository)}"
-                f" WHERE {_col(Repository, 'id')} IN ({_marks(repo_ids)})",
-                sorted(repo_ids),
-            )
-        )
+    thresholds = _rotation_lines(repo_ids)
     return _Batch(
         now=timezone.now(),
         agents=agents,
@@ -437,6 +433,26 @@ def _load(pending: list[Pending]) -> _Batch:
         prices=prices,
         thresholds=thresholds,
     )
+
+
+_PLAN_OF_WAVE: dict[int, int] = {}
+_LINES: dict[int, tuple[float, int]] = {}  # repository → (read at, rotation line)
+LINES_TTL = 10.0  # seconds a repository's rotation line is remembered
+
+
+def _rotation_lines(repo_ids: set[int]) -> dict[int, int]:
+    """Each repository's rotation line, read at most every LINES_TTL seconds (a lead
+    changing it waits that long; the hot path saves a query per batch)."""
+    now = time.monotonic()
+    stale = sorted(pk for pk in repo_ids if now - _LINES.get(pk, (-LINES_TTL, 0))[0] >= LINES_TTL)
+    if stale:
+        for pk, line in _rows(
+            f"SELECT {_cols(Repository, 'id', 'rotate_at_pct')} FROM {_table(Repository)}"
+            f" WHERE {_col(Repository, 'id')} IN ({_marks(stale)})",
+            stale,
+        ):
+            _LINES[pk] = (now, line)
+    return {pk: _LINES[pk][1] for pk in repo_ids if pk in _LINES}
 
 
 def _load_budgets(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> list[BudgetRow]:

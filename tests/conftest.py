@@ -85,3 +85,14 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_heartbeat_caches():
+    """The heartbeat path remembers waves' plans and repositories' rotation lines per
+    process; a test's rows (and their reused ids) must not see an earlier test's."""
+    from fleet import heartbeats
+
+    heartbeats._PLAN_OF_WAVE.clear()
+    heartbeats._LINES.clear()
+    yield
