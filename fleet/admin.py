@@ -39,6 +39,10 @@ class WaveAdmin(admin.ModelAdmin):
     # Status moves only through the state machine, so it is never edited here.
     readonly_fields = ["status", "approved_by", "approved_at", "created_at", "updated_at"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A wave stays in its plan (spend and budgets are counted by plan).
+        return [*self.readonly_fields, "plan"] if obj is not None else self.readonly_fields
+
 
 @admin.register(m.Task)
 class TaskAdmin(admin.ModelAdmin):

@@ -99,8 +99,8 @@ def spent_budgets(agent: Agent, task: Task | None = None, *, lock: bool = False)
     """The spent budgets the agent's spend (on ``task``) counts against; ``lock``
     holds their rows to the end of the caller's transaction, so spend recorded
     meanwhile cannot slip past the check."""
-    found = Budget.objects.filter(applicable(agent, task))
-    if lock:
+    found = Budget.objects.filter(applicable(agent, task)).order_by("pk")
+    if lock:  # in id order, as the heartbeat batch locks them (no deadlock between them)
         found = found.select_for_update(of=("self",))
     return [
         budget
@@ -165,17 +165,21 @@ def stop_in_scope_later(budget_id: int) -> int:
     """Stop the agents a spent budget covers, one transaction each (after the
     transaction that found it spent has committed). Failures are left to the
     worker's sweep, which stops them too."""
-    budget = Budget.objects.filter(pk=budget_id).first()
-    if budget is None:
+    try:
+        budget = Budget.objects.filter(pk=budget_id).first()
+        if budget is None or not is_spent(budget):
+            return 0  # gone, or a person raised the cap meanwhile
+        ids = list(
+            Agent.objects.filter(agents_filter(budget))
+            .exclude(status=Agent.STOPPED)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    except Exception:
+        log.exception("reading the agents of spent budget %s", budget_id)
         return 0
     stopped = 0
-    ids = (
-        Agent.objects.filter(agents_filter(budget))
-        .exclude(status=Agent.STOPPED)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    for pk in list(ids):
+    for pk in ids:
         try:
             with transaction.atomic():
                 agent = Agent.objects.select_for_update().get(pk=pk)
@@ -274,9 +278,12 @@ def _wall_clock(now) -> int:
     """Stop agents whose session, or whose hold on a task, outlasted its limit; the
     session ends with them (a person who resumes the agent starts a new clock)."""
     session_cutoff = now - timedelta(seconds=settings.FLEET_SESSION_MAX_SECONDS)
+    # A person who resumed the agent since restarted its session's clock too.
+    resumed_lately = Event.objects.filter(kind="agent.resume", created_at__gte=session_cutoff)
     culprits = set(
         AgentSession.objects.filter(ended_at__isnull=True, started_at__lt=session_cutoff)
         .exclude(agent__status=Agent.STOPPED)
+        .exclude(agent_id__in=resumed_lately.values("agent_id"))
         .values_list("agent_id", flat=True)
     )
     task_cutoff = now - timedelta(seconds=settings.FLEET_TASK_MAX_SECONDS)

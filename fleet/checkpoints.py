@@ -58,7 +58,14 @@ def sweep(now=None) -> int:
             # Say so once and move on (a worktree git cannot read will not get better
             # by retrying every tick); the worktree itself is kept for the next agent.
             log.warning("no checkpoint of %s after %s: %s", task.key, event.kind, exc)
-            _record(event, None, agent, "", "")
+            if _record(event, None, agent, "", ""):
+                # Said where the lead looks: the task's timeline and the activity log.
+                Event.objects.record(
+                    "task.checkpoint_failed",
+                    task=task,
+                    agent=agent,
+                    payload={"reason": f"no checkpoint ({CAUSES[event.kind]}): {exc}"[:500]},
+                )
             continue
         if _record(event, task, agent, ref, sha):
             done += 1

@@ -53,8 +53,15 @@ def require_role(agent: Agent, *roles: str, action: str) -> None:
 
 def require_running(agent: Agent, *, action: str) -> None:
     """A stopped agent (budget, timeout, a person) does nothing more until a person
-    resumes it: 409, whatever its client believes."""
-    current = Agent.objects.filter(pk=agent.pk).values_list("status", "stop_reason").first()
+    resumes it: 409, whatever its client believes. Called inside the caller's
+    transaction, it locks the agent first (the heartbeat batch's order: agents, then
+    tasks), so a stop cannot land between the check and the write."""
+    current = (
+        Agent.objects.select_for_update()
+        .filter(pk=agent.pk)
+        .values_list("status", "stop_reason")
+        .first()
+    )
     if current and current[0] == Agent.STOPPED:
         raise TransitionError(
             f"{agent.name} is stopped ({current[1]}); it cannot {action} until a person resumes it",
@@ -213,10 +220,13 @@ def _assign_ready(agent: Agent) -> Task | None:
     candidates = Task.objects.ready()
     if agent.repository_id:
         candidates = candidates.filter(repository_id=agent.repository_id)
-    task = _locked(budgets.affordable(candidates)).first()
+    affordable = budgets.affordable(candidates)
+    task = _locked(affordable).first()
     if task is None:
         waiting = candidates.select_related("wave").first()
-        if waiting is not None:  # ready work, all of it in spent scopes: say which
+        if waiting is not None and not affordable.exists():
+            # Ready work, all of it in spent scopes (not merely taken by a concurrent
+            # pull): say which.
             budgets.refuse_if_spent(agent, waiting)
         return None
     budgets.refuse_if_spent(agent, task)  # its task's, wave's, plan's, repository's too
@@ -372,10 +382,10 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
     kept on the task."""
     require_role(agent, Agent.BUILDER, action="submit code")
     require_own_task(agent, task, action="submit it")
-    require_running(agent, action="submit")
     commit = _full_sha(task, commit)
     report = planning.ownership(task, commit)  # git, before the transaction
     with transaction.atomic():
+        require_running(agent, action="submit")
         task.submit(commit=commit, by=agent, epoch=epoch, ownership=report)
         review = (
             Review.objects.select_for_update()
@@ -408,7 +418,6 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
     names the current holder, or the task a planning decision gave the path to."""
     require_role(agent, Agent.BUILDER, action="claim files")
     require_own_task(agent, task, action="claim files for it")
-    require_running(agent, action="claim files")
     if task.status not in Task.LEASED_STATES:
         raise TransitionError(f"{task.key} is {task.status}; claim while working on it")
     if task.read_only and mode == FileClaim.WRITE:
@@ -420,6 +429,7 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
     expires = now + timedelta(seconds=settings.FLEET_CLAIM_TTL)
     claims = []
     with transaction.atomic():
+        require_running(agent, action="claim files")
         refusals = planning.claim_refusals(task, list(paths), mode)
         if refusals:
             raise TransitionError("; ".join(refusals), code="claim_owned")
@@ -489,10 +499,10 @@ def release(agent: Agent, *, claim_id: int) -> FileClaim:
 
 def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Review:
     require_role(agent, Agent.REVIEWER, action="post findings")
-    require_running(agent, action="post findings")
     if review.reviewer_id != agent.pk:
         raise Refused(f"review {review.pk} is not assigned to {agent.name}", code="owner")
     with transaction.atomic():
+        require_running(agent, action="post findings")
         current = Review.objects.select_for_update().get(pk=review.pk)
         if current.status != Review.OPEN:
             raise TransitionError(f"review {review.pk} is already closed", code="review_closed")

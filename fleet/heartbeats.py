@@ -711,7 +711,7 @@ def _stop_for_budget(agent: AgentRow, spent: list[BudgetRow], newly: list[Budget
         # The other agents in scope are stopped right after this batch commits, each in
         # its own transaction: locking their rows here, after the budgets, could
         # deadlock with a batch that holds them and waits for a budget.
-        transaction.on_commit(functools.partial(budgets.stop_in_scope_later, row.pk))
+        transaction.on_commit(functools.partial(budgets.stop_in_scope_later, row.pk), robust=True)
 
 
 def _write(batch: _Batch) -> None:

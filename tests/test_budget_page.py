@@ -92,12 +92,12 @@ def test_the_charts_also_go_by_day(client, spend):
 
 def test_token_caps_far_projections_and_waves_named_with_their_plan(client, spend):
     Budget.objects.create(
-        scope="repository", repository=Task.objects.get(key="T-1").repository, limit_tokens=10**9
-    )
+        scope="repository", repository=Task.objects.get(key="T-1").repository, limit_tokens=10**15
+    )  # the form's largest: at this rate, past the calendar's end
     Budget.objects.filter(scope="fleet").update(limit_usd=Decimal("99999999"))
     client.force_login(make_user("mona", "manager"))
     page = client.get("/budget/").content.decode()
-    assert "of 1,000,000,000 tokens" in page  # a token cap, drawn in tokens
+    assert "of 1,000,000,000,000,000 tokens" in page  # a token cap, drawn in tokens
     assert "not hit within a year" in page  # no date past the calendar's end
     assert f"{spend.plan.name} · wave 1" in page
     axis = page.split('id="chart-agent"')[1].split("</figure>")[0]

@@ -314,3 +314,21 @@ def test_the_admin_audits_and_clamps_a_cap(client, wave_fleet):
     assert budget.limit_usd == Decimal("3") and budget.spent_usd == Decimal("3")  # "stop now"
     event = Event.objects.get(kind="budget.set")
     assert event.actor == "user:root-admin" and event.payload["where"] == "admin"
+
+
+def test_a_person_who_resumes_an_agent_restarts_its_session_clock(wave_fleet, settings):
+    _, ada, _, _ = wave_fleet
+    settings.FLEET_SESSION_MAX_SECONDS = 3600
+    AgentSession.objects.create(agent=ada, started_at=timezone.now() - timedelta(hours=7))
+    ada.stop(reason="person", by=None)
+    ada.resume(by=None)
+    assert budgets.sweep() == 0
+    assert Agent.objects.get(pk=ada.pk).status == Agent.WORKING
+
+
+def test_agents_are_not_stopped_for_a_cap_raised_meanwhile(wave_fleet):
+    budget, ada, _, _ = wave_fleet
+    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal("5"))
+    Budget.objects.filter(pk=budget.pk).update(limit_usd=Decimal("50"))  # raised
+    assert budgets.stop_in_scope_later(budget.pk) == 0
+    assert Agent.objects.get(pk=ada.pk).status == Agent.WORKING

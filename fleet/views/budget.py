@@ -114,9 +114,10 @@ def _burndowns(hours: list, now, by: str) -> list[dict[str, Any]]:
             scope.filter(created_at__gte=now - timedelta(hours=1)).aggregate(s=measure)["s"] or 0
         )  # per hour
         left = max(cap - total, 0.0)
-        until = timedelta(hours=left / rate) if rate and left else None
-        far = until is not None and until > FAR
-        steps_left = until / WINDOWS[by][1] if until is not None and not far else None
+        hours_left = left / rate if rate and left else None
+        far = hours_left is not None and hours_left > FAR / timedelta(hours=1)
+        until = timedelta(hours=hours_left) if hours_left is not None and not far else None
+        steps_left = until / WINDOWS[by][1] if until is not None else None
         rows.append(
             {
                 "budget": budget,
@@ -125,7 +126,7 @@ def _burndowns(hours: list, now, by: str) -> list[dict[str, Any]]:
                 "cap": fmt(cap),
                 "fraction": total / cap if cap else 1.0,
                 "rate": fmt(rate) if rate else "",
-                "hits_at": now + until if until is not None and not far else None,
+                "hits_at": now + until if until is not None else None,
                 "far": far,
                 "spent_out": budgets.is_spent(budget) or left <= 0,
                 "chart": charts.burndown(
