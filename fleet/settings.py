@@ -227,6 +227,10 @@ FLEET_CONTEXT_PER_MINUTE = float(os.environ.get("FLEET_CONTEXT_PER_MINUTE", "0.1
 FLEET_WORKER_INTERVAL = env_int("FLEET_WORKER_INTERVAL", 5)
 FLEET_CHECK_TIMEOUT = env_int("FLEET_CHECK_TIMEOUT", 900)  # seconds a merge check may run
 FLEET_API_RATE = os.environ.get("FLEET_API_RATE", "1200/m")  # per agent
+# Failed sign-ins allowed per username and address, and per address, before the login
+# form refuses (429) until the window ends.
+FLEET_LOGIN_RATE = os.environ.get("FLEET_LOGIN_RATE", "10/h")
+FLEET_LOGIN_IP_RATE = os.environ.get("FLEET_LOGIN_IP_RATE", "100/h")
 FLEET_BOOT_JOURNAL = 20  # journal entries in the boot digest
 # Hard wall-clock limits the worker enforces (the agent is stopped, reason "timeout").
 FLEET_SESSION_MAX_SECONDS = env_int("FLEET_SESSION_MAX_SECONDS", 8 * 3600)

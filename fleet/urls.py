@@ -8,6 +8,10 @@ from django.urls import include, path
 from fleet import views
 from fleet.api import api
 from fleet.api.errors import json_method_errors
+from fleet.views.login import LoginView, throttled
+
+# The admin's sign-in is throttled like Fleet's own.
+admin.site.login = throttled(admin.site.login)
 
 urlpatterns = [
     path("", views.overview, name="fleet-overview"),
@@ -88,7 +92,7 @@ urlpatterns = [
         "accounts/",
         include(
             [
-                path("login/", auth_views.LoginView.as_view(), name="fleet-login"),
+                path("login/", LoginView.as_view(), name="fleet-login"),
                 path("logout/", auth_views.LogoutView.as_view(), name="fleet-logout"),
             ]
         ),
