@@ -34,31 +34,36 @@ from fleet.models import Agent, AgentSession, Budget, Event, SpendEvent, Task, T
 
 log = logging.getLogger("fleet.budgets")
 
-WARN_AT = Decimal("0.8")  # budgets at 80% of a cap are a warning
+WARN_AT = 0.8  # budgets at 80% of a cap are a warning (problems panel, webhook)
+CAPPED = Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False)
+
+# Where a task-scoped budget's target sits, seen from a task.
+TASK_PATH = {
+    "task": "pk",
+    "wave": "wave_id",
+    "plan": "wave__plan_id",
+    "repository": "repository_id",
+}
+
+
+def _scope_q(budget: Budget, task: str, agent: str) -> Q:
+    """The rows a budget covers: through their task (``task`` is the path to it) for
+    the task scopes, by ``agent`` for an agent's budget, all for the fleet's."""
+    if budget.scope == "fleet":
+        return Q()
+    if budget.scope == "agent":
+        return Q(**{agent: budget.agent_id})
+    return Q(**{f"{task}__{TASK_PATH[budget.scope]}": getattr(budget, f"{budget.scope}_id")})
 
 
 def spend_filter(budget: Budget) -> Q:
     """The SpendEvents that count against ``budget``."""
-    return {
-        "fleet": Q(),
-        "agent": Q(agent_id=budget.agent_id),
-        "task": Q(task_id=budget.task_id),
-        "wave": Q(task__wave_id=budget.wave_id),
-        "plan": Q(task__wave__plan_id=budget.plan_id),
-        "repository": Q(task__repository_id=budget.repository_id),
-    }[budget.scope]
+    return _scope_q(budget, "task", "agent_id")
 
 
 def agents_filter(budget: Budget) -> Q:
     """The agents ``budget`` stops when it is spent."""
-    return {
-        "fleet": Q(),
-        "agent": Q(pk=budget.agent_id),
-        "task": Q(current_task_id=budget.task_id),
-        "wave": Q(current_task__wave_id=budget.wave_id),
-        "plan": Q(current_task__wave__plan_id=budget.plan_id),
-        "repository": Q(current_task__repository_id=budget.repository_id),
-    }[budget.scope]
+    return _scope_q(budget, "current_task", "pk")
 
 
 def describe(budget: Budget) -> str:
@@ -72,9 +77,7 @@ def describe(budget: Budget) -> str:
 
 
 def is_spent(budget: Budget) -> bool:
-    return (budget.limit_usd is not None and budget.spent_usd >= budget.limit_usd) or (
-        budget.limit_tokens is not None and budget.spent_tokens >= budget.limit_tokens
-    )
+    return budget.cap_reached
 
 
 def applicable(agent: Agent, task: Task | None) -> Q:
@@ -114,13 +117,10 @@ def affordable(tasks, prefix: str = ""):
     wave, plan or repository budget is spent: a spent scope waits, the rest of the
     fleet works on."""
     spent = Budget.objects.filter(SPENT).exclude(scope__in=["fleet", "agent"])
-    for scope, field in (
-        ("task", "pk" if not prefix else f"{prefix}pk"),
-        ("wave", f"{prefix}wave_id"),
-        ("plan", f"{prefix}wave__plan_id"),
-        ("repository", f"{prefix}repository_id"),
-    ):
-        tasks = tasks.exclude(**{f"{field}__in": spent.filter(scope=scope).values(f"{scope}_id")})
+    for scope, path in TASK_PATH.items():
+        tasks = tasks.exclude(
+            **{f"{prefix}{path}__in": spent.filter(scope=scope).values(f"{scope}_id")}
+        )
     return tasks
 
 
@@ -217,7 +217,7 @@ def sweep(now=None) -> int:
     now = now or timezone.now()
     stopped = 0
     to_stop: list[int] = []
-    capped = Budget.objects.filter(Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False))
+    capped = Budget.objects.filter(CAPPED)
     for budget_id in capped.values_list("pk", flat=True):
         with transaction.atomic():
             budget = (
@@ -328,6 +328,6 @@ def warnings(budgets: list[Budget]) -> list[tuple[Budget, Decimal]]:
     found = []
     for budget in budgets:
         fraction = budget.fraction_used
-        if fraction is not None and Decimal(str(fraction)) >= WARN_AT:
+        if fraction is not None and fraction >= WARN_AT:
             found.append((budget, Decimal(str(fraction))))
     return found

@@ -71,12 +71,7 @@ def branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
     last fetched."""
     repository = task.repository
     try:
-        if fetch:
-            main = merge.tip(
-                repository.path, remote=repository.remote_name, branch=repository.default_branch
-            )
-        else:
-            main = planning.known_base(repository)
+        main = planning.base_ref(repository) if fetch else planning.known_base(repository)
         try:
             head = task.head_sha or head_sha(repository.path, f"refs/heads/{task.branch}")
         except GitError:
@@ -373,10 +368,6 @@ def red(gates: list[Gate]) -> list[Gate]:
 
 
 # --- merge by exception -------------------------------------------------------
-
-
-def mergeable(task: Task) -> bool:
-    return task.status in WAITING
 
 
 def queue_merge(task: Task, *, by: Any, gates: list[Gate] | None = None) -> MergeRequest:

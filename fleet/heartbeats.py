@@ -27,10 +27,12 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from fleet import ratelimit
+from fleet.budgets import WARN_AT
 from fleet.models import (
     Agent,
     AgentSession,
     Budget,
+    Caps,
     FileClaim,
     Message,
     ModelPrice,
@@ -47,7 +49,6 @@ CENT = Decimal("0.0001")
 MAX_USD = Decimal("99999999")  # the totals' columns hold 12 digits, 4 after the point
 MAX_TOKENS = 2**62
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="fleet"'}
-WARN_AT = 0.8  # a budget at 80% of a cap is a warning (problems panel, webhook)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ BUDGET_COLUMNS += ("limit_usd", "spent_usd", "limit_tokens", "spent_tokens")
 
 
 @dataclass(slots=True)
-class BudgetRow:
+class BudgetRow(Caps):
     pk: int
     scope: str
     agent_id: int | None
@@ -132,22 +133,6 @@ class BudgetRow:
     limit_tokens: int | None
     spent_tokens: int
     updated_at: datetime | None = None
-
-    @property
-    def fraction(self) -> float:
-        """The larger share of a cap used (0 without caps)."""
-        shares = [0.0]
-        if self.limit_usd:
-            shares.append(float(self.spent_usd / self.limit_usd))
-        if self.limit_tokens:
-            shares.append(self.spent_tokens / self.limit_tokens)
-        return max(shares)
-
-    @property
-    def spent(self) -> bool:
-        return (self.limit_usd is not None and self.spent_usd >= self.limit_usd) or (
-            self.limit_tokens is not None and self.spent_tokens >= self.limit_tokens
-        )
 
     def covers(self, agent_id: int, task: TaskRow | None) -> bool:
         """Whether spend by this agent (on this task) counts against the budget."""
@@ -634,7 +619,7 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
         # (the database refuses more), and reaching it means "stop" for every agent
         # the budget covers.
         for budget in budgets:
-            was_spent, was = budget.spent, budget.fraction
+            was_spent, was = budget.cap_reached, budget.fraction_used or 0.0
             total = budget.spent_usd + cost
             budget.spent_usd = total if budget.limit_usd is None else min(total, budget.limit_usd)
             used = budget.spent_tokens + tokens
@@ -643,13 +628,13 @@ def _apply(batch: _Batch, item: Pending, wait: float | None = None) -> dict[str,
             )
             budget.updated_at = batch.now
             batch.dirty_budgets[budget.pk] = budget
-            if budget.spent and not was_spent:
+            if budget.cap_reached and not was_spent:
                 newly_spent.append(budget)
                 batch.crossings.append((budget.pk, "budget_spent"))
-            elif was < WARN_AT <= budget.fraction:
+            elif was < WARN_AT <= (budget.fraction_used or 0.0):
                 batch.crossings.append((budget.pk, "budget_warning"))
-    if any(b.spent for b in budgets) and agent.status != Agent.STOPPED:
-        _stop_for_budget(agent, [b for b in budgets if b.spent], newly_spent)
+    if any(b.cap_reached for b in budgets) and agent.status != Agent.STOPPED:
+        _stop_for_budget(agent, [b for b in budgets if b.cap_reached], newly_spent)
     if held and beat.liveness and agent.status != Agent.STOPPED:
         # A stopped agent's heartbeats keep no lease alive: its task goes back to ready
         # when the lease lapses, whatever the agent does. Spend reports are not liveness.

@@ -181,7 +181,7 @@ def problems(agents: list[Agent], tasks: list[Task]) -> list[Problem]:
 
     shared = (
         Budget.objects.exclude(scope="agent")
-        .filter(Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False))
+        .filter(budgets.CAPPED)
         .select_related("wave__plan", "plan", "repository", "task")
     )
     for budget, fraction in budgets.warnings(list(shared)):

@@ -10,13 +10,14 @@ changes nothing.
 from fleet.models.agents import Agent, AgentSession, JournalEntry, Learning, Message, hash_token
 from fleet.models.base import Event, StateMachine, TransitionError
 from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
-from fleet.models.spend import Budget, Checkpoint, ModelPrice, SpendEvent
+from fleet.models.spend import Budget, Caps, Checkpoint, ModelPrice, SpendEvent
 from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
 
 __all__ = [
     "Agent",
     "AgentSession",
     "Budget",
+    "Caps",
     "CheckRun",
     "Checkpoint",
     "Event",

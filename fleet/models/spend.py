@@ -103,7 +103,31 @@ class ModelPrice(models.Model):
         return f"{self.model_name}: ${self.usd_per_mtok_in}/${self.usd_per_mtok_out} per Mtok"
 
 
-class Budget(models.Model):
+class Caps:
+    """What a budget's caps say, for the model and for the heartbeat path's plain
+    rows alike (both carry ``limit_usd``, ``spent_usd``, ``limit_tokens`` and
+    ``spent_tokens``)."""
+
+    __slots__ = ()
+
+    @property
+    def cap_reached(self) -> bool:
+        return (self.limit_usd is not None and self.spent_usd >= self.limit_usd) or (
+            self.limit_tokens is not None and self.spent_tokens >= self.limit_tokens
+        )
+
+    @property
+    def fraction_used(self) -> float | None:
+        """The larger share of its caps used (None: no cap)."""
+        shares = []
+        if self.limit_usd:
+            shares.append(float(self.spent_usd / self.limit_usd))
+        if self.limit_tokens:
+            shares.append(self.spent_tokens / self.limit_tokens)
+        return max(shares) if shares else None
+
+
+class Budget(Caps, models.Model):
     SCOPES = ["fleet", "plan", "wave", "repository", "agent", "task"]
 
     scope = models.CharField(max_length=12, choices=[(s, s) for s in SCOPES])
@@ -157,13 +181,3 @@ class Budget(models.Model):
     def __str__(self) -> str:
         target = self.plan or self.wave or self.repository or self.agent or self.task or "fleet"
         return f"budget {self.scope}: {target}"
-
-    @property
-    def fraction_used(self) -> float | None:
-        """The larger share of its caps used (None: no cap)."""
-        shares = []
-        if self.limit_usd:
-            shares.append(float(self.spent_usd / self.limit_usd))
-        if self.limit_tokens:
-            shares.append(self.spent_tokens / self.limit_tokens)
-        return max(shares) if shares else None

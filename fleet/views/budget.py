@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -84,9 +84,9 @@ def _burndowns(hours: list, now, by: str) -> list[dict[str, Any]]:
     """Each capped budget: its spend so far, hour by hour in the window, the burn
     rate of the last hour, and when the cap is hit at that rate."""
     rows = []
-    capped = Budget.objects.filter(
-        Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False)
-    ).select_related("wave__plan", "plan", "repository", "agent", "task")
+    capped = Budget.objects.filter(budgets.CAPPED).select_related(
+        "wave__plan", "plan", "repository", "agent", "task"
+    )
     for budget in capped.order_by("scope", "pk"):
         # A cap in USD is drawn in USD; a budget capped only in tokens, in tokens.
         usd = budget.limit_usd is not None

@@ -20,8 +20,8 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from fleet import adjudication, gates
-from fleet.git import facts, merge, worktrees
+from fleet import adjudication, gates, planning
+from fleet.git import facts, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
 from fleet.models import (
@@ -175,13 +175,6 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
     return render(request, "fleet/task.html", context)
 
 
-def _main_ref(repository: Repository) -> str:
-    """Main's tip, freshly fetched (the local branch when there is no remote)."""
-    return merge.tip(
-        repository.path, remote=repository.remote_name, branch=repository.default_branch
-    )
-
-
 @require_POST
 @role_required(LEAD)
 def task_rebase(request: HttpRequest, key: str) -> HttpResponse:
@@ -191,7 +184,7 @@ def task_rebase(request: HttpRequest, key: str) -> HttpResponse:
         messages.error(request, f"{task.key} has no worktree to rebase.")
         return redirect("fleet-task", key=key)
     try:
-        main = _main_ref(task.repository)
+        main = planning.base_ref(task.repository)
         conflicts = worktrees.rebase(
             Path(task.worktree_path),
             onto=main,
