@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The living demo (simulated agents) plays with `make run` unless FLEET_DEMO=0.
+FLEET_DEMO ?= 1
+DEMO_SPEED ?= 2
 
 # The first Python >= 3.12 found: $PYTHON, then pythonX.Y/python3 on PATH, then pyenv's
 # installed versions (pyenv shims only work with PYENV_VERSION set, so ask pyenv for the prefix).
@@ -21,12 +24,13 @@ FIND_PYTHON = \
   fi; \
   echo "Fleet needs Python >= 3.12; none found (set PYTHON=/path/to/python3.12)." >&2; exit 1
 
-.PHONY: help venv run test lint format clean-data
+.PHONY: help venv run test lint format clean-data bench
 
 help:
 	@echo "make run    - set up, seed the demo, serve http://$(HOST):$(PORT) with the worker"
 	@echo "make test   - run the whole test suite (SQLite, in-memory channel layer)"
 	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make bench  - every benchmark and a 10-minute soak (fleet_bench all)"
 
 $(VENV)/.installed: requirements.txt
 	@set -e; py=$$($(FIND_PYTHON)); \
@@ -43,11 +47,25 @@ run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py fleet_demo
 	@echo
-	@echo "Fleet is starting on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"
-	@$(PY) manage.py fleet_worker & worker=$$!; \
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) fleet.asgi:application & web=$$!; \
-	trap 'kill -TERM $$worker $$web 2>/dev/null' INT TERM; \
-	wait $$web; kill -TERM $$worker 2>/dev/null; wait $$worker; echo "Fleet stopped."
+	@echo "Fleet is starting on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server, the worker and the demo)"
+	@if [ "$(FLEET_DEMO)" != 0 ]; then \
+	  echo "The living demo plays too (simulated agents, speed x$(DEMO_SPEED)); FLEET_DEMO=0 turns it off."; \
+	  export FLEET_HEARTBEAT_TTL=$${FLEET_HEARTBEAT_TTL:-30} FLEET_LEASE_TTL=$${FLEET_LEASE_TTL:-45} \
+	    FLEET_HEARTBEAT_INTERVAL=$${FLEET_HEARTBEAT_INTERVAL:-10} FLEET_WORKER_INTERVAL=$${FLEET_WORKER_INTERVAL:-2}; \
+	fi; \
+	$(PY) manage.py fleet_worker & worker=$$!; \
+	log=$${FLEET_DATA_DIR:-data}/access.log; mkdir -p "$$(dirname "$$log")"; \
+	echo "(daphne's access log: $$log)"; \
+	$(VENV)/bin/daphne --access-log "$$log" -b $(HOST) -p $(PORT) fleet.asgi:application & web=$$!; \
+	sim=; if [ "$(FLEET_DEMO)" != 0 ]; then \
+	  $(PY) manage.py fleet_simulate --url http://$(HOST):$(PORT) --speed $(DEMO_SPEED) & sim=$$!; \
+	fi; \
+	trap 'kill -TERM $$worker $$web $$sim 2>/dev/null' INT TERM; \
+	wait $$web; kill -TERM $$worker $$sim 2>/dev/null; wait $$worker $$sim; echo "Fleet stopped."
+
+# Every benchmark (about 20 minutes); BENCH_ARGS="--database-url postgres://… --redis-url redis://…"
+bench: venv
+	$(PY) manage.py fleet_bench all $(BENCH_ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

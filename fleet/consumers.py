@@ -14,6 +14,14 @@ from fleet.events import FLEET_GROUP
 from fleet.roles import user_roles
 
 RECHECK = 30.0  # seconds between re-checks that the person may still watch
+# Frames a page may hold unacknowledged (live.js acks each once swapped in, and says so
+# with ``ack=1``: a page of an older live.js is not held to it). A page that stops
+# reading gets nothing more until it has caught up, then a fresh snapshot; one that
+# sends no ack for STALL seconds meanwhile is closed (1013: it reconnects when it can,
+# and the new connection starts from a snapshot). What the server buffers for a page
+# stays bounded, and the others are unaffected.
+WINDOW = 20
+STALL = 30.0
 
 
 def _may_watch(user_id, session) -> bool:
@@ -45,6 +53,8 @@ class FleetConsumer(AsyncWebsocketConsumer):
         raw_key = (query.get("key") or [""])[0]
         self.joined = [FLEET_GROUP]
         self.snapshot_at, self.page = 0.0, None
+        self.acks = (query.get("ack") or [""])[0] == "1"
+        self.unacked, self.behind, self.acked_at = 0, False, time.monotonic()
         if view:
             try:
                 key = await database_sync_to_async(live.resolve, thread_sensitive=False)(
@@ -76,7 +86,26 @@ class FleetConsumer(AsyncWebsocketConsumer):
                     await self.close(code=4404)
                     return
                 raise
-            await self.send(text_data=html)
+            await self._send(html)
+
+    async def _send(self, html: str) -> None:
+        self.unacked += 1
+        await self.send(text_data=html)
+
+    async def receive(self, text_data: str | None = None, bytes_data=None) -> None:
+        """A page acknowledges the frames it swapped in (``ack``, or ``ack:N`` for N at
+        once); one that fell behind gets the page as it is now once it has caught up."""
+        if not text_data or not text_data.startswith("ack"):
+            return
+        count = text_data.partition(":")[2]
+        if not (text_data == "ack" or (count.isdigit() and 0 < int(count) <= 10 * WINDOW)):
+            return
+        self.acked_at = time.monotonic()
+        self.unacked = max(0, self.unacked - (int(count) if count else 1))
+        if self.behind and self.unacked == 0 and self.page is not None:
+            self.behind = False
+            self.snapshot_at, html = await live.render_snapshot(*self.page)
+            await self._send(html)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "watching", False):
@@ -97,4 +126,10 @@ class FleetConsumer(AsyncWebsocketConsumer):
             if not allowed:  # signed out, deactivated or no longer in a role
                 await self.close(code=4401)
                 return
-        await self.send(text_data=message["html"])
+        if self.acks and (self.behind or self.unacked >= WINDOW):
+            # Not reading: skip (and resync once it has caught up), or give up on it.
+            self.behind = True
+            if time.monotonic() - self.acked_at > STALL:
+                await self.close(code=1013)
+            return
+        await self._send(message["html"])

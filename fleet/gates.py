@@ -23,7 +23,7 @@ from django.db.models import Q, Sum
 from django.urls import reverse
 
 from fleet import planning, webhooks
-from fleet.git import facts, merge
+from fleet.git import facts, merge, worktrees
 from fleet.git import paths as globs
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha
@@ -274,6 +274,12 @@ def dod_label(item: Any) -> str:
     return f"Unknown item {item!r}"
 
 
+def _changelog(path: str) -> bool:
+    """A CHANGELOG file, or a fragment in a towncrier-style ``changelog.d/``."""
+    parts = Path(path).parts
+    return parts[-1].upper().startswith("CHANGELOG") or "changelog.d" in parts[:-1]
+
+
 def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
     label = dod_label(item)
     row: dict[str, Any] = {"label": label, "auto": not isinstance(item, str), "ok": False}
@@ -293,11 +299,7 @@ def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
     changed = [f.path for f in branch.files]
     kind = item.get("auto") if isinstance(item, dict) else None
     if kind == "changelog":
-        hits = [
-            f.path
-            for f in branch.files
-            if Path(f.path).name.upper().startswith("CHANGELOG") and (f.added or 0) > 0
-        ]
+        hits = [f.path for f in branch.files if _changelog(f.path) and (f.added or 0) > 0]
         row.update(ok=bool(hits), why=", ".join(hits) or "no line added to a CHANGELOG")
     elif kind == "task_key":
         key = re.compile(rf"(?<![A-Za-z0-9-]){re.escape(task.key)}(?![0-9])")
@@ -472,3 +474,35 @@ def _record(task: Task, gates: list[Gate], snapshot: list[dict[str, Any]]) -> No
                 "gate_red",
                 [f"{g.name}: {g.reason}" for g in blocking],
             )
+
+
+def rebase(task: Task, *, by: Any = None) -> tuple[bool, str]:
+    """Rebase the task's worktree onto fresh main when it is clean and applies
+    cleanly (a lead's answer to a red stale-base gate). (done, what happened)."""
+    if not task.worktree_path or not Path(task.worktree_path).exists():
+        return False, f"{task.key} has no worktree to rebase."
+    try:
+        main = planning.base_ref(task.repository)
+        conflicts = worktrees.rebase(
+            Path(task.worktree_path),
+            onto=main,
+            branch=task.branch,
+            expect_head=task.head_sha or None,  # once submitted: only the submitted commit
+        )
+    except GitError as exc:
+        return False, f"Not rebased: {exc}"
+    if conflicts and conflicts[0].startswith("("):
+        return False, f"Not rebased {conflicts[0]}; the branch is unchanged."
+    if conflicts:
+        return False, (
+            f"Not rebased: it would conflict in {', '.join(conflicts)}; the branch is unchanged "
+            "and the builder must resolve it."
+        )
+    new_head = head_sha(task.worktree_path)
+    if task.head_sha:
+        Task.objects.filter(pk=task.pk).update(head_sha=new_head)
+        task.head_sha = new_head
+    Event.objects.record(
+        "task.rebased", by=by, **task._event_subjects(), payload={"onto": main, "head": new_head}
+    )
+    return True, f"Rebased {task.branch} onto {main[:10]}."

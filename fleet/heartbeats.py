@@ -379,7 +379,9 @@ def _load(pending: list[Pending]) -> _Batch:
             f" ORDER BY {_col(Task, 'id')}{_for_update()}"
         )
         for row in _rows(sql, task_ids):
-            tasks[row[0]] = TaskRow(*row)
+            # (SQLite hands the lease's end back naive: a spend report, which renews
+            # nothing, answers it as read.)
+            tasks[row[0]] = TaskRow(*row[:4], _aware(row[4]), *row[5:])
         unknown = sorted({t.wave_id for t in tasks.values()} - _PLAN_OF_WAVE.keys())
         if unknown:  # a wave never changes plans: each is read once per process
             sql = (

@@ -13,14 +13,16 @@ starts over from a fresh tip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -67,10 +69,57 @@ def enqueue(task: Task, *, by) -> MergeRequest:
     raise RuntimeError(f"could not queue {task.key}")
 
 
-def merge_lock(repo_path: str):
-    """At most one merging worker per repository on this machine (non-blocking: yields
-    False when another worker holds it)."""
-    return repo_flock(repo_path, "fleet-merge.flock", wait=False)
+# The first key of the merge queue's PostgreSQL advisory locks (the second is the
+# repository's id): "Flet" in ASCII, so other users of advisory locks can keep clear.
+ADVISORY_NAMESPACE = 0x466C6574
+
+
+@contextlib.contextmanager
+def advisory_lock(repository_id: int) -> Iterator[bool]:
+    """At most one merging worker per repository across machines, on PostgreSQL: a
+    session-level advisory lock (non-blocking; yields whether it was taken). When the
+    worker holding it dies, its database session ends and the lock with it, so the
+    next worker's tick takes the queue over. Other databases: always True."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_NAMESPACE, repository_id])
+        taken = cursor.fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, repository_id]
+                )
+
+
+def still_holding(repository_id: int) -> bool:
+    """Whether this session still holds the repository's advisory lock (a dropped
+    connection takes the lock with it: then another worker may be merging)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 2",
+            [ADVISORY_NAMESPACE, repository_id],
+        )
+        return cursor.fetchone() is not None
+
+
+@contextlib.contextmanager
+def merge_lock(repository: Repository) -> Iterator[bool]:
+    """At most one merging worker per repository: the advisory lock (across machines
+    sharing PostgreSQL), then a flock on the clone (workers on this machine)."""
+    with advisory_lock(repository.pk) as taken:
+        if not taken:
+            yield False
+            return
+        with repo_flock(repository.path, "fleet-merge.flock", wait=False) as acquired:
+            yield acquired
 
 
 def process_queues() -> int:
@@ -99,7 +148,7 @@ def process_queues() -> int:
 def process(repository: Repository) -> MergeRequest | None:
     """Advance the head of the repository's queue (read under the lock, so a second
     worker never acts on a head the first one already settled)."""
-    with merge_lock(repository.path) as acquired:
+    with merge_lock(repository) as acquired:
         if not acquired:
             return None
         head = (
@@ -183,6 +232,12 @@ def _advance(mr: MergeRequest) -> None:
         task.refresh_from_db()
         if task.status != Task.MERGING:  # cancelled or sent back during the check
             _save(mr, step="done", result=MergeRequest.FAILED, log=f"{task.key} is {task.status}")
+            return
+        if not still_holding(repo.pk):
+            # Our database session was lost (and the lock with it) during the check:
+            # another worker may own this queue now. Leave main alone; the head stays
+            # pending and whoever holds the lock next takes it from here.
+            log.warning("lost the merge lock of %s during %s's check", repo.slug, task.key)
             return
         _save(mr, step="updating")
         _fault("before-update")

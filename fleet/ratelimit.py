@@ -4,12 +4,62 @@ call; the rate is read from settings (FLEET_API_RATE, e.g. "1200/m") on every ca
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+log = logging.getLogger("fleet.ratelimit")
+# While the shared cache (Redis) is out of reach, each process counts on its own: the
+# limits still hold per process, and the API keeps answering (the database, not the
+# cache, is the source of truth).
+_LOCAL = LocMemCache("fleet-ratelimit-fallback", {"MAX_ENTRIES": 100_000})
+RETRY_SHARED = 5.0  # seconds before the shared cache is tried again after a failure
+_shared_down_until = 0.0
+
+
+def _store():
+    """The shared cache, unless it failed in the last few seconds (a circuit breaker:
+    an unreachable Redis costs one timeout per RETRY_SHARED, not one per call)."""
+    return _LOCAL if time.monotonic() < _shared_down_until else cache
+
+
+def _shared_failed(exc: Exception) -> None:
+    global _shared_down_until
+    if time.monotonic() >= _shared_down_until:
+        log.warning("the cache is out of reach (%s); counting in this process", exc)
+    _shared_down_until = time.monotonic() + RETRY_SHARED
+
+
+def _count(key: str, period: int) -> int:
+    store = _store()
+    try:
+        try:
+            return store.incr(key)
+        except ValueError:  # the window's first call
+            return 1 if store.add(key, 1, period + 1) else store.incr(key)
+    except ValueError:
+        raise
+    except Exception as exc:
+        if store is _LOCAL:
+            raise
+        _shared_failed(exc)
+        return _count(key, period)
+
+
+def _read(key: str) -> int:
+    store = _store()
+    try:
+        return store.get(key) or 0
+    except Exception as exc:
+        if store is _LOCAL:
+            raise
+        _shared_failed(exc)
+        return _LOCAL.get(key) or 0
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -26,10 +76,7 @@ def hit(ident: str, rate: str | None = None) -> float | None:
     now = time.time()
     window = int(now // period)
     key = f"fleet:rate:{ident}:{window}"
-    try:
-        count = cache.incr(key)
-    except ValueError:  # the window's first call
-        count = 1 if cache.add(key, 1, period + 1) else cache.incr(key)
+    count = _count(key, period)
     if count > limit:
         return (window + 1) * period - now
     return None
@@ -41,6 +88,6 @@ def spent(ident: str, rate: str) -> float | None:
     limit, period = parse_rate(rate)
     now = time.time()
     window = int(now // period)
-    if (cache.get(f"fleet:rate:{ident}:{window}") or 0) >= limit:
+    if _read(f"fleet:rate:{ident}:{window}") >= limit:
         return (window + 1) * period - now
     return None

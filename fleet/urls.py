@@ -3,11 +3,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from fleet import views
 from fleet.api import api
-from fleet.api.errors import json_method_errors
+from fleet.api.errors import api_not_found, json_method_errors
 from fleet.views.login import LoginView, throttled
 
 # The admin's sign-in is throttled like Fleet's own.
@@ -98,6 +98,9 @@ urlpatterns = [
         ),
     ),
     path("api/v1/", json_method_errors(api.urls)),
+    # Anything else under the API (an unknown route, an id that is not a number) is
+    # the API's JSON 404, not a page.
+    re_path(r"^api/", api_not_found),
     path("admin/", admin.site.urls),
 ]
 

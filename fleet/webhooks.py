@@ -21,7 +21,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet.models import Budget, Repository, Task, WebhookDelivery
+from fleet.models import Budget, Event, Repository, Task, WebhookDelivery
 
 log = logging.getLogger("fleet.webhooks")
 
@@ -83,6 +83,12 @@ def notify_budget(budget_id: int, kind: str) -> list[WebhookDelivery]:
         "url": settings.FLEET_PUBLIC_URL + reverse("fleet-budget"),
         "at": timezone.now().isoformat(),
     }
+    # The activity log (and the live pages) say it too, webhook or not.
+    Event.objects.record(
+        kind.replace("_", "."),
+        payload={k: payload[k] for k in ("scope", "spent_usd", "limit_usd", "spent_tokens")},
+        wave_id=budget.wave_id,
+    )
     return [
         WebhookDelivery.objects.create(
             repository=repository, url=repository.webhook_url, kind=kind, payload=payload

@@ -30,7 +30,9 @@ def test_heartbeat_bench_runs_servers_and_reports_what_it_measured(tmp_path, cap
     figures = json.loads(out.read_text())
     daphne = figures["servers"]["daphne"]
     for run in ("raw", "baseline", "heartbeat"):
-        assert daphne[run]["requests"] > 0 and daphne[run]["errors"] == 0, daphne[run]
+        assert daphne[run]["requests"] > 0 and daphne[run]["errors"] == 0, daphne[run][
+            "error_samples"
+        ]
     # Every heartbeat the server accepted was stored: one SpendEvent each.
     assert daphne["accepted"] == daphne["stored_spend_events"] > 0
     assert set(daphne["met"]) == {
@@ -114,3 +116,20 @@ def test_live_bench_sees_heartbeats_arrive_at_dashboards(tmp_path, capsys):
     figures = json.loads(out.read_text())
     assert figures["errors"] == 0 and figures["heartbeats_sent"] > 0
     assert figures["seen"] > 0 and figures["p50_ms"] > 0
+
+
+def test_sim_bench_uses_the_simulator_as_its_load(tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    call_command("fleet_bench", "sim", "--speed", "30", "--duration", "200", "--json", str(out))
+    assert "agent API calls" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    # (The scenario itself is tests/sim's; here: the load was the simulator's calls.)
+    assert figures["steps"] == 10 and figures["api"]["calls"] > 0
+    assert figures["api"]["routes"]["POST heartbeat"]["calls"] > 0
+    assert figures["web_rss_mb"] and figures["worker_rss_mb"]
+
+
+def test_sim_bench_refuses_silly_bounds():
+    for args in (["--builders", "0"], ["--speed", "0"], ["--duration", "5"]):
+        with pytest.raises(CommandError):
+            call_command("fleet_bench", "sim", *args)

@@ -1,13 +1,14 @@
 """HTTP client for Fleet's agent API, standard library only.
 
-Network errors, 5xx and 429 are retried with exponential backoff (429 honours
-Retry-After); anything else raises ``FleetError`` with Fleet's error code.
+Network errors, 5xx and 429 are retried with exponential backoff (429 and 503
+honour Retry-After); anything else raises ``FleetError`` with Fleet's error code.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import urllib.error
 import urllib.request
@@ -121,8 +122,11 @@ class Client:
                         payload.get("detail", payload) if isinstance(payload, dict) else payload
                     )
                     raise FleetError(exc.code, code or "http_error", detail) from None
-                wait = exc.headers.get("Retry-After") if exc.code == 429 else None
-                time.sleep(float(wait) if wait and wait.isdigit() else delay)
+                wait = exc.headers.get("Retry-After") if exc.code in (429, 503) else None
+                # At least what the server asked, at least the backoff, and jittered, so
+                # agents turned away together do not all come back at one instant.
+                told = float(wait) if wait and wait.isdigit() else 0.0
+                time.sleep(max(told, delay) * random.uniform(1.0, 1.5))
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if attempt == self.retries:
                     reason = getattr(exc, "reason", exc)

@@ -8,7 +8,93 @@ from fleet.api import errors, planner
 from fleet.api.auth import AgentToken, PerAgentThrottle
 from fleet.api.endpoints import router
 
-api = NinjaAPI(
+# OpenAPI links: what an agent does with an answer (boot → work/next → heartbeat,
+# claim, journal, submit; a review → its findings; a plan → a wave → a task), so a
+# stateful client (schemathesis) can walk the API as agents do.
+TASK_KEY, EPOCH = "$response.body#/task/key", "$response.body#/task/lease_epoch"
+LINKS = {
+    ("get", "boot"): {200: {"PullWork": {"operationId": "work_next"}}},
+    ("post", "work/next"): {
+        200: {
+            "Heartbeat": {
+                "operationId": "heartbeat",
+                "requestBody": {"context_pct": 20, "status_line": "working", "epoch": EPOCH},
+            },
+            "Claim": {
+                "operationId": "claim",
+                "requestBody": {"task": TASK_KEY, "paths": ["src/shop.py"]},
+            },
+            "Journal": {
+                "operationId": "journal",
+                "requestBody": {"kind": "next", "body": "write it", "task": TASK_KEY},
+            },
+            "Submit": {
+                "operationId": "submit",
+                "parameters": {"key": TASK_KEY},
+                "requestBody": {"commit": "0" * 40, "epoch": EPOCH},
+            },
+            "Review": {
+                "operationId": "review",
+                "parameters": {"review_id": "$response.body#/review_id"},
+            },
+            "Findings": {
+                "operationId": "findings",
+                "parameters": {"review_id": "$response.body#/review_id"},
+            },
+        }
+    },
+    ("post", "claims"): {
+        201: {
+            "Release": {
+                "operationId": "release",
+                "parameters": {"claim_id": "$response.body#/0/id"},
+            }
+        }
+    },
+    ("get", "inbox"): {
+        200: {"Ack": {"operationId": "ack", "parameters": {"message_id": "$response.body#/0/id"}}}
+    },
+    ("post", "plans"): {
+        201: {
+            "AddWave": {
+                "operationId": "create_wave",
+                "parameters": {"plan_id": "$response.body#/id"},
+            }
+        }
+    },
+    ("post", "plans/{plan_id}/waves"): {
+        201: {
+            "AddTask": {
+                "operationId": "create_task",
+                "parameters": {"wave_id": "$response.body#/id"},
+            }
+        }
+    },
+}
+
+
+class FleetAPI(NinjaAPI):
+    def get_openapi_schema(self, *args, **kwargs):
+        schema = super().get_openapi_schema(*args, **kwargs)
+        ids = {
+            op["operationId"].rsplit("_endpoints_", 1)[-1].rsplit("_planner_", 1)[-1]: op[
+                "operationId"
+            ]
+            for methods in schema["paths"].values()
+            for op in methods.values()
+        }
+        for path, methods in schema["paths"].items():
+            for method, operation in methods.items():
+                for status, links in LINKS.get((method, path.split("/api/v1/", 1)[-1]), {}).items():
+                    response = operation["responses"][status]
+                    response["links"] = {
+                        name: {**link, "operationId": ids[link["operationId"]]}
+                        for name, link in links.items()
+                    }
+        return schema
+
+
+api = FleetAPI(
     title="Fleet agent API",
     version="1",
     description=(

@@ -32,7 +32,7 @@ from fleet.git.errors import GitError
 from fleet.models import Agent, CheckRun, Event, Finding, Learning, Review, Task, TransitionError
 
 router = Router()
-ERRORS = dict.fromkeys((401, 403, 404, 409, 413, 422, 429), ErrorOut)
+ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429, 503), ErrorOut)
 
 
 def _task(key: str) -> Task:

@@ -8,11 +8,13 @@ import logging
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from fleet.api.planner import Invalid
 from fleet.dispatch import Refused
+from fleet.middleware import transient
 from fleet.models import TransitionError
 
 log = logging.getLogger("fleet.api")
@@ -79,7 +81,10 @@ def install(api: NinjaAPI) -> None:
     @api.exception_handler(OperationalError)
     def unavailable(request, exc: OperationalError):
         # The database is out of reach for now (locked, out of connections, restarting):
-        # nothing was written; the agent retries.
+        # the call's transaction did not commit; the agent retries. Anything else is a
+        # bug: a 500, logged.
+        if not transient(exc):
+            return server_error(request, exc)
         log.warning("database unavailable on %s: %s", request.path, exc)
         response = respond(request, 503, "unavailable", "the database is busy; retry shortly")
         response["Retry-After"] = "1"
@@ -89,6 +94,14 @@ def install(api: NinjaAPI) -> None:
     def server_error(request, exc: Exception):
         log.exception("unhandled API error on %s", request.path)
         return respond(request, 500, "server_error", "Fleet failed; the error was logged")
+
+
+@csrf_exempt  # as the API's own views: agents send tokens, not cookies
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """A path under the API that names no route: 404 in the API's JSON shape."""
+    return JsonResponse(
+        {"error": "not_found", "detail": f"no API route at {request.path}"}, status=404
+    )
 
 
 def json_method_errors(urls: tuple) -> tuple:

@@ -18,7 +18,7 @@ from fleet.forms import PlanForm, TaskForm, WaveForm
 from fleet.models import Agent, Event, Plan, Wave
 
 router = Router(tags=["planning"])
-ERRORS = dict.fromkeys((401, 403, 404, 409, 413, 422, 429), ErrorOut)
+ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429, 503), ErrorOut)
 
 
 class Invalid(Exception):

@@ -160,6 +160,22 @@ class SubmitOut(Schema):
     review_id: int
 
 
+def relative_path(path: str) -> str:
+    """A path inside the repository, as git names it: never absolute, never climbing
+    out with "..", no NUL or backslash (no API input reaches outside a worktree)."""
+    parts = path.split("/")
+    if (
+        not path
+        or len(path) > 500
+        or path.startswith("/")
+        or ".." in parts
+        or "\x00" in path
+        or "\\" in path
+    ):
+        raise ValueError(f"not a relative repository path: {path!r}")
+    return path
+
+
 class ClaimIn(Schema):
     task: Text = Field(..., max_length=20)
     paths: list[str] = Field(..., min_length=1, max_length=100)
@@ -169,16 +185,7 @@ class ClaimIn(Schema):
     @classmethod
     def relative_paths(cls, paths: list[str]) -> list[str]:
         for path in paths:
-            parts = path.split("/")
-            if (
-                not path
-                or len(path) > 500
-                or path.startswith("/")
-                or ".." in parts
-                or "\x00" in path
-                or "\\" in path
-            ):
-                raise ValueError(f"not a relative repository path: {path!r}")
+            relative_path(path)
             if path.endswith("/") or any(c in path for c in "*?["):
                 # A claim is one file: a glob or a directory would slip past the
                 # conflict check (exact paths) and the ownership gate.
@@ -228,6 +235,11 @@ class FindingIn(Schema):
     title: Text = Field(..., min_length=1, max_length=200)
     body: Text = Field("", max_length=20_000)
     suggested_fix: Text = Field("", max_length=20_000)
+
+    @field_validator("path")
+    @classmethod
+    def in_the_repository(cls, path: str) -> str:
+        return relative_path(path)
 
     @model_validator(mode="after")
     def line_range(self) -> FindingIn:

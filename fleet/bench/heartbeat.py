@@ -3,6 +3,7 @@ the trivial async JSON view as the baseline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,16 +52,31 @@ def bench_database(workdir: Path, database_url: str | None):
         admin.close()
 
 
+INHERIT = "inherit"  # the channel layer of this process's environment (REDIS_URL or none)
+
+
 @contextmanager
-def bench_site(prefix: str, database_url: str | None, results: dict, progress=print):
+def bench_site(
+    prefix: str,
+    database_url: str | None,
+    results: dict,
+    progress=print,
+    redis_url: str | None = INHERIT,
+):
     """A throwaway Fleet for one benchmark: a work dir, a migrated fresh database and
     collected static files (pages render with DEBUG off); yields (workdir, env) and
-    removes it all afterwards. Notes the database kind in ``results``."""
+    removes it all afterwards. Notes the database kind and channel layer in
+    ``results``. ``redis_url``: None for the in-memory layer, a URL for Redis."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         with bench_database(workdir, database_url) as url:
             env = bench_env(workdir, url)
+            if redis_url != INHERIT:
+                env.pop("REDIS_URL", None)
+                if redis_url:
+                    env["REDIS_URL"] = redis_url
             results["database"] = url.split(":", 1)[0]
+            results["channel_layer"] = "redis" if env.get("REDIS_URL") else "in-memory"
             progress(f"migrating a fresh {results['database']} database …")
             _run_module(["manage.py", "migrate", "--no-input", "-v", "0"], env)
             _run_module(["manage.py", "collectstatic", "--no-input", "-v", "0"], env)
@@ -138,10 +154,12 @@ def run(
     servers: tuple[str, ...] = ("daphne",),
     database_url: str | None = None,
     progress=print,
+    processes: int = 1,
+    redis_url: str | None = INHERIT,
 ) -> dict:
-    results: dict = {"agents": agents, "seconds": seconds, "servers": {}}
+    results: dict = {"agents": agents, "seconds": seconds, "servers": {}, "processes": processes}
     for kind in servers:
-        with bench_site(f"fleet-bench-{kind}-", database_url, results, progress) as (
+        with bench_site(f"fleet-bench-{kind}-", database_url, results, progress, redis_url) as (
             workdir,
             env,
         ):
@@ -149,10 +167,16 @@ def run(
                 _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env)
             )
             # No access log: a per-request log line is an operator's choice, not Fleet's cost.
-            server = Server(
-                free_port(), workdir, env=env, kind=kind, access_log=False, inherit_env=False
-            )
-            with server:
+            web = [
+                Server(
+                    free_port(), workdir, env=env, kind=kind, access_log=False, inherit_env=False
+                )
+                for _ in range(processes)
+            ]
+            with contextlib.ExitStack() as stack:
+                for server in web:
+                    stack.enter_context(server)
+                ports = [server.port for server in web]
                 runs = {}
                 for label, make, check in (
                     ("raw", _raw, None),
@@ -161,14 +185,14 @@ def run(
                 ):
                     progress(f"[{kind}] {label}: {DESCRIBE[label]}, {agents} clients …")
                     runs[label] = run_load(
-                        port=server.port,
+                        port=ports,
                         clients=agents,
                         make_request=make,
                         seconds=seconds,
                         warmup=warmup,
                         check=check,
                     )
-                rss = server.rss_kb()
+                rss = sum(server.rss_kb() or 0 for server in web)
             stored = json.loads(_run_module(["-m", "fleet.bench.seed", "counts"], env))
         results["servers"][kind] = _summarize(runs, rss, stored)
     return results
@@ -202,7 +226,8 @@ def _summarize(runs: dict[str, LoadResult], rss: int | None, stored: dict) -> di
 def table(results: dict) -> str:
     rows = [
         f"fleet_bench heartbeat: {results['agents']} agents, {results['seconds']:g} s per run, "
-        f"{results.get('database', '?')}, {os.cpu_count()} CPUs",
+        f"{results.get('database', '?')} + {results.get('channel_layer', '?')} channel layer, "
+        f"{results.get('processes', 1)} web process(es), {os.cpu_count()} CPUs",
         f"{'server':8} {'run':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'errors':>7}",
     ]

@@ -13,7 +13,7 @@ import time
 
 import websockets
 
-from fleet.bench.heartbeat import _run_module, bench_site
+from fleet.bench.heartbeat import INHERIT, _run_module, bench_site
 from fleet.bench.load import encode, json_request, percentile_ms, read_response
 from fleet.bench.servers import Server, free_port
 
@@ -52,11 +52,13 @@ async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
     run ends (``clock`` is filled in once every dashboard is connected)."""
     seen: set[str] = set()
     headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
-    url = f"ws://127.0.0.1:{port}/ws/fleet/?view=overview"
+    url = f"ws://127.0.0.1:{port}/ws/fleet/?view=overview&ack=1"
     async with websockets.connect(
         url, additional_headers=headers, max_size=None, open_timeout=120
     ) as ws:
         await asyncio.wait_for(ws.recv(), timeout=120)  # the snapshot
+        await ws.send("ack")
+        unacked, acked_at = 0, time.monotonic()
         stats["ready"] += 1
         await clock["go"].wait()
         until, measure_from = clock["until"] + 1, clock["measure_from"]
@@ -70,6 +72,10 @@ async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
             except TimeoutError:
                 break
             now, mono = time.time(), time.monotonic()
+            unacked += 1  # acknowledged as live.js does: a few at a time, twice a second
+            if mono - acked_at >= 0.5:
+                await ws.send(f"ack:{unacked}")
+                unacked, acked_at = 0, mono
             if measure_from <= mono < clock["until"]:  # the measured seconds only
                 stats["frames"] += 1
                 stats["bytes"] += len(frame)
@@ -114,10 +120,14 @@ def run(
     warmup: float = 3,
     database_url: str | None = None,
     progress=print,
+    redis_url: str | None = INHERIT,
 ) -> dict:
     results: dict = {"agents": agents, "dashboards": dashboards, "seconds": seconds}
     results["cpus"] = os.cpu_count()
-    with bench_site("fleet-bench-live-", database_url, results, progress) as (workdir, env):
+    with bench_site("fleet-bench-live-", database_url, results, progress, redis_url) as (
+        workdir,
+        env,
+    ):
         seeded = json.loads(
             _run_module(["-m", "fleet.bench.seed", "heartbeat", "--agents", str(agents)], env)
         )
@@ -158,7 +168,8 @@ def table(r: dict) -> str:
     return "\n".join(
         [
             f"fleet_bench live: {r['agents']} agents at 1/s, {r['dashboards']} dashboards, "
-            f"{r['seconds']:g} s, {r['database']}, {r['cpus']} CPUs",
+            f"{r['seconds']:g} s, {r['database']} + {r.get('channel_layer', '?')} channel layer, "
+            f"{r['cpus']} CPUs",
             f"  heartbeat → dashboard  p50 {r['p50_ms']} ms ({ok('p50_ms')}, ≤ "
             f"{TARGETS['p50_ms']})   p99 {r['p99_ms']} ms ({ok('p99_ms')}, ≤ {TARGETS['p99_ms']})"
             f"   ({r['seen']} sightings)",

@@ -148,7 +148,16 @@ async def _run(clients, port, make_request, seconds, warmup, max_requests, check
     deadline = measure_from + seconds
     await asyncio.gather(
         *(
-            _client(i, port, make_request, deadline, measure_from, result, max_requests, check)
+            _client(
+                i,
+                port[i % len(port)] if isinstance(port, list | tuple) else port,
+                make_request,
+                deadline,
+                measure_from,
+                result,
+                max_requests,
+                check,
+            )
             for i in range(clients)
         )
     )
@@ -158,7 +167,7 @@ async def _run(clients, port, make_request, seconds, warmup, max_requests, check
 
 def run_load(
     *,
-    port: int,
+    port: int | list[int],
     clients: int,
     make_request: RequestFactory,
     seconds: float,
@@ -166,7 +175,8 @@ def run_load(
     max_requests_per_client: int = 1_000_000,
     check: Callable[[int, bytes], str | None] | None = None,
 ) -> LoadResult:
-    """Drive 127.0.0.1:port with ``clients`` closed-loop clients for ``seconds``."""
+    """Drive 127.0.0.1:port with ``clients`` closed-loop clients for ``seconds`` (a
+    list of ports: the clients are dealt over them, as a proxy would)."""
     return asyncio.run(
         _run(clients, port, make_request, seconds, warmup, max_requests_per_client, check)
     )

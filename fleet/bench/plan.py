@@ -10,7 +10,7 @@ import random
 import time
 
 from fleet.bench import gitbench
-from fleet.bench.heartbeat import _run_module, bench_site
+from fleet.bench.heartbeat import INHERIT, _run_module, bench_site
 from fleet.bench.load import encode, json_request, percentile_ms, read_response
 from fleet.bench.servers import Server, free_port
 
@@ -102,9 +102,13 @@ def run(
     seconds: float = 10,
     database_url: str | None = None,
     progress=print,
+    redis_url: str | None = INHERIT,
 ) -> dict:
     results: dict = {"cpus": os.cpu_count()}
-    with bench_site("fleet-bench-plan-", database_url, results, progress) as (workdir, env):
+    with bench_site("fleet-bench-plan-", database_url, results, progress, redis_url) as (
+        workdir,
+        env,
+    ):
         progress(f"generating a repository of {files:,} files …")
         origin, clone = workdir / "origin.git", workdir / "clone"
         gitbench.generate(origin, files=files, commits=2)

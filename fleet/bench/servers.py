@@ -42,6 +42,17 @@ def server_command(kind: str, port: int, access_log: bool = True) -> list[str]:
     raise ValueError(f"unknown server {kind!r} (daphne or uvicorn)")
 
 
+def rss_kb(pid: int | None) -> int | None:
+    """Resident memory of a process (Linux /proc), or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, TypeError):
+        return None
+    return None
+
+
 class Server:
     """One ASGI server process serving Fleet on 127.0.0.1:port.
 
@@ -66,13 +77,16 @@ class Server:
         self.log = data_dir / f"{kind}-{port}.log"
         self.url = f"http://127.0.0.1:{port}"
 
+    def command(self) -> list[str]:
+        return server_command(self.kind, self.port, self.access_log)
+
     def start(self, timeout: float = 30) -> Server:
         base = os.environ if self.inherit_env else {}
         env = {**base, "FLEET_DATA_DIR": str(self.data_dir), **self.env}
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                server_command(self.kind, self.port, self.access_log),
+                self.command(),
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -99,13 +113,7 @@ class Server:
 
     def rss_kb(self) -> int | None:
         """Resident memory of the server process (Linux /proc), or None."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except (OSError, TypeError):
-            return None
-        return None
+        return rss_kb(self.pid)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -20,10 +20,9 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from fleet import adjudication, gates, planning
+from fleet import adjudication, gates
 from fleet.git import facts, worktrees
 from fleet.git.errors import GitError
-from fleet.git.repo import head_sha
 from fleet.models import (
     Event,
     FileClaim,
@@ -180,33 +179,8 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
 def task_rebase(request: HttpRequest, key: str) -> HttpResponse:
     """Rebase the agent's worktree onto fresh main, when it is clean and applies cleanly."""
     task = get_object_or_404(Task.objects.select_related("repository"), key=key)
-    if not task.worktree_path or not Path(task.worktree_path).exists():
-        messages.error(request, f"{task.key} has no worktree to rebase.")
-        return redirect("fleet-task", key=key)
-    try:
-        main = planning.base_ref(task.repository)
-        conflicts = worktrees.rebase(
-            Path(task.worktree_path),
-            onto=main,
-            branch=task.branch,
-            expect_head=task.head_sha or None,  # once submitted: only the submitted commit
-        )
-    except GitError as exc:
-        messages.error(request, f"Not rebased: {exc}")
-        return redirect("fleet-task", key=key)
-    if conflicts and conflicts[0].startswith("("):
-        messages.error(request, f"Not rebased {conflicts[0]}; the branch is unchanged.")
-    elif conflicts:
-        messages.error(
-            request,
-            f"Not rebased: it would conflict in {', '.join(conflicts)}; the branch is unchanged "
-            "and the builder must resolve it.",
-        )
-    else:
-        new_head = head_sha(task.worktree_path)
-        if task.head_sha:
-            Task.objects.filter(pk=task.pk).update(head_sha=new_head)
-        messages.success(request, f"Rebased {task.branch} onto {main[:10]}.")
+    ok, message = gates.rebase(task, by=request.user)
+    (messages.success if ok else messages.error)(request, message)
     return redirect("fleet-task", key=key)
 
 

@@ -126,3 +126,12 @@ def test_a_wrong_method_is_a_json_405_naming_the_allowed_ones(client):
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
     assert response["Allow"] == "POST"
+
+
+@pytest.mark.django_db
+def test_a_path_under_the_api_that_names_no_route_is_a_json_404(client):
+    for method, path in (("get", "/api/v1/nope"), ("post", "/api/v1/waves/null,null/tasks")):
+        response = getattr(client, method)(path, content_type="application/json")
+        assert response.status_code == 404
+        assert response["Content-Type"].startswith("application/json")
+        assert response.json()["error"] == "not_found"

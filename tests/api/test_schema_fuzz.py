@@ -1,4 +1,6 @@
-"""Schemathesis drives the live API from its own OpenAPI schema: no input gets a 5xx.
+"""Schemathesis drives the live API from its own OpenAPI schema, statelessly and then
+statefully along its links, as each kind of agent: no input gets a 5xx, and every
+answer matches the schema.
 
 The server runs on its own SQLite file (not the test database), seeded through
 ``manage.py``, so the fuzzer's thousands of writes never contend with the test run.
@@ -22,10 +24,17 @@ repo = Repository.objects.create(name="Fuzz", slug="fuzz", path="/nonexistent")
 wave = Wave.objects.create(plan=Plan.objects.create(name="P", slug="p"), number=1, status="running")
 for i in range(3):
     Task.objects.create(key=f"T-{i + 1}", wave=wave, repository=repo, title="t", status="ready")
-for role in ("builder", "reviewer"):
+for role in ("builder", "reviewer", "orchestrator"):
     agent = Agent.objects.create(name=f"fuzz-{role}", role=role, repository=repo)
     print(role, agent.issue_token())
 """
+# Zero 5xx, and every answer as the schema says (body, status, content type). The
+# stateful phase follows the schema's links: boot → work/next → heartbeat, claim,
+# journal, submit (and a review → its findings; a plan → a wave → a task).
+CHECKS = (
+    "not_a_server_error,response_schema_conformance,status_code_conformance,"
+    "content_type_conformance"
+)
 
 
 def test_no_generated_request_gets_a_server_error(tmp_path):
@@ -48,7 +57,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path):
     tokens = dict(line.split() for line in seeded.stdout.splitlines() if line.count(" ") == 1)
     server = Server(free_port(), tmp_path, db_url=db_url).start()
     try:
-        for role in ("builder", "reviewer"):
+        for role in ("builder", "reviewer", "orchestrator"):
             result = subprocess.run(
                 [
                     sys.executable,
@@ -59,7 +68,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path):
                     "--header",
                     f"Authorization: Bearer {tokens[role]}",
                     "--checks",
-                    "not_a_server_error",
+                    CHECKS,
                     "--max-examples",
                     "15",
                     "--seed",

@@ -19,10 +19,10 @@ from .conftest import screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def login(page, base: str) -> None:
+def login(page, base: str, username: str = "lena", password: str = "pw-lena-123") -> None:
     page.goto(f"{base}/")
-    page.fill("#id_username", "lena")
-    page.fill("#id_password", "pw-lena-123")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
     page.click("main button[type=submit]")
     page.wait_for_url(f"{base}/")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,57 @@ def test_a_commit_git_does_not_know_sends_the_task_back(repository, shop, lead):
     task.refresh_from_db()
     assert task.status == Task.CHANGES_REQUESTED
     assert "cannot be merged" in MergeRequest.objects.get(task=task).log
+
+
+def test_one_merging_worker_per_repository_across_machines(repository, shop, lead):
+    """On PostgreSQL the queue is serialized by an advisory lock per repository: while
+    another session (another machine's worker) holds it, this worker leaves the queue
+    alone; when that session dies, the next tick takes the queue over."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's (SQLite runs one machine: the flock)")
+    import psycopg
+
+    db = connection.settings_dict
+
+    def session():
+        return psycopg.connect(
+            host=db["HOST"] or "127.0.0.1",
+            port=db["PORT"] or 5432,
+            user=db["USER"] or "postgres",
+            dbname=db["NAME"],
+            autocommit=True,
+        )
+
+    other = session()
+    task = approved_task(repository, shop, "T-1", {"shop/tax.py": "RATE = 0.2\n"}, "Add tax")
+    old = origin_main(shop)
+    merging.enqueue(task, by=lead)
+    taken = other.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", [merging.ADVISORY_NAMESPACE, repository.pk]
+    ).fetchone()[0]
+    assert taken
+    assert merging.process_queues() == 0  # the other worker holds this repository
+    assert not merging.still_holding(repository.pk)
+    assert origin_main(shop) == old and MergeRequest.objects.get(task=task).step == "queued"
+    pid = other.info.backend_pid
+    other.close()  # that worker died: its session, and its lock, are gone
+    with connection.cursor() as cursor:  # (the server ends the backend a moment later)
+        for _ in range(100):
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
+    assert merging.process_queues() == 1
+    task.refresh_from_db()
+    assert task.status == Task.MERGED and origin_main(shop) != old
+    with merging.advisory_lock(repository.pk) as taken:
+        assert taken and merging.still_holding(repository.pk)
+    assert not merging.still_holding(repository.pk)
+    # And this worker let go of the lock when done: another session can take it.
+    again = session()
+    assert again.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", [merging.ADVISORY_NAMESPACE, repository.pk]
+    ).fetchone()[0]
+    again.close()

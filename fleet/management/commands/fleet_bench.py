@@ -1,4 +1,4 @@
-"""``manage.py fleet_bench {heartbeat,git,plan,live}``: measure Fleet on this machine.
+"""``manage.py fleet_bench {heartbeat,git,plan,live,sim,soak,all}``: measure Fleet on this machine.
 
 Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
 SQLite database, or a fresh PostgreSQL database when --database-url names one; a
@@ -16,7 +16,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet.bench import gitbench, heartbeat, live, plan
+from fleet.bench import everything, gitbench, heartbeat, live, plan, simbench, soak
+from fleet.bench.heartbeat import INHERIT
 
 
 def _database_option(parser) -> None:
@@ -25,6 +26,15 @@ def _database_option(parser) -> None:
         default=os.environ.get("FLEET_BENCH_DATABASE_URL", ""),
         help="PostgreSQL server to create a throwaway database on (default: SQLite)",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis for the channel layer (default: REDIS_URL from the environment, if set)",
+    )
+
+
+def _redis(options) -> str | None:
+    return options["redis_url"] if options.get("redis_url") is not None else INHERIT
 
 
 class Command(BaseCommand):
@@ -32,7 +42,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         sub = parser.add_subparsers(
-            dest="bench", required=True, metavar="{heartbeat,git,plan,live}"
+            dest="bench", required=True, metavar="{heartbeat,git,plan,live,sim,soak,all}"
         )
         hb = sub.add_parser("heartbeat", help="agents posting heartbeats vs a trivial async view")
         hb.add_argument("--agents", type=int, default=20, help="simulated agents (default 20)")
@@ -43,6 +53,9 @@ class Command(BaseCommand):
             action="append",
             choices=["daphne", "uvicorn"],
             help="ASGI server(s) to measure (repeatable; default daphne)",
+        )
+        hb.add_argument(
+            "--processes", type=int, default=1, help="web processes sharing the load (default 1)"
         )
         _database_option(hb)
         hb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
@@ -63,6 +76,35 @@ class Command(BaseCommand):
         _database_option(pb)
         pb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
+        sb = sub.add_parser("sim", help="the living demo's agents as the load: a whole sprint")
+        sb.add_argument("--builders", type=int, default=4)
+        sb.add_argument("--reviewers", type=int, default=2)
+        sb.add_argument("--speed", type=float, default=20, help="simulated time per real second")
+        sb.add_argument("--duration", type=float, default=300, help="real seconds at most")
+        sb.add_argument("--seed", type=int, default=1)
+        _database_option(sb)
+        sb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
+        so = sub.add_parser("soak", help="a steady realistic load: RSS, descriptors, git processes")
+        so.add_argument("--seconds", type=float, default=600, help="how long (default 600)")
+        so.add_argument("--interval", type=float, default=5, help="seconds between samples")
+        so.add_argument("--warmup", type=float, default=120, help="seconds before measuring")
+        _database_option(so)
+        so.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
+        al = sub.add_parser(
+            "all", help="every benchmark, SQLite and PostgreSQL + Redis, and a soak"
+        )
+        al.add_argument(
+            "--soak-seconds",
+            type=float,
+            default=None,
+            help="length of the soak (default 600; 20 with --quick)",
+        )
+        al.add_argument("--quick", action="store_true", help="short runs: check the harness")
+        _database_option(al)
+        al.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
         lb = sub.add_parser("live", help="heartbeat-to-dashboard latency over websockets")
         lb.add_argument("--agents", type=int, default=500)
         lb.add_argument("--dashboards", type=int, default=50)
@@ -79,6 +121,15 @@ class Command(BaseCommand):
             elif options["bench"] == "live":
                 results = self._live(options, progress)
                 text = live.table(results)
+            elif options["bench"] == "soak":
+                results = self._soak(options, progress)
+                text = soak.table(results)
+            elif options["bench"] == "all":
+                results = self._all(options, progress)
+                text = everything.table(results)
+            elif options["bench"] == "sim":
+                results = self._sim(options, progress)
+                text = simbench.table(results)
             elif options["bench"] == "plan":
                 results = self._plan(options, progress)
                 text = plan.table(results)
@@ -88,18 +139,26 @@ class Command(BaseCommand):
         except RuntimeError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(text)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        default = settings.FLEET_DATA_DIR / "bench" / f"{options['bench']}-{stamp}.json"
-        path = Path(options["json_path"] or default)
+        path = self._save(options, results)
+        self.stdout.write(f"figures written to {path}")
+
+    def _save(self, options, results: dict) -> Path:
+        if "json_to" not in options:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            default = settings.FLEET_DATA_DIR / "bench" / f"{options['bench']}-{stamp}.json"
+            options["json_to"] = Path(options["json_path"] or default)
+        path = options["json_to"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
-        self.stdout.write(f"figures written to {path}")
+        return path
 
     def _heartbeat(self, options, progress) -> dict:
         if not 1 <= options["agents"] <= 500:
             raise CommandError("--agents must be between 1 and 500")
         if not 0.5 <= options["seconds"] <= 600:
             raise CommandError("--seconds must be between 0.5 and 600")
+        if not 1 <= options["processes"] <= 8:
+            raise CommandError("--processes must be between 1 and 8")
         return heartbeat.run(
             agents=options["agents"],
             seconds=options["seconds"],
@@ -107,6 +166,8 @@ class Command(BaseCommand):
             servers=tuple(options["server"] or ["daphne"]),
             database_url=options["database_url"] or None,
             progress=progress,
+            processes=options["processes"],
+            redis_url=_redis(options),
         )
 
     def _git(self, options, progress) -> dict:
@@ -144,6 +205,7 @@ class Command(BaseCommand):
             seconds=options["seconds"],
             database_url=options["database_url"] or None,
             progress=progress,
+            redis_url=_redis(options),
         )
 
     def _live(self, options, progress) -> dict:
@@ -158,4 +220,56 @@ class Command(BaseCommand):
             seconds=options["seconds"],
             database_url=options["database_url"] or None,
             progress=progress,
+            redis_url=_redis(options),
+        )
+
+    def _sim(self, options, progress) -> dict:
+        if not 1 <= options["builders"] <= 8 or not 1 <= options["reviewers"] <= 4:
+            raise CommandError("--builders must be 1-8 and --reviewers 1-4")
+        if not 1 <= options["speed"] <= 100:
+            raise CommandError("--speed must be between 1 and 100")
+        if not 10 <= options["duration"] <= 1800:
+            raise CommandError("--duration must be between 10 and 1800")
+        return simbench.run(
+            builders=options["builders"],
+            reviewers=options["reviewers"],
+            speed=options["speed"],
+            duration=options["duration"],
+            seed=options["seed"],
+            database_url=options["database_url"] or None,
+            progress=progress,
+            redis_url=_redis(options),
+        )
+
+    def _soak(self, options, progress) -> dict:
+        if not 5 <= options["seconds"] <= 24 * 3600:
+            raise CommandError("--seconds must be between 5 and 86400")
+        if not 0.5 <= options["interval"] <= 600 or options["warmup"] < 0:
+            raise CommandError("--interval must be 0.5-600 and --warmup not negative")
+        return soak.run(
+            seconds=options["seconds"],
+            interval=options["interval"],
+            warmup=min(options["warmup"], options["seconds"] / 2),
+            database_url=options["database_url"] or None,
+            redis_url=_redis(options),
+            progress=progress,
+        )
+
+    def _all(self, options, progress) -> dict:
+        if options["soak_seconds"] is None:
+            options["soak_seconds"] = 20 if options["quick"] else 600
+        if not 5 <= options["soak_seconds"] <= 24 * 3600:
+            raise CommandError("--soak-seconds must be between 5 and 86400")
+        redis = (
+            options["redis_url"]
+            if options["redis_url"] is not None
+            else os.environ.get("REDIS_URL")
+        )
+        return everything.run(
+            database_url=options["database_url"] or None,
+            redis_url=redis or None,
+            soak_seconds=options["soak_seconds"],
+            quick=options["quick"],
+            progress=progress,
+            checkpoint=lambda figures: self._save(options, figures),
         )

@@ -7,6 +7,13 @@
   const indicator = document.getElementById("live-indicator");
   if (!root || !indicator) return;
   const POLL_MS = 3000;
+  // htmx retries a lost socket with exponential backoff (up to a minute by default):
+  // cap it at 2.5 s, jittered, so a page is live again within 5 s of the server (or its
+  // channel layer) coming back, without a storm of reconnects at one instant.
+  if (window.htmx) {
+    window.htmx.config.wsReconnectDelay = (retry) =>
+      Math.min(2500, 500 * 2 ** retry) * (0.5 + Math.random() / 2);
+  }
   let open = false;
   let pollTimer = null;
   let inFlight = null;
@@ -89,10 +96,27 @@
 
   document.body.addEventListener("htmx:wsOpen", () => {
     open = true;
+    unacked = 0; // a new connection counts afresh (its snapshot comes next)
     if (retryTimer) clearTimeout(retryTimer);
     retryTimer = null;
     stopPolling();
     show("live", "live");
+  });
+  // Acknowledge the frames swapped in, a few at a time (at most twice a second): the
+  // server sends a page that stopped reading (a sleeping laptop, a stalled tab)
+  // nothing more until it catches up.
+  let unacked = 0;
+  let ackTimer = null;
+  document.body.addEventListener("htmx:wsAfterMessage", (event) => {
+    const wrapper = event.detail && event.detail.socketWrapper;
+    if (!wrapper) return;
+    unacked += 1;
+    if (ackTimer) return;
+    ackTimer = setTimeout(() => {
+      ackTimer = null;
+      if (unacked && open) wrapper.send("ack:" + unacked);
+      unacked = 0;
+    }, 500);
   });
   document.body.addEventListener("htmx:wsClose", lost);
   document.body.addEventListener("htmx:wsError", lost);

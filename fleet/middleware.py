@@ -1,0 +1,51 @@
+"""A database briefly out of reach (SQLite locked past its busy timeout, PostgreSQL out
+of connections, restarting, or the connection lost) is a 503 with ``Retry-After``, for
+people too, never a 500: trying again is what helps. Other database errors (a missing
+table, a bad query) stay 500s, logged with their traceback. The API answers the same
+in JSON (``fleet.api.errors``)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+
+log = logging.getLogger("fleet.unavailable")
+
+RETRY_AFTER = "2"
+# SQLSTATE classes of a database that is away for now: connection exceptions (08),
+# too many connections (53300), an operator or crash shutdown (57P01-57P03).
+TRANSIENT_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "database is busy")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a database error means "away for now, retry" (and not a bug)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if sqlstate:
+        return sqlstate.startswith(TRANSIENT_SQLSTATES)
+    text = str(exc).lower()
+    return any(m in text for m in TRANSIENT_MESSAGES) or "connection" in text
+
+
+class DatabaseUnavailableMiddleware:
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not transient(exc):
+            return None
+        log.warning("database unavailable on %s: %s", request.path, exc, exc_info=exc)
+        response = HttpResponse(
+            render_to_string("503.html", {"retry_after": RETRY_AFTER}), status=503
+        )
+        response["Retry-After"] = RETRY_AFTER
+        return response

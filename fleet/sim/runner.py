@@ -1,0 +1,119 @@
+"""One simulation run: each agent in a process of its own (spawned: nothing of this
+Django process comes along), the lead's loop here, until the plan is merged, the time
+is up, or ``stop`` is set. Used by ``fleet_simulate``, ``fleet_bench`` and the tests."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fleet.bench.load import percentile_ms
+from fleet.sim import director
+from fleet.sim.agents import in_process
+
+
+def play(
+    stage: director.Stage,
+    *,
+    url: str,
+    speed: float,
+    seed: int,
+    patience: float | None = None,
+    duration: float = 1800,
+    lead: bool = True,
+    say: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    stop = stop or threading.Event()
+    context = multiprocessing.get_context("spawn")
+    halt, out = context.Event(), context.Queue()
+    agents = [
+        context.Process(
+            target=in_process,
+            args=(persona, url.rstrip("/"), speed, seed, halt, out),
+            name=f"sim-{persona.name}",
+            daemon=True,
+        )
+        for persona in stage.personas
+    ]
+    person = director.Lead(stage, patience=40 / speed if patience is None else patience, say=say)
+    for agent in agents:
+        agent.start()
+    finished: dict[str, dict] = {}
+
+    def drain(wait: float = 0.0) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                kind, item = out.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if kind == "say":
+                say(item)
+            else:
+                finished[item["name"]] = item
+
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < duration and not stop.is_set():
+            if lead:
+                person.tick()
+            drain()
+            if director.finished(stage):
+                say("every task of the plan is merged")
+                break
+            stop.wait(min(1.0, 2 / speed))
+    except KeyboardInterrupt:
+        say("interrupted")
+    finally:
+        halt.set()
+        deadline = time.monotonic() + 60
+        while len(finished) < len(agents) and time.monotonic() < deadline:
+            drain(wait=1.0)
+            if all(not a.is_alive() for a in agents):
+                drain(wait=1.0)
+                break
+        for agent in agents:
+            agent.join(timeout=5)
+            if agent.is_alive():
+                agent.kill()
+    calls = [tuple(call) for item in finished.values() for call in item["calls"]]
+    return {
+        "run": stage.run,
+        "plan": stage.plan.slug,
+        "repository": stage.repository.slug,
+        "seconds": round(time.monotonic() - started, 1),
+        "finished": director.finished(stage),
+        "steps": director.report(stage),
+        "agents": {
+            name: {"crashed": item["crashed"], "django_loaded": item["django_loaded"]}
+            for name, item in finished.items()
+        },
+        "agents_reported": len(finished),
+        "agent_errors": {name: item["errors"] for name, item in finished.items() if item["errors"]},
+        "api": api_figures(calls, time.monotonic() - started),
+    }
+
+
+def api_figures(calls: list[tuple[str, float, bool]], seconds: float) -> dict[str, Any]:
+    """What the agents' API calls cost: count, rate, latency, failures (5xx or none)."""
+    figures: dict[str, Any] = {
+        "calls": len(calls),
+        "per_second": round(len(calls) / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(percentile_ms([c[1] for c in calls], 50), 1),
+        "p99_ms": round(percentile_ms([c[1] for c in calls], 99), 1),
+        "failed": sum(not c[2] for c in calls),
+        "routes": {},
+    }
+    for route in sorted({c[0] for c in calls}):
+        took = [c[1] for c in calls if c[0] == route]
+        figures["routes"][route] = {
+            "calls": len(took),
+            "p50_ms": round(percentile_ms(took, 50), 1),
+            "p99_ms": round(percentile_ms(took, 99), 1),
+        }
+    return figures
