@@ -269,7 +269,11 @@ def tick(task: Task, *, item: str, ticked: bool, by: Any) -> str:
     """Tick (or untick) a definition-of-done item a person checks, for the commit
     submitted now (a resubmit needs a new tick)."""
     with transaction.atomic():
-        task = Task.objects.select_for_update().select_related("repository").get(pk=task.pk)
+        task = (
+            Task.objects.select_for_update(of=("self",))
+            .select_related("repository")
+            .get(pk=task.pk)
+        )
         manual = [i for i in task.repository.dod_items or [] if isinstance(i, str)]
         if item not in manual:
             raise Refusal(f"“{item[:100]}” is not an item of {task.repository}'s checklist.")

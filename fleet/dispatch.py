@@ -435,7 +435,9 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
             raise TransitionError("; ".join(refusals), code="claim_owned")
         for path in dict.fromkeys(paths):
             held = (
-                FileClaim.objects.select_for_update()
+                # Only the claim row: the joined agent and task stay unlocked (locking
+                # the holder's agent row here would deadlock with its own claims).
+                FileClaim.objects.select_for_update(of=("self",))
                 .filter(repository_id=task.repository_id, path=path, released_at__isnull=True)
                 .exclude(mode=FileClaim.READ)
                 .select_related("agent", "task")

@@ -337,9 +337,10 @@ def _load(pending: list[Pending]) -> _Batch:
     ids = {p.agent_id for p in pending if p.agent_id is not None}
     hashes = {p.token_hash for p in pending if p.agent_id is None and p.token_hash}
     # Rows are locked in primary-key order, agents before tasks before budgets, so two
-    # batches cannot deadlock each other. Writers that lock a task before its agent
-    # (lease expiry, submit) can still deadlock with a batch on PostgreSQL; the
-    # database aborts one side, and record_isolated retries the beats one by one.
+    # batches cannot deadlock each other; the transitions that take a task from its
+    # holder lock the holder first too (Task._let_go). Should some other writer still
+    # deadlock with a batch on PostgreSQL, the database aborts one side and
+    # record_isolated retries the beats one by one.
     # (SQLite: the IMMEDIATE transaction already holds the database's write lock.)
     agents: dict[int, AgentRow] = {}
     where = []

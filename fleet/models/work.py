@@ -547,6 +547,22 @@ class Task(StateMachine):
             },
         )
 
+    def _let_go(self, action: str, *, prior: dict | None = None, **kwargs: Any) -> Event:
+        """A transition that takes the task out of its holders' hands. The holders are
+        locked before the task, the heartbeat batch's order (agents, then tasks), so
+        the worker's lease expiry cannot deadlock with its holder's heartbeat."""
+        from fleet.models.agents import Agent
+
+        assignee = Task.objects.filter(pk=self.pk).values("assignee_id")[:1]
+        holders = Agent.objects.filter(Q(current_task_id=self.pk) | Q(pk=models.Subquery(assignee)))
+        with transaction.atomic():
+            list(holders.select_for_update().order_by("pk").values_list("pk", flat=True))
+            return self._transition(
+                action,
+                after=lambda current: {**(prior or {}), **_release_holders(current)},
+                **kwargs,
+            )
+
     def approve(self, *, by: Any) -> Event:
         return self._transition("approve", by=by)
 
@@ -554,9 +570,7 @@ class Task(StateMachine):
         return self._transition("enqueue_merge", by=by)
 
     def mark_merged(self, *, by: Any = None, commit: str = "") -> Event:
-        return self._transition(
-            "mark_merged", by=by, payload={"commit": commit}, after=_release_holders
-        )
+        return self._let_go("mark_merged", by=by, payload={"commit": commit})
 
     def expire_lease(self, *, by: Any = None, now=None) -> Event:
         """Return a task whose lease lapsed to ``ready`` (branch and worktree kept)."""
@@ -569,21 +583,17 @@ class Task(StateMachine):
                 raise TransitionError(f"{self.key}: the lease is still live", code="lease_live")
             prior["agent"] = current.assignee.name if current.assignee_id else None
 
-        return self._transition(
+        return self._let_go(
             "expire_lease",
             by=by,
             check=check,
             changes={"assignee": None, "lease_expires_at": None},
-            after=lambda current: {**prior, **_release_holders(current)},
+            prior=prior,
         )
 
     def fail(self, *, by: Any, reason: str) -> Event:
-        return self._transition(
-            "fail",
-            by=by,
-            changes={"lease_expires_at": None},
-            payload={"reason": reason},
-            after=_release_holders,
+        return self._let_go(
+            "fail", by=by, changes={"lease_expires_at": None}, payload={"reason": reason}
         )
 
     def retry(self, *, by: Any) -> Event:
@@ -591,12 +601,8 @@ class Task(StateMachine):
         return self._transition("retry", by=by, changes={"assignee": None})
 
     def cancel(self, *, by: Any, reason: str = "") -> Event:
-        return self._transition(
-            "cancel",
-            by=by,
-            changes={"lease_expires_at": None},
-            payload={"reason": reason},
-            after=_release_holders,
+        return self._let_go(
+            "cancel", by=by, changes={"lease_expires_at": None}, payload={"reason": reason}
         )
 
 
