@@ -35,9 +35,11 @@ def _locked(finding_id: int) -> tuple[Finding, Task]:
     task_id = task_id.first()
     if task_id is None:
         raise Refusal(f"There is no finding {finding_id}.")
-    task = Task.objects.select_for_update(of=("self",)).get(pk=task_id)
+    task = Task.objects.select_for_update(no_key=True, of=("self",)).get(pk=task_id)
     finding = (
-        Finding.objects.select_for_update(of=("self",)).select_related("review").get(pk=finding_id)
+        Finding.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("review")
+        .get(pk=finding_id)
     )
     return finding, task
 
@@ -220,7 +222,7 @@ def request_rereview(task: Task, *, by: Any) -> str:
     reviewer who never reviewed (or held) the task may take. When it closes, the
     findings accepted before it are settled and its own wait for a verdict."""
     with transaction.atomic():
-        task = Task.objects.select_for_update().get(pk=task.pk)
+        task = Task.objects.select_for_update(no_key=True).get(pk=task.pk)
         if task.status not in (Task.IN_REVIEW, Task.APPROVED):
             raise Refusal(
                 f"{task.key} is {task.get_status_display()}; a re-review is of a submitted "
@@ -246,9 +248,9 @@ def withdraw_rereview(task: Task, *, by: Any) -> str:
     """Take back a re-review nobody took yet (say, no reviewer in the fleet may take
     it): the task's earlier reviews stand and a person resolves what was accepted."""
     with transaction.atomic():
-        task = Task.objects.select_for_update().get(pk=task.pk)
+        task = Task.objects.select_for_update(no_key=True).get(pk=task.pk)
         review = (
-            task.reviews.select_for_update()
+            task.reviews.select_for_update(no_key=True)
             .filter(status=Review.OPEN, reviewer__isnull=True)
             .filter(provenance__has_key="requested_by")
             .first()
@@ -270,7 +272,7 @@ def tick(task: Task, *, item: str, ticked: bool, by: Any) -> str:
     submitted now (a resubmit needs a new tick)."""
     with transaction.atomic():
         task = (
-            Task.objects.select_for_update(of=("self",))
+            Task.objects.select_for_update(no_key=True, of=("self",))
             .select_related("repository")
             .get(pk=task.pk)
         )

@@ -227,7 +227,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
         with transaction.atomic():
             if change:
-                current = m.Budget.objects.select_for_update().get(pk=obj.pk)
+                current = m.Budget.objects.select_for_update(no_key=True).get(pk=obj.pk)
                 obj.spent_usd, obj.spent_tokens = current.spent_usd, current.spent_tokens
             if obj.limit_usd is not None:
                 obj.limit_usd = max(obj.limit_usd, obj.spent_usd)

@@ -104,7 +104,7 @@ def spent_budgets(agent: Agent, task: Task | None = None, *, lock: bool = False)
     meanwhile cannot slip past the check."""
     found = Budget.objects.filter(applicable(agent, task)).order_by("pk")
     if lock:  # in id order, as the heartbeat batch locks them (no deadlock between them)
-        found = found.select_for_update(of=("self",))
+        found = found.select_for_update(no_key=True, of=("self",))
     return [
         budget
         for budget in found.select_related("wave__plan", "plan", "repository", "agent", "task")
@@ -147,7 +147,7 @@ def guard(agent: Agent) -> None:
     with transaction.atomic():
         spent = spent_budgets(agent)
         if spent and agent.status != Agent.STOPPED:
-            Agent.objects.select_for_update().get(pk=agent.pk).stop(reason="budget")
+            Agent.objects.select_for_update(no_key=True).get(pk=agent.pk).stop(reason="budget")
     if spent:
         raise refusal(spent[0])
 
@@ -182,7 +182,7 @@ def stop_in_scope_later(budget_id: int) -> int:
     for pk in ids:
         try:
             with transaction.atomic():
-                agent = Agent.objects.select_for_update().get(pk=pk)
+                agent = Agent.objects.select_for_update(no_key=True).get(pk=pk)
                 if agent.status != Agent.STOPPED:
                     agent.stop(reason="budget")
                     stopped += 1
@@ -221,7 +221,7 @@ def sweep(now=None) -> int:
     for budget_id in capped.values_list("pk", flat=True):
         with transaction.atomic():
             budget = (
-                Budget.objects.select_for_update(of=("self",))
+                Budget.objects.select_for_update(no_key=True, of=("self",))
                 .select_related("wave__plan", "plan", "repository", "agent", "task")
                 .filter(pk=budget_id)
                 .first()
@@ -311,7 +311,7 @@ def _wall_clock(now) -> int:
     stopped = 0
     for agent_id in sorted(culprits):
         with transaction.atomic():
-            agent = Agent.objects.select_for_update().get(pk=agent_id)
+            agent = Agent.objects.select_for_update(no_key=True).get(pk=agent_id)
             try:
                 agent.stop(reason="timeout")
             except TransitionError:

@@ -57,7 +57,7 @@ def require_running(agent: Agent, *, action: str) -> None:
     transaction, it locks the agent first (the heartbeat batch's order: agents, then
     tasks), so a stop cannot land between the check and the write."""
     current = (
-        Agent.objects.select_for_update()
+        Agent.objects.select_for_update(no_key=True)
         .filter(pk=agent.pk)
         .values_list("status", "stop_reason")
         .first()
@@ -195,14 +195,14 @@ def next_work(agent: Agent) -> tuple[str, Task | Review | None]:
 
 def _locked(queryset):
     if connection.features.has_select_for_update_skip_locked:
-        return queryset.select_for_update(skip_locked=True, of=("self",))
+        return queryset.select_for_update(no_key=True, skip_locked=True, of=("self",))
     return queryset
 
 
 def _next_task(agent: Agent) -> Task | None:
     _prepare_next(agent)
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         current = leased_task(agent)
         if current is not None and current.status in Task.LEASED_STATES:
             return current  # idempotent: a retried call gets the same task back
@@ -307,7 +307,7 @@ def _make_worktree(task: Task) -> None:
 
 def _next_review(agent: Agent) -> Review | None:
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         mine = Review.objects.filter(reviewer=agent, status=Review.OPEN).first()
         if mine is not None:
             return mine
@@ -388,7 +388,7 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
         require_running(agent, action="submit")
         task.submit(commit=commit, by=agent, epoch=epoch, ownership=report)
         review = (
-            Review.objects.select_for_update()
+            Review.objects.select_for_update(no_key=True)
             .filter(task=task, status=Review.OPEN, reviewer__isnull=True)
             .first()
         )
@@ -430,14 +430,24 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
     claims = []
     with transaction.atomic():
         require_running(agent, action="claim files")
+        # Under the agent's lock the lease cannot lapse any more: look again, in case
+        # it lapsed (and the task went back to ready) after the checks above.
+        current = Task.objects.filter(pk=task.pk).values_list("status", "assignee_id").first()
+        if current is None or current[0] not in Task.LEASED_STATES or current[1] != agent.pk:
+            raise TransitionError(
+                f"{agent.name} no longer holds {task.key}; pull work again", code="stale_lease"
+            )
         refusals = planning.claim_refusals(task, list(paths), mode)
         if refusals:
             raise TransitionError("; ".join(refusals), code="claim_owned")
-        for path in dict.fromkeys(paths):
+        # Paths in one order for every caller, so two multi-path claims lock their
+        # rows in the same order (no deadlock); the answer keeps the caller's order.
+        order = {path: i for i, path in enumerate(dict.fromkeys(paths))}
+        for path in sorted(order):
             held = (
                 # Only the claim row: the joined agent and task stay unlocked (locking
                 # the holder's agent row here would deadlock with its own claims).
-                FileClaim.objects.select_for_update(of=("self",))
+                FileClaim.objects.select_for_update(no_key=True, of=("self",))
                 .filter(repository_id=task.repository_id, path=path, released_at__isnull=True)
                 .exclude(mode=FileClaim.READ)
                 .select_related("agent", "task")
@@ -479,12 +489,16 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
         Event.objects.record(
             "claims.claim", by=agent, task=task, payload={"paths": list(paths), "mode": mode}
         )
-    return claims
+    return sorted(claims, key=lambda claim: order[claim.path])
 
 
 def release(agent: Agent, *, claim_id: int) -> FileClaim:
     with transaction.atomic():
-        claim = FileClaim.objects.select_for_update().filter(pk=claim_id, agent=agent).first()
+        claim = (
+            FileClaim.objects.select_for_update(no_key=True)
+            .filter(pk=claim_id, agent=agent)
+            .first()
+        )
         if claim is None:
             raise FileClaim.DoesNotExist(f"claim {claim_id} not found for {agent.name}")
         if claim.released_at is None:
@@ -505,7 +519,7 @@ def post_findings(agent: Agent, *, review: Review, findings: list[dict]) -> Revi
         raise Refused(f"review {review.pk} is not assigned to {agent.name}", code="owner")
     with transaction.atomic():
         require_running(agent, action="post findings")
-        current = Review.objects.select_for_update().get(pk=review.pk)
+        current = Review.objects.select_for_update(no_key=True).get(pk=review.pk)
         if current.status != Review.OPEN:
             raise TransitionError(f"review {review.pk} is already closed", code="review_closed")
         Finding.objects.bulk_create(Finding(review=current, **f) for f in findings)
@@ -541,7 +555,7 @@ def _resolved_by_rereview(agent: Agent, review: Review) -> None:
     overwritten."""
     if not review.provenance.get("requested_by"):
         return
-    Task.objects.select_for_update(of=("self",)).get(pk=review.task_id)
+    Task.objects.select_for_update(no_key=True, of=("self",)).get(pk=review.task_id)
     earlier = Finding.objects.filter(
         review__task_id=review.task_id,
         verdict=Finding.ACCEPTED,

@@ -122,7 +122,7 @@ class BudgetForm(forms.Form):
         # made here if not, the way the heartbeats make it (no duplicate either way).
         Budget.objects.bulk_create([Budget(scope="wave", wave=wave)], ignore_conflicts=True)
         with transaction.atomic():
-            budget = Budget.objects.select_for_update().get(scope="wave", wave=wave)
+            budget = Budget.objects.select_for_update(no_key=True).get(scope="wave", wave=wave)
             usd, tokens = self.cleaned_data["limit_usd"], self.cleaned_data["limit_tokens"]
             budget.limit_usd = None if usd is None else max(usd, budget.spent_usd)
             budget.limit_tokens = None if tokens is None else max(tokens, budget.spent_tokens)

@@ -385,7 +385,7 @@ def queue_merge(task: Task, *, by: Any, gates: list[Gate] | None = None) -> Merg
         # Under the task's lock, what people and agents change (verdicts, re-reviews,
         # ticks, checks, spend) is read again: nothing slips in between.
         current = (
-            Task.objects.select_for_update(of=("self",))
+            Task.objects.select_for_update(no_key=True, of=("self",))
             .select_related("repository", "wave")
             .get(pk=task.pk)
         )

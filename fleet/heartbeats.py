@@ -281,7 +281,13 @@ def _marks(values) -> str:
 
 
 def _for_update() -> str:
-    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+    """Row locks that leave foreign keys free: another transaction may still insert a
+    row pointing at a locked agent (an event, a message) while it holds a task."""
+    if not connection.features.has_select_for_update:
+        return ""
+    return (
+        " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else " FOR UPDATE"
+    )
 
 
 def _usd(value) -> Decimal:

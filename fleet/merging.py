@@ -50,7 +50,7 @@ def enqueue(task: Task, *, by) -> MergeRequest:
     for _ in range(3):
         try:
             with transaction.atomic():
-                Repository.objects.select_for_update().get(pk=task.repository_id)
+                Repository.objects.select_for_update(no_key=True).get(pk=task.repository_id)
                 task.enqueue_merge(by=by)
                 # A request left pending by an earlier round (the task failed while
                 # merging, was retried and approved again) is superseded.

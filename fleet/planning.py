@@ -179,7 +179,7 @@ def sync_shared(wave: Wave) -> None:
     approval, a task being added or another sync."""
     through = SharedFile.tasks.through
     with transaction.atomic():
-        wave = Wave.objects.select_for_update().get(pk=wave.pk)
+        wave = Wave.objects.select_for_update(no_key=True).get(pk=wave.pk)
         if wave.status != Wave.DRAFT:
             return
         found = {(o.repository.pk, o.path): o for o in overlaps(wave)}
@@ -292,7 +292,7 @@ def matrix(wave: Wave) -> Matrix:
 def add_wave(plan: Plan, *, name: str, by: Any, drafted_by: Any = None) -> Wave:
     """The next wave of a plan (numbers stay in order under concurrent adds)."""
     with transaction.atomic():
-        Plan.objects.select_for_update().get(pk=plan.pk)
+        Plan.objects.select_for_update(no_key=True).get(pk=plan.pk)
         number = (plan.waves.order_by("-number").values_list("number", flat=True).first() or 0) + 1
         wave = Wave.objects.create(plan=plan, number=number, name=name, drafted_by=drafted_by)
         Event.objects.record("wave.create", by=by, wave=wave, plan=plan, payload={"number": number})
@@ -302,7 +302,7 @@ def add_wave(plan: Plan, *, name: str, by: Any, drafted_by: Any = None) -> Wave:
 def add_task(task: Task, wave: Wave, *, by: Any, drafted_by: Any = None) -> Task:
     """Save a validated, unsaved task into a draft wave (refused once it is approved)."""
     with transaction.atomic():
-        wave = Wave.objects.select_for_update().get(pk=wave.pk)
+        wave = Wave.objects.select_for_update(no_key=True).get(pk=wave.pk)
         if wave.status != Wave.DRAFT:
             raise TransitionError(
                 f"wave {wave.number} is {wave.status}; tasks are added to draft waves",
@@ -332,7 +332,7 @@ def add_task(task: Task, wave: Wave, *, by: Any, drafted_by: Any = None) -> Task
 
 def later_wave(wave: Wave, *, by: Any) -> Wave:
     """The first draft wave after ``wave`` in its plan, made when there is none."""
-    Plan.objects.select_for_update().get(pk=wave.plan_id)  # numbers stay in order
+    Plan.objects.select_for_update(no_key=True).get(pk=wave.plan_id)  # numbers stay in order
     later = (
         Wave.objects.filter(plan_id=wave.plan_id, number__gt=wave.number, status=Wave.DRAFT)
         .order_by("number")
@@ -353,9 +353,9 @@ def later_wave(wave: Wave, *, by: Any) -> Wave:
 def move_task(task: Task, to: Wave, *, by: Any, sync: bool = True) -> Event:
     """Move a draft task to another draft wave of its plan (before approval only)."""
     with transaction.atomic():
-        task = Task.objects.select_for_update().select_related("wave").get(pk=task.pk)
-        source = Wave.objects.select_for_update().get(pk=task.wave_id)
-        to = Wave.objects.select_for_update().get(pk=to.pk)
+        task = Task.objects.select_for_update(no_key=True).select_related("wave").get(pk=task.pk)
+        source = Wave.objects.select_for_update(no_key=True).get(pk=task.wave_id)
+        to = Wave.objects.select_for_update(no_key=True).get(pk=to.pk)
         if to.pk == source.pk:
             raise TransitionError(f"{task.key} is already in wave {to.number}", code="same_wave")
         if to.plan_id != source.plan_id:
@@ -393,13 +393,13 @@ def decide(shared: SharedFile, *, strategy: str, task: Task | None, by: Any) -> 
     if strategy not in (SharedFile.OWNER, SharedFile.SEQUENCE, SharedFile.CONTRACT):
         raise TransitionError(f"unknown strategy {strategy!r}", code="bad_strategy")
     with transaction.atomic():
-        wave = Wave.objects.select_for_update().get(pk=shared.wave_id)
+        wave = Wave.objects.select_for_update(no_key=True).get(pk=shared.wave_id)
         if wave.status != Wave.DRAFT:
             raise TransitionError(
                 f"wave {wave.number} is {wave.status}; its shared files are decided",
                 code="wave_not_draft",
             )
-        shared = SharedFile.objects.select_for_update().get(pk=shared.pk)
+        shared = SharedFile.objects.select_for_update(no_key=True).get(pk=shared.pk)
         members = list(shared.tasks.order_by("key"))
         if task is None or task.pk not in {m.pk for m in members}:
             named = task.key if task is not None else "no task"
@@ -455,7 +455,7 @@ def revise(task: Task, *, by: Any, **fields: Any) -> Event | None:
     title and spec change, and a changed spec bumps its version and tells the
     assigned agent in its inbox."""
     with transaction.atomic():
-        current = Task.objects.select_for_update().select_related("wave").get(pk=task.pk)
+        current = Task.objects.select_for_update(no_key=True).select_related("wave").get(pk=task.pk)
         draft = current.status == Task.DRAFT and current.wave.status == Wave.DRAFT
         allowed = set(fields) if draft else {"title", "spec"}
         locked = {k for k, v in fields.items() if getattr(current, k) != v} - allowed
@@ -697,7 +697,7 @@ def approve(wave: Wave, *, by: Any, override_reason: str = "", crowd_reason: str
         with contextlib.suppress(GitError):  # the isolation check below names it
             base_ref(repository)  # fetch now, outside the transaction
     with transaction.atomic():
-        wave = Wave.objects.select_for_update().get(pk=wave.pk)
+        wave = Wave.objects.select_for_update(no_key=True).get(pk=wave.pk)
         sync_shared(wave)
         checks = preflight(wave, override_reason=override_reason, crowd_reason=crowd_reason)
         if not checks.ok:
@@ -730,7 +730,7 @@ def approve(wave: Wave, *, by: Any, override_reason: str = "", crowd_reason: str
 
 def dispatched(task: Task, *, by: Any) -> None:
     """A task of an approved wave was just assigned: the wave is running now."""
-    wave = Wave.objects.select_for_update().get(pk=task.wave_id)
+    wave = Wave.objects.select_for_update(no_key=True).get(pk=task.wave_id)
     if wave.status == Wave.APPROVED:
         wave.start(by=by)
 

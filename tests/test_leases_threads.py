@@ -77,14 +77,19 @@ class Leases(RuleBasedStateMachine):
     @rule(
         who=st.lists(st.integers(0, 2), min_size=2, max_size=3, unique=True),
         path=st.sampled_from(PATHS),
+        both=st.booleans(),
     )
-    def claim_at_once(self, who, path):
+    def claim_at_once(self, who, path, both):
         def claim(i):
             agent = self.agent(i)
             task = dispatch.leased_task(agent)
             if task is None:
                 return None
-            return dispatch.claim(agent, task=task, paths=[path], mode=FileClaim.WRITE)
+            # Both paths, in opposite orders by different agents: locks must not cross.
+            paths = (list(PATHS) if i % 2 else list(reversed(PATHS))) if both else [path]
+            result = dispatch.claim(agent, task=task, paths=paths, mode=FileClaim.WRITE)
+            assert [c.path for c in result] == paths  # the answer keeps the caller's order
+            return result
 
         for result in together(*(lambda i=i: claim(i) for i in who)):
             assert result is None or isinstance(result, (list, *EXPECTED)), result
@@ -135,7 +140,7 @@ def test_leases_under_threads():
     run_state_machine_as_test(
         Leases,
         settings=settings(
-            max_examples=12,
+            max_examples=40,
             stateful_step_count=6,
             deadline=None,
             suppress_health_check=list(HealthCheck),

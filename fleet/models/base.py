@@ -143,7 +143,7 @@ class StateMachine(models.Model):
         with transaction.atomic():
             # Read the row under lock so a stale in-memory copy or a concurrent
             # writer cannot slip an illegal transition through.
-            current = type(self).objects.select_for_update().get(pk=self.pk)
+            current = type(self).objects.select_for_update(no_key=True).get(pk=self.pk)
             if current.status not in sources:
                 raise TransitionError(
                     f"{self} cannot {action.replace('_', ' ')} from {current.status!r}"

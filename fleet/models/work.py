@@ -497,7 +497,7 @@ class Task(StateMachine):
         """Extend the lease; a stale epoch (the lease was lost meanwhile) is refused."""
         ttl = ttl or settings.FLEET_LEASE_TTL
         with transaction.atomic():
-            current = Task.objects.select_for_update().get(pk=self.pk)
+            current = Task.objects.select_for_update(no_key=True).get(pk=self.pk)
             if (
                 current.status not in self.LEASED_STATES
                 or current.assignee_id != agent.pk
@@ -553,10 +553,10 @@ class Task(StateMachine):
         the worker's lease expiry cannot deadlock with its holder's heartbeat."""
         from fleet.models.agents import Agent
 
-        assignee = Task.objects.filter(pk=self.pk).values("assignee_id")[:1]
+        assignee = Task.objects.filter(pk=self.pk).order_by().values("assignee_id")[:1]
         holders = Agent.objects.filter(Q(current_task_id=self.pk) | Q(pk=models.Subquery(assignee)))
         with transaction.atomic():
-            list(holders.select_for_update().order_by("pk").values_list("pk", flat=True))
+            list(holders.select_for_update(no_key=True).order_by("pk").values_list("pk", flat=True))
             return self._transition(
                 action,
                 after=lambda current: {**(prior or {}), **_release_holders(current)},

@@ -335,7 +335,7 @@ class Lead:
             if self.by_a_person(Event.objects.filter(kind="budget.set", wave_id=budget.wave_id)):
                 continue  # a person set this cap: theirs to raise
             with transaction.atomic():
-                budget = Budget.objects.select_for_update().get(pk=budget.pk)
+                budget = Budget.objects.select_for_update(no_key=True).get(pk=budget.pk)
                 budget.limit_usd = max(budget.limit_usd or 0, budget.spent_usd) + RAISED_CAP
                 budget.save(update_fields=["limit_usd"])
                 Event.objects.record(

@@ -84,6 +84,30 @@ def test_a_claim_needs_a_task_being_worked_on(as_agent, ready_tasks):
     assert not FileClaim.objects.exists()
 
 
+def test_a_claim_made_after_the_lease_lapsed_is_refused_and_changes_nothing(as_agent, ready_tasks):
+    """The agent's copy of its task says it still holds it; the database says the
+    lease lapsed meanwhile: the claim is looked at again under the agent's lock."""
+    from fleet import dispatch
+    from fleet.models import Agent, TransitionError
+
+    agent, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    task = Task.objects.get(key=key)  # as the agent saw it
+    Task.objects.filter(pk=task.pk).update(status=Task.READY, assignee=None, lease_expires_at=None)
+    with pytest.raises(TransitionError) as refused:
+        dispatch.claim(Agent.objects.get(pk=agent.pk), task=task, paths=["a.py"], mode="write")
+    assert refused.value.code == "stale_lease" and key in refused.value.message
+    assert not FileClaim.objects.exists()
+
+
+def test_a_claim_of_several_paths_answers_in_the_callers_order(as_agent, ready_tasks):
+    _, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    response = claim(as_agent, token, key, "z.py", "a.py", "m.py", "a.py")
+    assert response.status_code == 201
+    assert [c["path"] for c in response.json()] == ["z.py", "a.py", "m.py"]
+
+
 @pytest.fixture
 def decided(running_wave):
     """T-1 owns routes.py (owner) and api.py (contract); T-2 declares both."""
