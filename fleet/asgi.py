@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP through Django (heartbeats through the lean route in front of
-it), websockets through Channels."""
+"""ASGI entry point: HTTP through Django (heartbeats and claims through the lean routes
+in front of it), websockets through Channels."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from fleet import daphne_speedups  # noqa: E402
-from fleet.api.fastpath import HeartbeatRoute  # noqa: E402
+from fleet.api.fastpath import ClaimRoute, HeartbeatRoute  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
 
 daphne_speedups.install()
 http_app = django_asgi_app
 if settings.FLEET_HEARTBEAT_FASTPATH:
-    http_app = HeartbeatRoute(http_app)
+    http_app = HeartbeatRoute(ClaimRoute(http_app))
 if settings.FLEET_BENCH:
     from fleet.bench.views import RawHello
 

@@ -37,11 +37,15 @@ def correlated(correlation_id: str | None = None) -> Iterator[str]:
         CURRENT.reset(token)
 
 
-def _incoming(request) -> str:
+def incoming(given: str) -> str:
+    """The id for a request that sent ``given`` as its X-Request-ID."""
     if not settings.FLEET_TRUST_REQUEST_ID:
         return new()
-    given = request.headers.get(HEADER, "")
     return given if _VALID.fullmatch(given) else new()
+
+
+def _incoming(request) -> str:
+    return incoming(request.headers.get(HEADER, ""))
 
 
 class CorrelationMiddleware:

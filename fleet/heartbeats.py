@@ -550,7 +550,7 @@ def _authenticate(batch: _Batch, item: Pending, wait: float | None) -> AgentRow:
         raise Refusal(
             429,
             "rate_limited",
-            "too many requests from this agent",
+            ratelimit.RATE_LIMITED,
             {"Retry-After": str(max(1, int(wait + 0.999)))},
         )
     return agent

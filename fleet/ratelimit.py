@@ -68,6 +68,9 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), PERIODS[period.strip()[:1].lower()]
 
 
+RATE_LIMITED = "too many requests from this agent"  # the 429's words, on every route
+
+
 def hit(ident: str, rate: str | None = None) -> float | None:
     """Count one call by a caller (an agent, keyed by its token's hash): None when
     allowed, else seconds until it may call again. A fixed window: across a window's

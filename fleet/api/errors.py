@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
+from fleet import ratelimit
 from fleet.api.planner import Invalid
 from fleet.dispatch import Refused
 from fleet.middleware import transient
@@ -53,7 +54,7 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(Throttled)
     def throttled(request, exc: Throttled):
-        return respond(request, 429, "rate_limited", "too many requests from this agent")
+        return respond(request, 429, "rate_limited", ratelimit.RATE_LIMITED)
 
     @api.exception_handler(HttpError)
     def http_error(request, exc: HttpError):

@@ -20,18 +20,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections
+from django.db import OperationalError, connections
 from django.http.request import split_domain_port, validate_host
 
-from fleet import heartbeats
-from fleet.api.schemas import HeartbeatIn
-from fleet.models import TransitionError, hash_token
+from fleet import correlation, dispatch, heartbeats, ratelimit
+from fleet.api.schemas import ClaimIn, ClaimOut, HeartbeatIn
+from fleet.middleware import transient
+from fleet.models import Agent, FileClaim, Task, TransitionError, hash_token
 
 log = logging.getLogger("fleet.api")
 
@@ -44,9 +46,10 @@ IDLE_CHECK = 30.0  # seconds without a batch before the connection is checked fi
 _last_batch = 0.0
 
 
-def _record(pending: list[heartbeats.Pending]) -> list:
-    """One batch, on the sync thread. No request signals run here, so the connection's
-    health is checked after an idle spell (a database restart, a proxy's idle timeout)."""
+def _check_connections() -> None:
+    """On the sync thread. No request signals run for the lean routes, so the
+    connection's health is checked after an idle spell (a database restart, a
+    proxy's idle timeout)."""
     global _last_batch
     now = time.monotonic()
     if now - _last_batch > IDLE_CHECK:
@@ -54,6 +57,11 @@ def _record(pending: list[heartbeats.Pending]) -> list:
             if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
                 conn.close()
     _last_batch = now
+
+
+def _record(pending: list[heartbeats.Pending]) -> list:
+    """One batch, on the sync thread."""
+    _check_connections()
     return heartbeats.record_isolated(pending)
 
 
@@ -80,22 +88,8 @@ class HeartbeatRoute:
 
     def _parse(self, scope, headers: dict[bytes, bytes], body: bytes) -> heartbeats.Pending | None:
         """A Pending beat, or None when Django should answer this request."""
-        names = [name for name, _ in scope["headers"]]
-        if names.count(b"host") > 1 or names.count(b"authorization") > 1:
-            return None  # Django decides what a repeated header means
-        host = headers.get(b"host", b"").decode("latin-1")
-        allowed = settings.ALLOWED_HOSTS or (
-            [".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []
-        )
-        domain = split_domain_port(host)[0]
-        if not (domain and validate_host(domain, allowed)):
-            return None
-        if settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers):
-            return None
-        # The same parsing as django-ninja's HttpBearer.
-        parts = headers.get(b"authorization", b"").decode("latin-1").split(" ")
-        token = " ".join(parts[1:])
-        if parts[0].lower() != "bearer" or not token or len(token) > 200:
+        token = _bearer(scope, headers)
+        if token is None:
             return None
         try:
             payload = HeartbeatIn.model_validate(json.loads(body))
@@ -134,6 +128,133 @@ class HeartbeatRoute:
             for (_, future, _), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+
+def _bearer(scope, headers: dict[bytes, bytes]) -> str | None:
+    """The request's bearer token, or None when Django should answer it: a disallowed
+    or repeated Host, plain HTTP where HTTPS is required, no usable token."""
+    names = [name for name, _ in scope["headers"]]
+    if names.count(b"host") > 1 or names.count(b"authorization") > 1:
+        return None  # Django decides what a repeated header means
+    host = headers.get(b"host", b"").decode("latin-1")
+    allowed = settings.ALLOWED_HOSTS or (
+        [".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []
+    )
+    domain = split_domain_port(host)[0]
+    if not (domain and validate_host(domain, allowed)):
+        return None
+    if settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers):
+        return None
+    # The same parsing as django-ninja's HttpBearer.
+    parts = headers.get(b"authorization", b"").decode("latin-1").split(" ")
+    token = " ".join(parts[1:])
+    if parts[0].lower() != "bearer" or not token or len(token) > 200:
+        return None
+    return token
+
+
+# --- claims ----------------------------------------------------------------------
+
+CLAIMS = "/api/v1/claims"
+_RELEASE = re.compile(r"/api/v1/claims/([0-9]{1,18})")
+BUSY = heartbeats.Refusal(
+    503, "unavailable", "the database is busy; retry shortly", {"Retry-After": "1"}
+)
+FAILED = heartbeats.Refusal(500, "server_error", "Fleet failed; the error was logged")
+
+
+class ClaimRoute:
+    """``POST /api/v1/claims`` and ``DELETE /api/v1/claims/<id>`` off Django's stack.
+
+    Claims are the calls agents race on, and Django's request path cost as much as
+    the claim itself. A well-formed call with a known, unrevoked token is answered
+    here, on the thread Django's sync views use, by the same ``dispatch.claim`` and
+    ``dispatch.release`` under the same per-agent rate limit and correlation ids,
+    with the API's answers and error bodies. Anything else goes to Django unchanged.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method, path = scope["method"], scope["path"]
+        release = _RELEASE.fullmatch(path) if method == "DELETE" else None
+        if not (release or (method == "POST" and path == CLAIMS)):
+            return await self.app(scope, receive, send)
+        body, more, gone = await _read_body(receive)
+        if gone:
+            return
+        headers = dict(scope["headers"])
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        token = (
+            None if more or (limit is not None and len(body) > limit) else _bearer(scope, headers)
+        )
+        call = None
+        if token is not None and release is not None:
+            call = ("release", int(release[1])) if not body.strip() else None
+        elif token is not None:
+            try:
+                call = ("claim", ClaimIn.model_validate(json.loads(body)))
+            except Exception:  # not JSON, too deeply nested, invalid: Django answers it
+                call = None
+        answer = None
+        if call is not None:
+            given = headers.get(b"x-request-id", b"").decode("latin-1")
+            answer = await sync_to_async(_claims_call, thread_sensitive=True)(
+                hash_token(token), call, correlation.incoming(given)
+            )
+        if answer is None:
+            return await self.app(scope, _replay(body, receive, more), send)
+        result, request_id = answer
+        await _respond(send, result, _is_secure(scope, headers), {"X-Request-ID": request_id})
+
+
+def _claims_call(token_hash: str, call: tuple[str, Any], request_id: str):
+    """(the answer, the correlation id), or None for Django to answer (an unknown or
+    revoked token, an unknown task: the API words those)."""
+    _check_connections()
+    try:
+        agent = Agent.objects.filter(token_hash=token_hash).first()
+        if agent is None or agent.token_revoked_at is not None:
+            return None
+        wait = ratelimit.hit(f"t:{token_hash}")
+        if wait is not None:
+            headers = {"Retry-After": str(max(1, int(wait + 0.999)))}
+            return heartbeats.Refusal(
+                429, "rate_limited", ratelimit.RATE_LIMITED, headers
+            ), request_id
+        with correlation.correlated(request_id):
+            if call[0] == "release":
+                try:
+                    claim = dispatch.release(agent, claim_id=call[1])
+                except FileClaim.DoesNotExist as exc:
+                    return heartbeats.Refusal(404, "not_found", str(exc)), request_id
+                return _claim_out(claim), request_id
+            payload = call[1]
+            task = Task.objects.select_related("repository").filter(key=payload.task).first()
+            if task is None:
+                return None
+            claims = dispatch.claim(agent, task=task, paths=payload.paths, mode=payload.mode)
+            return (201, [_claim_out(c) for c in claims]), request_id
+    except dispatch.Refused as exc:
+        return heartbeats.Refusal(403, exc.code, exc.message), request_id
+    except TransitionError as exc:
+        return exc, request_id
+    except OperationalError as exc:
+        if transient(exc):
+            log.warning("database unavailable on a claim: %s", exc)
+            return BUSY, request_id
+        log.exception("a claim failed")
+        return FAILED, request_id
+    except Exception:
+        log.exception("a claim failed")
+        return FAILED, request_id
+
+
+def _claim_out(claim: FileClaim) -> dict[str, Any]:
+    return ClaimOut.from_orm(claim).model_dump()
 
 
 async def _read_body(receive) -> tuple[bytes, bool, bool]:
@@ -178,13 +299,16 @@ def _is_secure(scope, headers: dict[bytes, bytes]) -> bool:
     return scope.get("scheme") == "https"
 
 
-async def _respond(send, result: Any, secure: bool) -> None:
-    extra: dict[str, str] = {}
+async def _respond(send, result: Any, secure: bool, extra: dict[str, str] | None = None) -> None:
+    extra = dict(extra or {})
     if isinstance(result, heartbeats.Refusal):
-        status, extra = result.status, result.headers
+        status = result.status
+        extra.update(result.headers)
         payload = {"error": result.code, "detail": result.detail}
     elif isinstance(result, TransitionError):
         status, payload = 409, {"error": result.code, "detail": result.message}
+    elif isinstance(result, tuple):
+        status, payload = result
     else:
         status, payload = 200, result  # already HeartbeatOut's shape (tests compare both routes)
     body = json.dumps(payload, cls=DjangoJSONEncoder).encode()

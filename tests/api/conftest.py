@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json as jsonlib
+import re
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import HttpCommunicator
 
-from fleet.api.fastpath import HeartbeatRoute
+from fleet.api.fastpath import ClaimRoute, HeartbeatRoute
 from fleet.models import Agent, Task, Wave
 
 from ..conftest import make_agent, make_repository, make_task, make_wave
@@ -63,16 +64,22 @@ class LeanResponse:
 
 
 class LeanAgentClient(AgentClient):
-    """Heartbeats through the lean ASGI route (``fleet.api.fastpath``) in this test's
-    thread and transaction; whatever that route hands on to Django, and every other
-    call, through the test client (``response.route`` says which answered)."""
+    """Heartbeats and claims through the lean ASGI routes (``fleet.api.fastpath``) in
+    this test's thread and transaction; whatever those hand on to Django, and every
+    other call, through the test client (``response.route`` says which answered)."""
 
-    route = HeartbeatRoute(_to_django)
+    route = HeartbeatRoute(ClaimRoute(_to_django))
+
+    @staticmethod
+    def lean(method: str, path: str) -> bool:
+        return (method, path) in (("post", "heartbeat"), ("post", "claims")) or (
+            method == "delete" and re.fullmatch(r"claims/[0-9]+", path) is not None
+        )
 
     def call(self, method: str, path: str, json=None, *, raw: bytes | None = None, **headers):
-        if (method, path) != ("post", "heartbeat"):
+        if not self.lean(method, path):
             return super().call(method, path, json, raw=raw, **headers)
-        body = raw if raw is not None else jsonlib.dumps(json).encode()
+        body = raw if raw is not None else (b"" if json is None else jsonlib.dumps(json).encode())
         host = headers.pop("HTTP_HOST", "testserver")
         sent = [(b"host", host.encode()), (b"content-type", b"application/json")]
         if self.token is not None and "HTTP_AUTHORIZATION" not in headers:
@@ -81,7 +88,7 @@ class LeanAgentClient(AgentClient):
             sent.append(
                 (name.removeprefix("HTTP_").replace("_", "-").lower().encode(), value.encode())
             )
-        communicator = HttpCommunicator(self.route, "POST", "/api/v1/heartbeat", body, sent)
+        communicator = HttpCommunicator(self.route, method.upper(), f"/api/v1/{path}", body, sent)
         answer = async_to_sync(communicator.get_response)(timeout=10)
         if answer["status"] != DELEGATED:
             return LeanResponse(answer)
@@ -105,8 +112,8 @@ def as_agent(client):
 
 @pytest.fixture(params=["api", "lean"])
 def as_agent_any(request, client):
-    """Like ``as_agent``, once through each heartbeat route: the API's own and the
-    lean ASGI one, which must answer the same."""
+    """Like ``as_agent``, once through each route: the API's own and the lean ASGI
+    ones (heartbeats, claims), which must answer the same."""
     cls = AgentClient if request.param == "api" else LeanAgentClient
     return lambda token: cls(client, token)
 

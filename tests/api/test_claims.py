@@ -25,6 +25,12 @@ from .test_agent_calls import take_task
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def as_agent(as_agent_any):
+    """Every claim test once through the API's route and once through the lean one."""
+    return as_agent_any
+
+
 def claim(as_agent, token, key, *paths, mode="write"):
     return as_agent(token).post("claims", {"task": key, "paths": list(paths), "mode": mode})
 

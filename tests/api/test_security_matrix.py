@@ -22,8 +22,17 @@ from fleet.models import (
 )
 
 from ..conftest import make_agent, make_repository, make_task, make_wave
+from .conftest import LeanAgentClient
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def as_agent(client):
+    """As deployed: heartbeats and claims through the lean routes, the rest through
+    Django (the claims tests run both routes)."""
+    return lambda token: LeanAgentClient(client, token)
+
 
 CALLERS = ("builder", "other_builder", "reviewer", "other_reviewer", "orchestrator")
 EVERYONE = set(CALLERS)
