@@ -435,7 +435,8 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
         current = Task.objects.filter(pk=task.pk).values_list("status", "assignee_id").first()
         if current is None or current[0] not in Task.LEASED_STATES or current[1] != agent.pk:
             raise TransitionError(
-                f"{agent.name} no longer holds {task.key}; pull work again", code="stale_lease"
+                f"{agent.name} lost the lease on {task.key}; cannot claim files for it",
+                code="lease_lost",
             )
         refusals = planning.claim_refusals(task, list(paths), mode)
         if refusals:

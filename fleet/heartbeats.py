@@ -241,19 +241,19 @@ def record_isolated(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
         return record(pending)
     except Exception:
         log.warning("a batch of %d heartbeats failed; recording one by one", len(pending))
-        _drop_broken_connections()
+        drop_broken_connections()
     results: list[dict[str, Any] | Exception] = []
     for item in pending:
         try:
             results.extend(record([item]))
         except Exception:
             log.exception("recording a heartbeat failed")
-            _drop_broken_connections()
+            drop_broken_connections()
             results.append(UNAVAILABLE)
     return results
 
 
-def _drop_broken_connections() -> None:
+def drop_broken_connections() -> None:
     for conn in connections.all(initialized_only=True):
         if conn.in_atomic_block:
             continue  # inside a caller's transaction (tests): not ours to close

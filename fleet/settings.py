@@ -263,8 +263,8 @@ FLEET_WEBHOOK_TIMEOUT = env_int("FLEET_WEBHOOK_TIMEOUT", 5)  # seconds per try
 FLEET_PUBLIC_URL = os.environ.get("FLEET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 FLEET_PORTS_FROM = env_int("FLEET_PORTS_FROM", 20000)  # agents' dev-server port blocks
 FLEET_PORTS_PER_AGENT = env_int("FLEET_PORTS_PER_AGENT", 10)
-# Heartbeats through the lean batched ASGI route (fleet.api.fastpath); 0 sends them
-# through the full Django stack like every other call.
+# Heartbeats (batched) and claims through the lean ASGI routes (fleet.api.fastpath); 0
+# sends them through the full Django stack like every other call.
 FLEET_HEARTBEAT_FASTPATH = env_bool("FLEET_HEARTBEAT_FASTPATH", True)
 # Mounts the benchmark's baseline views (/_bench/ping, /_bench/raw); fleet_bench sets it.
 FLEET_BENCH = env_bool("FLEET_BENCH", False)

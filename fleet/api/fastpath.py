@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import OperationalError, connections
 from django.http.request import split_domain_port, validate_host
+from django.utils.csp import build_policy
 
 from fleet import correlation, dispatch, heartbeats, ratelimit
 from fleet.api.schemas import ClaimIn, ClaimOut, HeartbeatIn
@@ -130,11 +131,20 @@ class HeartbeatRoute:
                     future.set_result(result)
 
 
+def _single_headers() -> tuple[bytes, ...]:
+    """Headers the lean routes read: one of each, or Django answers."""
+    names = (b"host", b"authorization", b"x-request-id")
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        names += (proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode(),)
+    return names
+
+
 def _bearer(scope, headers: dict[bytes, bytes]) -> str | None:
     """The request's bearer token, or None when Django should answer it: a disallowed
     or repeated Host, plain HTTP where HTTPS is required, no usable token."""
     names = [name for name, _ in scope["headers"]]
-    if names.count(b"host") > 1 or names.count(b"authorization") > 1:
+    if any(names.count(name) > 1 for name in _single_headers()):
         return None  # Django decides what a repeated header means
     host = headers.get(b"host", b"").decode("latin-1")
     allowed = settings.ALLOWED_HOSTS or (
@@ -167,10 +177,14 @@ class ClaimRoute:
     """``POST /api/v1/claims`` and ``DELETE /api/v1/claims/<id>`` off Django's stack.
 
     Claims are the calls agents race on, and Django's request path cost as much as
-    the claim itself. A well-formed call with a known, unrevoked token is answered
-    here, on the thread Django's sync views use, by the same ``dispatch.claim`` and
+    the claim itself. A well-formed call with a known, unrevoked token for a task
+    that exists is answered here by the same ``dispatch.claim`` and
     ``dispatch.release`` under the same per-agent rate limit and correlation ids,
     with the API's answers and error bodies. Anything else goes to Django unchanged.
+
+    The calls run one at a time on the process's one sync thread, which the
+    heartbeat batches use too (Django gives each request a thread and a database
+    connection of its own; on SQLite those only queued for its write lock).
     """
 
     def __init__(self, app) -> None:
@@ -213,12 +227,18 @@ class ClaimRoute:
 
 def _claims_call(token_hash: str, call: tuple[str, Any], request_id: str):
     """(the answer, the correlation id), or None for Django to answer (an unknown or
-    revoked token, an unknown task: the API words those)."""
-    _check_connections()
+    revoked token, an unknown task: the API words those, and counts the call against
+    the rate limit itself)."""
     try:
+        _check_connections()
         agent = Agent.objects.filter(token_hash=token_hash).first()
         if agent is None or agent.token_revoked_at is not None:
             return None
+        task = None
+        if call[0] == "claim":
+            task = Task.objects.select_related("repository").filter(key=call[1].task).first()
+            if task is None:
+                return None
         wait = ratelimit.hit(f"t:{token_hash}")
         if wait is not None:
             headers = {"Retry-After": str(max(1, int(wait + 0.999)))}
@@ -233,22 +253,19 @@ def _claims_call(token_hash: str, call: tuple[str, Any], request_id: str):
                     return heartbeats.Refusal(404, "not_found", str(exc)), request_id
                 return _claim_out(claim), request_id
             payload = call[1]
-            task = Task.objects.select_related("repository").filter(key=payload.task).first()
-            if task is None:
-                return None
             claims = dispatch.claim(agent, task=task, paths=payload.paths, mode=payload.mode)
             return (201, [_claim_out(c) for c in claims]), request_id
     except dispatch.Refused as exc:
         return heartbeats.Refusal(403, exc.code, exc.message), request_id
     except TransitionError as exc:
         return exc, request_id
-    except OperationalError as exc:
-        if transient(exc):
+    except Exception as exc:
+        # A lost connection is closed here (no request_finished runs on this route), so
+        # the next call opens a new one instead of failing on the dead one.
+        heartbeats.drop_broken_connections()
+        if isinstance(exc, OperationalError) and transient(exc):
             log.warning("database unavailable on a claim: %s", exc)
             return BUSY, request_id
-        log.exception("a claim failed")
-        return FAILED, request_id
-    except Exception:
         log.exception("a claim failed")
         return FAILED, request_id
 
@@ -320,6 +337,8 @@ async def _respond(send, result: Any, secure: bool, extra: dict[str, str] | None
         (b"x-frame-options", settings.X_FRAME_OPTIONS.encode()),
         (b"cross-origin-opener-policy", b"same-origin"),
     ]
+    if settings.SECURE_CSP:  # as Django's middleware sends with every response
+        headers.append((b"content-security-policy", build_policy(settings.SECURE_CSP).encode()))
     if secure and settings.SECURE_HSTS_SECONDS:
         hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
         if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:

@@ -85,15 +85,17 @@ class LeanAgentClient(AgentClient):
         if self.token is not None and "HTTP_AUTHORIZATION" not in headers:
             sent.append((b"authorization", f"Bearer {self.token}".encode()))
         for name, value in headers.items():
-            sent.append(
-                (name.removeprefix("HTTP_").replace("_", "-").lower().encode(), value.encode())
-            )
+            key = name.removeprefix("HTTP_").replace("_", "-").lower().encode()
+            for one in value if isinstance(value, list) else [value]:  # a list: repeated
+                sent.append((key, one.encode()))
         communicator = HttpCommunicator(self.route, method.upper(), f"/api/v1/{path}", body, sent)
         answer = async_to_sync(communicator.get_response)(timeout=10)
         if answer["status"] != DELEGATED:
             return LeanResponse(answer)
         if host != "testserver":
             headers["HTTP_HOST"] = host
+        # A repeated header reaches Django joined, as a server hands it over.
+        headers = {k: ",".join(v) if isinstance(v, list) else v for k, v in headers.items()}
         response = super().call(method, path, json, raw=raw, **headers)
         response.route = "django"
         return response

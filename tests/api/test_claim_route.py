@@ -91,14 +91,16 @@ def test_refusals_have_the_apis_status_and_body(client, builder, ready_tasks):
     _, token, key = builder
     _, bob = make_token_agent(name="bob")
     bob_key = take_task(lambda t: AgentClient(client, t), bob)["task"]["key"]
-    assert LeanAgentClient(client, token).post("claims", {"task": key, "paths": ["x.py"]})
-    for cls in (LeanAgentClient, AgentClient):
-        held = cls(client, bob).post("claims", {"task": bob_key, "paths": ["x.py"]})
-        assert held.status_code == 409 and held.json()["error"] == "claim_held", cls
-        assert "ada" in held.json()["detail"]
-        # Someone else's task: 403 from both, nothing claimed.
-        other = cls(client, bob).post("claims", {"task": key, "paths": ["y.py"]})
-        assert other.status_code == 403 and other.json()["error"] == "owner", cls
+    first = LeanAgentClient(client, token).post("claims", {"task": key, "paths": ["x.py"]})
+    assert first.route == "lean" and first.status_code == 201
+    lean, api = both(client, bob)
+    for body in ({"task": bob_key, "paths": ["x.py"]}, {"task": key, "paths": ["y.py"]}):
+        # Held by ada: 409 naming her; ada's task: 403. The same from both routes.
+        mine, theirs = lean.post("claims", body), api.post("claims", body)
+        assert mine.route == "lean" and mine.status_code == theirs.status_code
+        assert mine.json() == theirs.json()
+    assert mine.status_code == 403 and mine.json()["error"] == "owner"
+    assert theirs.status_code == 403
     reviewer_token = make_token_agent(role=Agent.REVIEWER, name="rex")[1]
     lean = LeanAgentClient(client, reviewer_token).post("claims", {"task": key, "paths": ["z"]})
     api = AgentClient(client, reviewer_token).post("claims", {"task": key, "paths": ["z"]})
@@ -107,9 +109,17 @@ def test_refusals_have_the_apis_status_and_body(client, builder, ready_tasks):
     assert FileClaim.objects.count() == 1
 
 
-def test_the_claim_route_shares_the_per_agent_rate_limit(client, builder, settings):
+@pytest.fixture
+def limited(settings):
+    """Three calls an hour per agent (an hour's window: the test does not straddle
+    one), counted from nothing."""
     cache.clear()
-    settings.FLEET_API_RATE = "3/m"
+    settings.FLEET_API_RATE = "3/h"
+    yield
+    cache.clear()
+
+
+def test_the_claim_route_shares_the_per_agent_rate_limit(client, builder, limited):
     _, token, key = builder
     lean = LeanAgentClient(client, token)
     codes = [lean.post("claims", {"task": key, "paths": [f"{n}.py"]}).status_code for n in "ab"]
@@ -117,6 +127,42 @@ def test_the_claim_route_shares_the_per_agent_rate_limit(client, builder, settin
     refused = lean.post("claims", {"task": key, "paths": ["c.py"]})
     assert codes == [201, 201, 200] and refused.status_code == 429
     assert refused.route == "lean" and refused.json()["error"] == "rate_limited"
-    assert 0 < int(refused["Retry-After"]) <= 60
+    assert 0 < int(refused["Retry-After"]) <= 3600
     assert FileClaim.objects.count() == 2
-    cache.clear()
+
+
+def test_a_call_handed_to_django_counts_once_against_the_limit(client, builder, limited):
+    _, token, key = builder
+    lean = LeanAgentClient(client, token)
+    unknown = lean.post("claims", {"task": "NOPE", "paths": ["a.py"]})
+    assert unknown.route == "django" and unknown.status_code == 404
+    codes = [lean.post("claims", {"task": key, "paths": [f"{n}.py"]}).status_code for n in "ab"]
+    assert codes == [201, 201]  # 1 + 2 calls: within three
+    assert lean.post("claims", {"task": key, "paths": ["c.py"]}).status_code == 429
+
+
+def test_the_lean_answer_carries_the_apis_headers(client, builder):
+    _, token, key = builder
+    lean, api = both(client, token)
+    mine = lean.post("claims", {"task": key, "paths": ["h.py"]})
+    theirs = api.post("claims", {"task": key, "paths": ["i.py"]})
+    assert mine.route == "lean"
+    for header in (
+        "Content-Type",
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "Referrer-Policy",
+        "Cross-Origin-Opener-Policy",
+    ):
+        assert mine[header] == theirs[header], header
+    assert mine["X-Request-ID"] and theirs["X-Request-ID"]
+
+
+def test_a_repeated_header_the_route_reads_goes_to_django(client, builder):
+    _, token, key = builder
+    lean = LeanAgentClient(client, token)
+    answer = lean.call(
+        "post", "claims", {"task": key, "paths": ["r.py"]}, HTTP_X_REQUEST_ID=["a", "b"]
+    )
+    assert answer.route == "django" and answer.status_code == 201

@@ -102,7 +102,7 @@ def test_a_claim_made_after_the_lease_lapsed_is_refused_and_changes_nothing(as_a
     Task.objects.filter(pk=task.pk).update(status=Task.READY, assignee=None, lease_expires_at=None)
     with pytest.raises(TransitionError) as refused:
         dispatch.claim(Agent.objects.get(pk=agent.pk), task=task, paths=["a.py"], mode="write")
-    assert refused.value.code == "stale_lease" and key in refused.value.message
+    assert refused.value.code == "lease_lost" and key in refused.value.message
     assert not FileClaim.objects.exists()
 
 
