@@ -432,8 +432,8 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
         require_running(agent, action="claim files")
         # Under the agent's lock the lease cannot lapse any more: look again, in case
         # it lapsed (and the task went back to ready) after the checks above.
-        current = Task.objects.filter(pk=task.pk).values_list("status", "assignee_id").first()
-        if current is None or current[0] not in Task.LEASED_STATES or current[1] != agent.pk:
+        current = Task.objects.filter(pk=task.pk).values_list("status", "assignee_id").get()
+        if current[0] not in Task.LEASED_STATES or current[1] != agent.pk:
             raise TransitionError(
                 f"{agent.name} lost the lease on {task.key}; cannot claim files for it",
                 code="lease_lost",
@@ -496,7 +496,8 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
 def release(agent: Agent, *, claim_id: int) -> FileClaim:
     with transaction.atomic():
         claim = (
-            FileClaim.objects.select_for_update(no_key=True)
+            FileClaim.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("task")  # its key is in the answer
             .filter(pk=claim_id, agent=agent)
             .first()
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import OperationalError, connections
 from django.http.request import split_domain_port, validate_host
@@ -247,16 +248,14 @@ def _claims_call(token_hash: str, call: tuple[str, Any], request_id: str):
             ), request_id
         with correlation.correlated(request_id):
             if call[0] == "release":
-                try:
-                    claim = dispatch.release(agent, claim_id=call[1])
-                except FileClaim.DoesNotExist as exc:
-                    return heartbeats.Refusal(404, "not_found", str(exc)), request_id
-                return _claim_out(claim), request_id
+                return _claim_out(dispatch.release(agent, claim_id=call[1])), request_id
             payload = call[1]
             claims = dispatch.claim(agent, task=task, paths=payload.paths, mode=payload.mode)
             return (201, [_claim_out(c) for c in claims]), request_id
     except dispatch.Refused as exc:
         return heartbeats.Refusal(403, exc.code, exc.message), request_id
+    except ObjectDoesNotExist as exc:  # another agent's claim; gone meanwhile
+        return heartbeats.Refusal(404, "not_found", str(exc) or "not found"), request_id
     except TransitionError as exc:
         return exc, request_id
     except Exception as exc:
