@@ -10,6 +10,7 @@ from fleet.models import Agent, Event, FileClaim
 
 from .conftest import AgentClient, LeanAgentClient, make_token_agent
 from .test_agent_calls import take_task
+from .test_heartbeat_route import ISO
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +41,9 @@ def test_a_claim_and_its_release_are_answered_by_the_lean_route_like_the_api(cli
     assert mine["Content-Type"] == theirs["Content-Type"]
     assert [c["path"] for c in mine.json()] == ["src/b.py", "src/a.py"]
     assert set(mine.json()[0]) == set(theirs.json()[0])
+    for field in ("mode", "task", "released_at"):
+        assert mine.json()[0][field] == theirs.json()[0][field], field
+    assert ISO.match(mine.json()[0]["expires_at"]) and ISO.match(theirs.json()[0]["expires_at"])
     assert mine.json()[0]["task"] == key and mine.json()[0]["released_at"] is None
     released = lean.delete(f"claims/{mine.json()[0]['id']}")
     assert released.route == "lean" and released.status_code == 200
