@@ -237,8 +237,9 @@ def _claims_call(token_hash: str, call: tuple[str, Any], request_id: str):
             return None
         task = None
         if call[0] == "claim":
-            task = Task.objects.select_related("repository").filter(key=call[1].task).first()
-            if task is None:
+            try:  # get(), as the API's lookup: no default ordering, so no join
+                task = Task.objects.select_related("repository").get(key=call[1].task)
+            except Task.DoesNotExist:
                 return None
         wait = ratelimit.hit(f"t:{token_hash}")
         if wait is not None:
