@@ -42,7 +42,12 @@ TASK_EDGES = {
     "assign": {"ready": "assigned"},
     "start": {"assigned": "working"},
     "submit": {"working": "in_review"},
-    "request_changes": {"in_review": "changes_requested", "merging": "changes_requested"},
+    # A lead takes an approved task back too (a late accepted finding: README, Reviews).
+    "request_changes": {
+        "in_review": "changes_requested",
+        "approved": "changes_requested",
+        "merging": "changes_requested",
+    },
     "resume": {"changes_requested": "working"},
     "approve": {"in_review": "approved"},
     "enqueue_merge": {"approved": "merging"},
