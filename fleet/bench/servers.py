@@ -13,6 +13,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def start_worker(env: dict, log: Path, interval: float = 0.5) -> subprocess.Popen:
+    """``manage.py fleet_worker`` ticking every ``interval`` seconds, its output
+    appended to ``log``."""
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "fleet_worker", "--interval", f"{interval:g}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

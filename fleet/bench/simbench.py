@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 from fleet.bench.heartbeat import INHERIT, _run_module, bench_site
-from fleet.bench.servers import ROOT, Server, free_port, rss_kb
+from fleet.bench.servers import Server, free_port, rss_kb, start_worker
 
 # The demo's timings, shortened so that a silent agent's lease lapses within the run.
 TIMINGS = {
@@ -40,14 +39,7 @@ def run(
     ):
         env = {**env, **TIMINGS}
         server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
-        log = (workdir / "worker.log").open("ab")
-        worker = subprocess.Popen(
-            [sys.executable, "manage.py", "fleet_worker", "--interval", "0.5"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
+        worker = start_worker(env, workdir / "worker.log")
         report = workdir / "simulation.json"
         progress(f"{builders} builders and {reviewers} reviewers play a sprint at ×{speed:g} …")
         try:
@@ -75,7 +67,6 @@ def run(
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 worker.kill()
-            log.close()
         played = json.loads(report.read_text())
     results.update(
         seconds=played["seconds"],

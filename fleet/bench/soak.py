@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fleet.bench.heartbeat import INHERIT, bench_site
-from fleet.bench.servers import ROOT, Server, free_port, rss_kb
+from fleet.bench.servers import ROOT, Server, free_port, rss_kb, start_worker
 from fleet.bench.simbench import TIMINGS
 
 TARGETS = {"rss_growth_mb": 5}
@@ -67,14 +67,8 @@ def run(
         env,
     ):
         env = {**env, **TIMINGS}
-        log = (workdir / "soak.log").open("ab")
-        worker = subprocess.Popen(
-            [sys.executable, "manage.py", "fleet_worker", "--interval", "0.5"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
+        worker = start_worker(env, workdir / "soak.log")
+        log = (workdir / "soak.log").open("ab")  # the simulations' output, beside it
         server = Server(free_port(), workdir, env=env, access_log=False, inherit_env=False)
         simulation = None
         try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.agent.conftest import ROOT, Server, free_port
+from fleet.bench.servers import start_worker
+from tests.agent.conftest import Server, free_port
 
 # Seconds, so that a silent agent's lease lapses within the test.
 TIMINGS = {
@@ -28,14 +28,7 @@ def running_fleet(data_dir: Path):
     server.env.update(TIMINGS)
     env = {**os.environ, "FLEET_DATA_DIR": str(data_dir), **server.env}
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    log = (data_dir / "worker.log").open("ab")
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "fleet_worker", "--interval", "0.5"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+    worker = start_worker(env, data_dir / "worker.log")
     try:
         server.start()
         yield server
@@ -46,4 +39,3 @@ def running_fleet(data_dir: Path):
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
-        log.close()
