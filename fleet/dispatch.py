@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from fleet import budgets, heartbeats, planning, spawn
+from fleet import budgets, claimsql, heartbeats, planning, spawn
 from fleet.git import repo as gitrepo
 from fleet.git.errors import GitError
 from fleet.heartbeats import Beat
@@ -62,9 +62,14 @@ def require_running(agent: Agent, *, action: str) -> None:
         .values_list("status", "stop_reason")
         .first()
     )
-    if current and current[0] == Agent.STOPPED:
+    if current:
+        refuse_stopped(agent, *current, action=action)
+
+
+def refuse_stopped(agent: Agent, status: str, reason: str, *, action: str) -> None:
+    if status == Agent.STOPPED:
         raise TransitionError(
-            f"{agent.name} is stopped ({current[1]}); it cannot {action} until a person resumes it",
+            f"{agent.name} is stopped ({reason}); it cannot {action} until a person resumes it",
             code="stopped",
         )
 
@@ -429,11 +434,13 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
     expires = now + timedelta(seconds=settings.FLEET_CLAIM_TTL)
     claims = []
     with transaction.atomic():
-        require_running(agent, action="claim files")
-        # Under the agent's lock the lease cannot lapse any more: look again, in case
-        # it lapsed (and the task went back to ready) after the checks above.
-        current = Task.objects.filter(pk=task.pk).values_list("status", "assignee_id").get()
-        if current[0] not in Task.LEASED_STATES or current[1] != agent.pk:
+        # The agent locked first (the heartbeat batch's order: agents, then tasks), so a
+        # stop or a lease expiry cannot land meanwhile; under that lock, look at the
+        # task again, in case its lease lapsed (and it went back to ready) after the
+        # checks above.
+        status, reason, task_status, assignee = claimsql.state(agent.pk, task.pk)
+        refuse_stopped(agent, status, reason, action="claim files")
+        if task_status not in Task.LEASED_STATES or assignee != agent.pk:
             raise TransitionError(
                 f"{agent.name} lost the lease on {task.key}; cannot claim files for it",
                 code="lease_lost",
@@ -445,49 +452,31 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
         # rows in the same order (no deadlock); the answer keeps the caller's order.
         order = {path: i for i, path in enumerate(dict.fromkeys(paths))}
         for path in sorted(order):
-            held = (
-                # Only the claim row: the joined agent and task stay unlocked (locking
-                # the holder's agent row here would deadlock with its own claims).
-                FileClaim.objects.select_for_update(no_key=True, of=("self",))
-                .filter(repository_id=task.repository_id, path=path, released_at__isnull=True)
-                .exclude(mode=FileClaim.READ)
-                .select_related("agent", "task")
-                .first()
-            )
-            if held is not None and held.task_id == task.pk:
-                held.expires_at = expires
-                held.save(update_fields=["expires_at"])
-                claims.append(held)
+            held = claimsql.writer(task.repository_id, path)
+            if held is not None and held[0].task_id == task.pk:
+                claimsql.extend(held[0], expires)
+                held[0].task = task
+                claims.append(held[0])
                 continue
-            if held is not None and held.expires_at > now and mode == FileClaim.WRITE:
+            if held is not None and held[0].expires_at > now and mode == FileClaim.WRITE:
                 raise TransitionError(
-                    f"{path} is claimed by {held.agent.name} for {held.task.key}"
-                    f" until {held.expires_at:%H:%M:%S}",
+                    f"{path} is claimed by {held[1]} for {held[2]}"
+                    f" until {held[0].expires_at:%H:%M:%S}",
                     code="claim_held",
                 )
             if held is not None and mode == FileClaim.WRITE:
-                held.released_at = now  # expired: taken over in this transaction
-                held.save(update_fields=["released_at"])
-            try:
-                with transaction.atomic():
-                    claims.append(
-                        FileClaim.objects.create(
-                            repository_id=task.repository_id,
-                            task=task,
-                            agent=agent,
-                            path=path,
-                            mode=mode,
-                            created_at=now,
-                            expires_at=expires,
-                        )
-                    )
-            except IntegrityError as exc:
+                claimsql.end(held[0], now)  # expired: taken over in this transaction
+            made = claimsql.insert(
+                task=task, agent=agent, path=path, mode=mode, now=now, expires=expires
+            )
+            if made is None:
                 # Another agent's first claim of this path committed meanwhile (no row
-                # existed to lock): the unique constraint decides, and it is a 409.
+                # existed to lock): the unique constraint decided, and it is a 409.
                 raise TransitionError(
                     f"{path} was just claimed by another agent", code="claim_held"
-                ) from exc
-        Event.objects.record(
+                )
+            claims.append(made)
+        claimsql.record(
             "claims.claim", by=agent, task=task, payload={"paths": list(paths), "mode": mode}
         )
     return sorted(claims, key=lambda claim: order[claim.path])
@@ -495,18 +484,12 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
 
 def release(agent: Agent, *, claim_id: int) -> FileClaim:
     with transaction.atomic():
-        claim = (
-            FileClaim.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("task")  # its key is in the answer
-            .filter(pk=claim_id, agent=agent)
-            .first()
-        )
-        if claim is None:
+        found = claimsql.release(agent, claim_id, timezone.now())
+        if found is None:
             raise FileClaim.DoesNotExist(f"claim {claim_id} not found for {agent.name}")
-        if claim.released_at is None:
-            claim.released_at = timezone.now()
-            claim.save(update_fields=["released_at"])
-            Event.objects.record(
+        claim, released = found
+        if released:
+            claimsql.record(
                 "claims.release", by=agent, task_id=claim.task_id, payload={"path": claim.path}
             )
     return claim

@@ -42,6 +42,15 @@ from fleet.models import (
     TransitionError,
     Wave,
 )
+from fleet.rawsql import aware as _aware
+from fleet.rawsql import col as _col
+from fleet.rawsql import cols as _cols
+from fleet.rawsql import for_update as _for_update
+from fleet.rawsql import insert_rows as _insert_rows
+from fleet.rawsql import marks as _marks
+from fleet.rawsql import rows as _rows
+from fleet.rawsql import table as _table
+from fleet.rawsql import update_rows as _update_rows
 
 log = logging.getLogger("fleet.api")
 
@@ -260,55 +269,9 @@ def drop_broken_connections() -> None:
         conn.close_if_unusable_or_obsolete()
 
 
-# The reads are plain SQL built from the models' own table and column names: the ORM's
-# query construction cost more than the database work on this path (profiled).
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _col(model, name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
-
-
-def _cols(model, *names: str) -> str:
-    return ", ".join(_col(model, name) for name in names)
-
-
-def _marks(values) -> str:
-    return ", ".join(["%s"] * len(values))
-
-
-def _for_update() -> str:
-    """Row locks that leave foreign keys free: another transaction may still insert a
-    row pointing at a locked agent (an event, a message) while it holds a task."""
-    if not connection.features.has_select_for_update:
-        return ""
-    return (
-        " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else " FOR UPDATE"
-    )
-
-
 def _usd(value) -> Decimal:
     """A stored money value as Decimal (SQLite hands back floats or ints)."""
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CENT)
-
-
-def _aware(value: Any) -> datetime | None:
-    """A datetime read with raw SQL as an aware one (SQLite hands back naive UTC
-    values, or text from a subquery)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = AgentSession._meta.get_field("started_at").to_python(value)
-    return timezone.make_aware(value, timezone.UTC) if timezone.is_naive(value) else value
-
-
-def _rows(sql: str, params: list) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 @functools.lru_cache(maxsize=256)
@@ -778,52 +741,3 @@ def _renew_claims(batch: _Batch) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-
-
-def _update_rows(model, rows, names: list[str]) -> None:
-    """One parameterized UPDATE per row, sent with executemany.
-
-    ``bulk_update`` builds a CASE expression per field and row, which costs more
-    than the database work here. The rows are locked by this transaction and the
-    values come from validated input, so plain per-row updates are safe.
-    """
-    rows = list(rows)
-    if not rows:
-        return
-    sql, fields = _statement("update", model, tuple(names), connection.vendor)
-    params = [
-        [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def _insert_rows(model, objs, names: list[str]) -> None:
-    """``INSERT`` with executemany, for the same reason (ids are not needed back)."""
-    if not objs:
-        return
-    sql, fields = _statement("insert", model, tuple(names), connection.vendor)
-    params = [[f.get_db_prep_save(getattr(o, f.attname), connection) for f in fields] for o in objs]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-@functools.lru_cache(maxsize=32)
-def _statement(kind: str, model, names: tuple[str, ...], vendor: str) -> tuple[str, list]:
-    """The UPDATE-by-id or INSERT for these fields, built once per process (the hot
-    path runs it every batch). ``vendor`` keys the cache to the database's quoting."""
-    fields = [model._meta.get_field(name) for name in names]
-    if kind == "update":
-        sql = "UPDATE {} SET {} WHERE {} = %s".format(
-            _table(model),
-            ", ".join(f"{_col(model, f.name)} = %s" for f in fields),
-            _col(model, model._meta.pk.name),
-        )
-    else:
-        sql = "INSERT INTO {} ({}) VALUES ({})".format(
-            _table(model),
-            ", ".join(_col(model, f.name) for f in fields),
-            ", ".join(["%s"] * len(fields)),
-        )
-    return sql, fields

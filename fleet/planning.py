@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
+from fleet import claimsql
 from fleet.git import facts, merge, worktrees
 from fleet.git import paths as globs
 from fleet.git import repo as gitrepo
@@ -738,33 +739,16 @@ def dispatched(task: Task, *, by: Any) -> None:
 # --- claims and ownership -------------------------------------------------------
 
 
-def _decisions_against(task: Task) -> list[SharedFile]:
-    """Owner/contract decisions of approved (not yet merged) waves that give a path to
-    another task: those made about this task, and any whose owner is still at work."""
-    return list(
-        SharedFile.objects.filter(
-            repository_id=task.repository_id,
-            strategy__in=[SharedFile.OWNER, SharedFile.CONTRACT],
-            wave__status__in=[Wave.APPROVED, Wave.RUNNING, Wave.BLOCKED],
-        )
-        .exclude(owner_task_id=task.pk)
-        .filter(Q(tasks=task) | Q(owner_task__status__in=Task.OPEN_STATES))
-        .select_related("owner_task")
-        .distinct()
-    )
-
-
 def claim_refusals(task: Task, paths: list[str], mode: str) -> list[str]:
     """Why planning decisions forbid these claims: an owned path is another task's
     (no claim at all); a contract path may only be claimed to read."""
-    decisions = _decisions_against(task)
+    decisions = claimsql.decisions(task)
     out = []
     for path in paths:
-        for sf in decisions:
-            if not globs.matches(path, sf.path):
+        for glob, strategy, owner in decisions:
+            if not globs.matches(path, glob):
                 continue
-            owner = sf.owner_task.key
-            if sf.strategy == SharedFile.OWNER:
+            if strategy == SharedFile.OWNER:
                 out.append(
                     f"{path} belongs to {owner} (planning decision: owner); {task.key} must"
                     " not edit it"
@@ -796,11 +780,11 @@ def allowed_paths(task: Task) -> list[str]:
 def owned_by_others(task: Task, changed: list[str]) -> list[dict[str, str]]:
     """The changed files a planning decision gave to another task."""
     owned = []
-    decisions = _decisions_against(task)
+    decisions = claimsql.decisions(task)
     for path in changed:
-        for sf in decisions:
-            if globs.matches(path, sf.path):
-                owned.append({"path": path, "owner": sf.owner_task.key, "strategy": sf.strategy})
+        for glob, strategy, owner in decisions:
+            if globs.matches(path, glob):
+                owned.append({"path": path, "owner": owner, "strategy": strategy})
                 break
     return owned
 

@@ -4,12 +4,15 @@ call; the rate is read from settings (FLEET_API_RATE, e.g. "1200/m") on every ca
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -22,10 +25,24 @@ RETRY_SHARED = 5.0  # seconds before the shared cache is tried again after a fai
 _shared_down_until = 0.0
 
 
+@functools.cache
+def _shared():
+    """The default cache, one client per process. ``django.core.cache.cache`` is one
+    per context under ASGI, so every call on a lean route (each runs in a fresh
+    context) opened a new Redis connection: ~40% of a claim's time, profiled."""
+    return caches.create_connection(DEFAULT_CACHE_ALIAS)
+
+
+@receiver(setting_changed)
+def _caches_changed(*, setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        _shared.cache_clear()
+
+
 def _store():
     """The shared cache, unless it failed in the last few seconds (a circuit breaker:
     an unreachable Redis costs one timeout per RETRY_SHARED, not one per call)."""
-    return _LOCAL if time.monotonic() < _shared_down_until else cache
+    return _LOCAL if time.monotonic() < _shared_down_until else _shared()
 
 
 def _shared_failed(exc: Exception) -> None:

@@ -266,6 +266,13 @@ FLEET_PORTS_PER_AGENT = env_int("FLEET_PORTS_PER_AGENT", 10)
 # Heartbeats (batched) and claims through the lean ASGI routes (fleet.api.fastpath); 0
 # sends them through the full Django stack like every other call.
 FLEET_HEARTBEAT_FASTPATH = env_bool("FLEET_HEARTBEAT_FASTPATH", True)
+# Lean claims run at once per web process, each on a thread and database connection of
+# its own: on PostgreSQL they overlap their round trips. SQLite has one writer, so 1:
+# the process's sync thread, which the heartbeat batches use too.
+FLEET_CLAIM_THREADS = env_int(
+    "FLEET_CLAIM_THREADS",
+    4 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 1,
+)
 # Mounts the benchmark's baseline views (/_bench/ping, /_bench/raw); fleet_bench sets it.
 FLEET_BENCH = env_bool("FLEET_BENCH", False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FLEET_API_MAX_BODY", 1024 * 1024)

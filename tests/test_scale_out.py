@@ -156,3 +156,41 @@ def test_kill_9_under_load_loses_no_acknowledged_write(two_webs):
     stored = set(JournalEntry.objects.values_list("body", flat=True))
     assert acknowledged and set(acknowledged) <= stored
     assert json.dumps(sorted(stored - set(acknowledged))).count("entry") <= len(agents)
+
+
+def test_claims_raced_on_both_processes_grant_no_path_twice(two_webs):
+    """Agents on both web processes (each running its claims on a pool of threads and
+    connections, PostgreSQL's default) fight over five paths: never two holders, every
+    grant recorded once, everything released; the rate limit keeps its Redis
+    connections instead of opening one per call."""
+    import random
+
+    import redis
+
+    from fleet.bench.plan import _claimer
+    from fleet.bench.seed import seed_heartbeat
+    from fleet.models import Event, FileClaim
+
+    agents = seed_heartbeat(12)["agents"]
+    shared = redis.Redis.from_url(os.environ["REDIS_URL"])
+    connections_before = shared.info("stats")["total_connections_received"]
+    stats = {"granted": 0, "refused": 0, "retried": 0, "double": 0, "errors": [], "latencies": []}
+    holders: dict[str, str] = {}
+
+    async def race() -> None:
+        deadline = time.monotonic() + 4
+        await asyncio.gather(
+            *(
+                _claimer(two_webs[i % 2].port, agent, deadline, holders, stats, random.Random(i), 5)
+                for i, agent in enumerate(agents)
+            )
+        )
+
+    asyncio.run(race())
+    assert stats["errors"] == [] and stats["double"] == 0 and stats["retried"] == 0
+    assert stats["granted"] > 20 and stats["refused"] > 0  # they did fight
+    assert Event.objects.filter(kind="claims.claim").count() == stats["granted"]
+    assert Event.objects.filter(kind="claims.release").count() == stats["granted"]
+    assert not FileClaim.objects.filter(released_at__isnull=True).exists()
+    opened = shared.info("stats")["total_connections_received"] - connections_before
+    assert opened < len(stats["latencies"]) / 10, opened

@@ -21,7 +21,9 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,10 +34,10 @@ from django.db import OperationalError, connections
 from django.http.request import split_domain_port, validate_host
 from django.utils.csp import build_policy
 
-from fleet import correlation, dispatch, heartbeats, ratelimit
+from fleet import claimsql, correlation, dispatch, heartbeats, ratelimit
 from fleet.api.schemas import ClaimIn, HeartbeatIn
 from fleet.middleware import transient
-from fleet.models import Agent, FileClaim, Task, TransitionError, hash_token
+from fleet.models import FileClaim, TransitionError, hash_token
 
 log = logging.getLogger("fleet.api")
 
@@ -44,21 +46,20 @@ BATCH_MAX = 500
 
 
 QUEUE_DEADLINE = 10.0  # seconds; older beats get a 503 (the client has given up by then)
-IDLE_CHECK = 30.0  # seconds without a batch before the connection is checked first
-_last_batch = 0.0
+IDLE_CHECK = 30.0  # seconds a thread's connection sat idle before it is checked first
+_used = threading.local()  # per thread: connections are too
 
 
 def _check_connections() -> None:
-    """On the sync thread. No request signals run for the lean routes, so the
-    connection's health is checked after an idle spell (a database restart, a
-    proxy's idle timeout)."""
-    global _last_batch
+    """On the thread about to use the database. No request signals run for the lean
+    routes, so the thread's connection is checked after an idle spell (a database
+    restart, a proxy's idle timeout)."""
     now = time.monotonic()
-    if now - _last_batch > IDLE_CHECK:
+    if now - getattr(_used, "at", 0.0) > IDLE_CHECK:
         for conn in connections.all(initialized_only=True):
             if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
                 conn.close()
-    _last_batch = now
+    _used.at = now
 
 
 def _record(pending: list[heartbeats.Pending]) -> list:
@@ -183,13 +184,21 @@ class ClaimRoute:
     ``dispatch.release`` under the same per-agent rate limit and correlation ids,
     with the API's answers and error bodies. Anything else goes to Django unchanged.
 
-    The calls run one at a time on the process's one sync thread, which the
-    heartbeat batches use too (Django gives each request a thread and a database
-    connection of its own; on SQLite those only queued for its write lock).
+    ``FLEET_CLAIM_THREADS`` calls run at once, each on a thread and database
+    connection of its own (on PostgreSQL they overlap their round trips); with one,
+    the calls take turns on the process's sync thread, which the heartbeat batches
+    use too (on SQLite more threads would only queue for its write lock).
+    ``threads`` overrides the setting (the tests run calls in their own transaction).
     """
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, *, threads: int | None = None) -> None:
         self.app = app
+        threads = settings.FLEET_CLAIM_THREADS if threads is None else threads
+        if threads > 1:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="fleet-claims")
+            self._call = sync_to_async(_claims_call, thread_sensitive=False, executor=pool)
+        else:
+            self._call = sync_to_async(_claims_call, thread_sensitive=True)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -217,9 +226,7 @@ class ClaimRoute:
         answer = None
         if call is not None:
             given = headers.get(b"x-request-id", b"").decode("latin-1")
-            answer = await sync_to_async(_claims_call, thread_sensitive=True)(
-                hash_token(token), call, correlation.incoming(given)
-            )
+            answer = await self._call(hash_token(token), call, correlation.incoming(given))
         if answer is None:
             return await self.app(scope, _replay(body, receive, more), send)
         result, request_id = answer
@@ -232,14 +239,13 @@ def _claims_call(token_hash: str, call: tuple[str, Any], request_id: str):
     the rate limit itself)."""
     try:
         _check_connections()
-        agent = Agent.objects.filter(token_hash=token_hash).first()
+        agent = claimsql.agent_by_token(token_hash)
         if agent is None or agent.token_revoked_at is not None:
             return None
         task = None
         if call[0] == "claim":
-            try:  # get(), as the API's lookup: no default ordering, so no join
-                task = Task.objects.select_related("repository").get(key=call[1].task)
-            except Task.DoesNotExist:
+            task = claimsql.task_by_key(call[1].task)
+            if task is None:
                 return None
         wait = ratelimit.hit(f"t:{token_hash}")
         if wait is not None:

@@ -39,6 +39,20 @@ class EventQuerySet(models.QuerySet):
         **subjects: Any,
     ) -> Event:
         """Append one event; ``by`` is a User, an Agent, or None for Fleet itself."""
+        event = self.build(kind, by=by, payload=payload, correlation_id=correlation_id, **subjects)
+        event.save(force_insert=True, using=self.db)
+        return event
+
+    def build(
+        self,
+        kind: str,
+        *,
+        by: Any = None,
+        payload: dict | None = None,
+        correlation_id: str = "",
+        **subjects: Any,
+    ) -> Event:
+        """The event ``record`` appends, not saved yet (hot paths insert it in plain SQL)."""
         from fleet.correlation import CURRENT
         from fleet.models.agents import Agent
 
@@ -50,7 +64,7 @@ class EventQuerySet(models.QuerySet):
             actor = f"agent:{actor_agent.name}"
         else:
             actor = "fleet"
-        return self.create(
+        return self.model(
             kind=kind,
             actor=actor,
             actor_user=actor_user,

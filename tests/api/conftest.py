@@ -66,9 +66,11 @@ class LeanResponse:
 class LeanAgentClient(AgentClient):
     """Heartbeats and claims through the lean ASGI routes (``fleet.api.fastpath``) in
     this test's thread and transaction; whatever those hand on to Django, and every
-    other call, through the test client (``response.route`` says which answered)."""
+    other call, through the test client (``response.route`` says which answered).
+    Claims take the one-thread way (a pool thread would not see this test's
+    transaction); live-server tests on PostgreSQL run the deployed pool."""
 
-    route = HeartbeatRoute(ClaimRoute(_to_django))
+    route = HeartbeatRoute(ClaimRoute(_to_django, threads=1))
 
     @staticmethod
     def lean(method: str, path: str) -> bool:
