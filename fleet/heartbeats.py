@@ -213,7 +213,8 @@ def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
     """Record the beats; per beat, the directives (a dict) or why it was refused
     (a ``Refusal`` or ``TransitionError``; a refused beat changes nothing)."""
     # The limiter's cache calls happen before the transaction, never under its locks.
-    waits = [None if p.agent_id else ratelimit.hit(f"t:{p.token_hash}") for p in pending]
+    counted = iter(ratelimit.hit_many([f"t:{p.token_hash}" for p in pending if not p.agent_id]))
+    waits = [None if p.agent_id else next(counted) for p in pending]
     results: list[dict[str, Any] | Exception] = []
     with transaction.atomic():
         batch = _load(pending)

@@ -92,14 +92,36 @@ def hit(ident: str, rate: str | None = None) -> float | None:
     """Count one call by a caller (an agent, keyed by its token's hash): None when
     allowed, else seconds until it may call again. A fixed window: across a window's
     edge up to twice the rate can pass, the usual trade for one increment per call."""
+    return hit_many([ident], rate)[0]
+
+
+def hit_many(idents: list[str], rate: str | None = None) -> list[float | None]:
+    """``hit`` for each caller of a batch (a caller may appear more than once), in one
+    round trip to Redis."""
     limit, period = parse_rate(rate or settings.FLEET_API_RATE)
     now = time.time()
     window = int(now // period)
-    key = f"fleet:rate:{ident}:{window}"
-    count = _count(key, period)
-    if count > limit:
-        return (window + 1) * period - now
-    return None
+    counts = _count_many([f"fleet:rate:{ident}:{window}" for ident in idents], period)
+    return [(window + 1) * period - now if count > limit else None for count in counts]
+
+
+def _count_many(keys: list[str], period: int) -> list[int]:
+    store = _store()
+    client = getattr(getattr(store, "_cache", None), "get_client", None)
+    if store is _LOCAL or client is None:  # not Redis: the cache's own increments
+        return [_count(key, period) for key in keys]
+    try:
+        # Per key: make it with the window's expiry unless it exists, then count. One
+        # pipeline, where ``incr`` costs two round trips per key (exists, incr).
+        pipeline = client(None, write=True).pipeline(transaction=False)
+        for key in keys:
+            made = store.make_and_validate_key(key)
+            pipeline.set(made, 0, ex=period + 1, nx=True)
+            pipeline.incr(made)
+        return [int(count) for count in pipeline.execute()[1::2]]
+    except Exception as exc:
+        _shared_failed(exc)
+        return [_count(key, period) for key in keys]
 
 
 def spent(ident: str, rate: str) -> float | None:
