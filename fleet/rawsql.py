@@ -89,7 +89,10 @@ def insert_rows(model, objs, names: list[str]) -> None:
     sql, fields = statement("insert", model, tuple(names), connection.vendor)
     params = [[f.get_db_prep_save(getattr(o, f.attname), connection) for f in fields] for o in objs]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if len(params) == 1:  # psycopg's executemany sets up a pipeline: costly for one
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
 
 
 @functools.lru_cache(maxsize=32)
