@@ -102,8 +102,11 @@ def spent_budgets(agent: Agent, task: Task | None = None, *, lock: bool = False)
     """The spent budgets the agent's spend (on ``task``) counts against; ``lock``
     holds their rows to the end of the caller's transaction, so spend recorded
     meanwhile cannot slip past the check."""
-    found = Budget.objects.filter(applicable(agent, task)).order_by("pk")
-    if lock:  # in id order, as the heartbeat batch locks them (no deadlock between them)
+    # Only capped budgets can be spent. Those are locked, in id order, as the heartbeat
+    # batch locks them (no deadlock between them); the batch adds to uncapped running
+    # totals at its end, so locking those here first could deadlock with it.
+    found = Budget.objects.filter(applicable(agent, task)).filter(CAPPED).order_by("pk")
+    if lock:
         found = found.select_for_update(no_key=True, of=("self",))
     return [
         budget

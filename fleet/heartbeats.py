@@ -142,6 +142,11 @@ class BudgetRow(Caps):
     limit_tokens: int | None
     spent_tokens: int
     updated_at: datetime | None = None
+    # False: a running total without a cap, read without a lock; the batch adds its
+    # spend to the stored total at the end (``_add_to_totals``).
+    locked: bool = True
+    loaded_usd: Decimal = Decimal(0)
+    loaded_tokens: int = 0
 
     def covers(self, agent_id: int, task: TaskRow | None) -> bool:
         """Whether spend by this agent (on this task) counts against the budget."""
@@ -414,8 +419,15 @@ def _rotation_lines(repo_ids: set[int]) -> dict[int, int]:
 
 
 def _load_budgets(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> list[BudgetRow]:
-    """Every budget a beat of this batch can count against, locked: the fleet's, the
-    agents' own, and those of their tasks, waves, plans and repositories."""
+    """Every budget a beat of this batch can count against: the fleet's, the agents'
+    own, and those of their tasks, waves, plans and repositories, by id.
+
+    Budgets with a cap are locked: the batch checks spend against the stored total.
+    Running totals without a cap (the fleet's, a wave's, a repository's) are shared
+    by every batch of every web process; locked from this read to the commit, they
+    made the processes take turns (measured: two processes 1.08x one). Where rows
+    can be locked (PostgreSQL) they are read unlocked and added to at the end of the
+    batch instead."""
     budgets: list[BudgetRow] = []
     if not agents:
         return budgets
@@ -424,29 +436,43 @@ def _load_budgets(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> lis
         if values:
             where.append(f"{_col(Budget, name)} IN ({_marks(values)})")
             params += values
-    sql = (
+    select = (
         f"SELECT {_cols(Budget, *BUDGET_COLUMNS)} FROM {_table(Budget)}"
-        f" WHERE {' OR '.join(where)} ORDER BY {_col(Budget, 'id')}{_for_update()}"
+        f" WHERE ({' OR '.join(where)})"
     )
-    for row in _rows(sql, params):
-        pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
-        limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
-        budgets.append(
-            BudgetRow(
-                pk,
-                scope,
-                agent_id,
-                task_id,
-                wave_id,
-                plan_id,
-                repo_id,
-                None if limit_usd is None else _usd(limit_usd),
-                _usd(spent_usd),
-                None if limit_tokens is None else int(limit_tokens),
-                int(spent_tokens),
+    order = f" ORDER BY {_col(Budget, 'id')}"
+    if connection.features.has_select_for_update:
+        limits = _col(Budget, "limit_usd"), _col(Budget, "limit_tokens")
+        capped = f"({limits[0]} IS NOT NULL OR {limits[1]} IS NOT NULL)"
+        reads = [
+            (f"{select} AND {capped}{order}{_for_update()}", True),
+            (f"{select} AND NOT {capped}{order}", False),
+        ]
+    else:  # SQLite: the transaction holds the database's write lock already
+        reads = [(f"{select}{order}", True)]
+    for sql, locked in reads:
+        for row in _rows(sql, params):
+            pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
+            limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
+            budgets.append(
+                BudgetRow(
+                    pk,
+                    scope,
+                    agent_id,
+                    task_id,
+                    wave_id,
+                    plan_id,
+                    repo_id,
+                    None if limit_usd is None else _usd(limit_usd),
+                    _usd(spent_usd),
+                    None if limit_tokens is None else int(limit_tokens),
+                    int(spent_tokens),
+                    locked=locked,
+                    loaded_usd=_usd(spent_usd),
+                    loaded_tokens=int(spent_tokens),
+                )
             )
-        )
-    return budgets
+    return sorted(budgets, key=lambda b: b.pk)
 
 
 def _scope_ids(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> list[tuple[str, list]]:
@@ -680,7 +706,10 @@ def _write(batch: _Batch) -> None:
     )
     _update_rows(Task, batch.dirty_tasks.values(), ["lease_expires_at"])
     _update_sessions(batch)
-    _update_rows(Budget, batch.dirty_budgets.values(), ["spent_usd", "spent_tokens", "updated_at"])
+    dirty = sorted(batch.dirty_budgets.values(), key=lambda b: b.pk)
+    _update_rows(
+        Budget, [b for b in dirty if b.locked], ["spent_usd", "spent_tokens", "updated_at"]
+    )
     _renew_claims(batch)
     _insert_rows(
         SpendEvent,
@@ -695,6 +724,43 @@ def _write(batch: _Batch) -> None:
             "cost_usd",
             "created_at",
         ],
+    )
+    # Last: these rows are every batch's, so they stay locked only from here to commit.
+    _add_to_totals([b for b in dirty if not b.locked], batch.now)
+
+
+def _add_to_totals(budgets: list[BudgetRow], now: datetime) -> None:
+    """Add the batch's spend to running totals read without a lock (in id order). Should
+    a person have set a cap on one meanwhile, its total stops at the cap, as everywhere
+    (the database refuses more); the next batch, or the worker's sweep, stops the
+    agents it covers."""
+    if not budgets:
+        return
+    usd = Budget._meta.get_field("spent_usd")
+    at = Budget._meta.get_field("updated_at").get_db_prep_save(now, connection)
+    sql = _add_to_totals_sql(connection.vendor)
+    params = []
+    for b in budgets:
+        more_usd = usd.get_db_prep_save(b.spent_usd - b.loaded_usd, connection)
+        more_tokens = b.spent_tokens - b.loaded_tokens
+        params.append([more_usd, more_usd, more_tokens, more_tokens, at, b.pk])
+    with connection.cursor() as cursor:
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
+
+
+@functools.lru_cache(maxsize=4)
+def _add_to_totals_sql(vendor: str) -> str:
+    def clamped(spent: str, limit: str) -> str:
+        s, cap = _col(Budget, spent), _col(Budget, limit)
+        return f"{s} = CASE WHEN {cap} IS NULL OR {s} + %s <= {cap} THEN {s} + %s ELSE {cap} END"
+
+    return (
+        f"UPDATE {_table(Budget)} SET {clamped('spent_usd', 'limit_usd')},"
+        f" {clamped('spent_tokens', 'limit_tokens')}, {_col(Budget, 'updated_at')} = %s"
+        f" WHERE {_col(Budget, 'id')} = %s"
     )
 
 
