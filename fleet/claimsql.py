@@ -9,8 +9,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
-from django.db import connection
-from django.db.models.sql import Query
+from django.db import IntegrityError, connection
 
 from fleet.models import Agent, Event, FileClaim, SharedFile, Task, Wave
 from fleet.rawsql import aware, col, cols, for_update, insert_rows, rows, table, when
@@ -27,14 +26,15 @@ def _sql(vendor: str) -> dict[str, str]:
     a_id, t_id = col(Agent, "id"), col(Task, "id")
     claim_cols = ", ".join(f"c.{c[name]}" for name in _CLAIM)
     return {
-        # The agent's row locked (a stop or a lease expiry waits for this claim), and
-        # its task's state read under that lock.
-        "state": (
-            f"SELECT a.{col(Agent, 'status')}, a.{col(Agent, 'stop_reason')},"
-            f" t.{col(Task, 'status')}, t.{col(Task, 'assignee')}"
-            f" FROM {table(Agent)} a, {table(Task)} t WHERE a.{a_id} = %s AND t.{t_id} = %s"
-            f"{for_update('a')}"
+        # The agent's row locked (a stop or a lease expiry waits for this claim) ...
+        "agent": (
+            f"SELECT {cols(Agent, 'status', 'stop_reason')} FROM {table(Agent)}"
+            f" WHERE {a_id} = %s{for_update()}"
         ),
+        # ... then its task's state read, by a statement of its own: one that waited
+        # for the lock sees what committed meanwhile (a joined row would come from the
+        # snapshot taken before the wait, on PostgreSQL).
+        "task": f"SELECT {cols(Task, 'status', 'assignee')} FROM {table(Task)} WHERE {t_id} = %s",
         # The path's current writer (read claims share a path), only its row locked.
         "writer": (
             f"SELECT {claim_cols}, a.{col(Agent, 'name')}, t.{col(Task, 'key')}"
@@ -46,13 +46,19 @@ def _sql(vendor: str) -> dict[str, str]:
             f" LIMIT 1{for_update('c')}"
         ),
         "extend": f"UPDATE {table(FileClaim)} SET {c['expires_at']} = %s WHERE {c['id']} = %s",
-        # A first claim racing another one for a free path: the unique constraint
-        # decides, and the loser gets no row back (no exception, no savepoint).
+        # A first claim racing another one for a free path (PostgreSQL: SQLite's write
+        # lock lets no other claim in): the unique constraint decides, and the loser
+        # gets no row back (no exception, no savepoint).
         "insert": (
             f"INSERT INTO {table(FileClaim)}"
             f" ({cols(FileClaim, *_CLAIM[1:])}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            f" ON CONFLICT ({c['repository']}, {c['path']})"
-            f" WHERE {_one_writer()} DO NOTHING RETURNING {c['id']}"
+            + (
+                f" ON CONFLICT ({c['repository']}, {c['path']}) WHERE {c['released_at']}"
+                f" IS NULL AND {c['mode']} = '{FileClaim.WRITE}' DO NOTHING"
+                if vendor == "postgresql"
+                else ""
+            )
+            + f" RETURNING {c['id']}"
         ),
         # Released by its agent: the row as the answer needs it (its task's key too).
         "release": (
@@ -89,19 +95,6 @@ def _decisions_sql(vendor: str) -> str:
         f" WHERE m.{col(m2m, 'sharedfile')} = sf.{sf['id']} AND m.{col(m2m, 'task')} = %s))"
         f" ORDER BY sf.{sf['path']}"
     )
-
-
-def _one_writer() -> str:
-    """The unique constraint's condition as Django writes it into the index (SQLite
-    matches an ON CONFLICT target to a partial index only by the same expression)."""
-    (constraint,) = (
-        c for c in FileClaim._meta.constraints if c.name == "claim_one_writer_per_path"
-    )
-    query = Query(model=FileClaim, alias_cols=False)
-    sql, params = query.build_where(constraint.condition).as_sql(
-        query.get_compiler(connection=connection), connection
-    )
-    return sql % tuple(_literals((p,))[1:-1] for p in params)
 
 
 def _literals(values: tuple[str, ...]) -> str:
@@ -170,10 +163,11 @@ def _claim(row, released_at=None) -> FileClaim:
 
 
 def state(agent_id: int, task_id: int) -> tuple[str, str, str | None, int | None]:
-    """(agent status, stop reason, task status, task assignee), the agent locked; the
-    task's status is None if it was deleted meanwhile."""
-    found = rows(_q("state"), [agent_id, task_id])
-    return found[0] if found else (Agent.WORKING, "", None, None)
+    """(agent status, stop reason, task status, task assignee), the agent locked first;
+    None for what was deleted meanwhile."""
+    agent = rows(_q("agent"), [agent_id]) or [(None, "")]
+    task = rows(_q("task"), [task_id]) or [(None, None)]
+    return (*agent[0], *task[0])
 
 
 def writer(repository_id: int, path: str) -> tuple[FileClaim, str, str] | None:
@@ -196,10 +190,13 @@ def end(claim: FileClaim, at: datetime) -> None:
 
 def insert(*, task: Task, agent: Agent, path: str, mode: str, now, expires) -> FileClaim | None:
     """The new claim, or None when another agent's claim of the path won the race."""
-    found = rows(
-        _q("insert"),
-        [task.repository_id, task.pk, agent.pk, path, mode, when(now), when(expires)],
-    )
+    try:
+        found = rows(
+            _q("insert"),
+            [task.repository_id, task.pk, agent.pk, path, mode, when(now), when(expires)],
+        )
+    except IntegrityError:  # not expected (see "insert"), but the same answer
+        return None
     if not found:
         return None
     made = FileClaim(

@@ -436,43 +436,42 @@ def _load_budgets(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> lis
         if values:
             where.append(f"{_col(Budget, name)} IN ({_marks(values)})")
             params += values
-    select = (
-        f"SELECT {_cols(Budget, *BUDGET_COLUMNS)} FROM {_table(Budget)}"
-        f" WHERE ({' OR '.join(where)})"
-    )
+    select = f"SELECT {_cols(Budget, *BUDGET_COLUMNS)} FROM {_table(Budget)}"
     order = f" ORDER BY {_col(Budget, 'id')}"
+    found = _rows(f"{select} WHERE {' OR '.join(where)}{order}", params)
+    locked = {row[0] for row in found}  # SQLite: the write lock holds them all
     if connection.features.has_select_for_update:
-        limits = _col(Budget, "limit_usd"), _col(Budget, "limit_tokens")
-        capped = f"({limits[0]} IS NOT NULL OR {limits[1]} IS NOT NULL)"
-        reads = [
-            (f"{select} AND {capped}{order}{_for_update()}", True),
-            (f"{select} AND NOT {capped}{order}", False),
-        ]
-    else:  # SQLite: the transaction holds the database's write lock already
-        reads = [(f"{select}{order}", True)]
-    for sql, locked in reads:
-        for row in _rows(sql, params):
-            pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
-            limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
-            budgets.append(
-                BudgetRow(
-                    pk,
-                    scope,
-                    agent_id,
-                    task_id,
-                    wave_id,
-                    plan_id,
-                    repo_id,
-                    None if limit_usd is None else _usd(limit_usd),
-                    _usd(spent_usd),
-                    None if limit_tokens is None else int(limit_tokens),
-                    int(spent_tokens),
-                    locked=locked,
-                    loaded_usd=_usd(spent_usd),
-                    loaded_tokens=int(spent_tokens),
-                )
+        # Lock the capped ones (in id order) and read them again under the lock; one
+        # capped after the read above counts as a running total (its add stops at the cap).
+        capped = [row[0] for row in found if row[7] is not None or row[9] is not None]
+        again = {}
+        if capped:
+            sql = f"{select} WHERE {_col(Budget, 'id')} IN ({_marks(capped)}){order}"
+            again = {row[0]: row for row in _rows(sql + _for_update(), capped)}
+        locked = set(again)
+        found = [again.get(row[0], row) for row in found if row[0] in again or row[0] not in capped]
+    for row in found:
+        pk, scope, agent_id, task_id, wave_id, plan_id, repo_id = row[:7]
+        limit_usd, spent_usd, limit_tokens, spent_tokens = row[7:]
+        budgets.append(
+            BudgetRow(
+                pk,
+                scope,
+                agent_id,
+                task_id,
+                wave_id,
+                plan_id,
+                repo_id,
+                None if limit_usd is None else _usd(limit_usd),
+                _usd(spent_usd),
+                None if limit_tokens is None else int(limit_tokens),
+                int(spent_tokens),
+                locked=pk in locked,
+                loaded_usd=_usd(spent_usd),
+                loaded_tokens=int(spent_tokens),
             )
-    return sorted(budgets, key=lambda b: b.pk)
+        )
+    return budgets
 
 
 def _scope_ids(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> list[tuple[str, list]]:

@@ -105,20 +105,28 @@ def hit_many(idents: list[str], rate: str | None = None) -> list[float | None]:
     return [(window + 1) * period - now if count > limit else None for count in counts]
 
 
+# Count, and give a key without an expiry the window's (whichever call made it),
+# atomically: a key never outlives its window.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
 def _count_many(keys: list[str], period: int) -> list[int]:
     store = _store()
     client = getattr(getattr(store, "_cache", None), "get_client", None)
     if store is _LOCAL or client is None:  # not Redis: the cache's own increments
         return [_count(key, period) for key in keys]
     try:
-        # Per key: make it with the window's expiry unless it exists, then count. One
-        # pipeline, where ``incr`` costs two round trips per key (exists, incr).
+        # One pipeline for the batch, where the cache's ``incr`` costs two round trips
+        # per key (exists, incr). EVAL, not a registered script: Redis keeps the compiled
+        # script either way, and redis-py's pipelined scripts ask SCRIPT EXISTS first.
         pipeline = client(None, write=True).pipeline(transaction=False)
         for key in keys:
-            made = store.make_and_validate_key(key)
-            pipeline.set(made, 0, ex=period + 1, nx=True)
-            pipeline.incr(made)
-        return [int(count) for count in pipeline.execute()[1::2]]
+            pipeline.eval(_COUNT, 1, store.make_and_validate_key(key), period + 1)
+        return [int(count) for count in pipeline.execute()]
     except Exception as exc:
         _shared_failed(exc)
         return [_count(key, period) for key in keys]

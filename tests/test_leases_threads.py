@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -146,3 +147,63 @@ def test_leases_under_threads():
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+def test_a_claim_that_waited_for_a_lease_expiry_is_refused():
+    """The expiry holds the agent's row; the claim waits for it, then must see the task
+    back in ready (read after the wait, not from the snapshot taken before it)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    from django.db import connections, transaction
+
+    task = make_task(status=Task.READY, wave=make_wave(status=Wave.RUNNING))
+    agent = make_agent(name="late")
+    task.assign(agent=agent)
+    task.refresh_from_db()
+    holding, waiting = threading.Event(), threading.Event()
+    failures: list[Exception] = []
+
+    def expire() -> None:
+        try:
+            with transaction.atomic():
+                Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
+                Task.objects.filter(pk=task.pk).update(
+                    status=Task.READY, assignee=None, lease_expires_at=None
+                )
+                holding.set()
+                assert waiting.wait(30)
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    def claim():
+        holding.wait(30)
+        return dispatch.claim(agent, task=task, paths=["src/x.py"], mode=FileClaim.WRITE)
+
+    expiring = threading.Thread(target=expire)
+    expiring.start()
+    watcher = threading.Thread(target=_tell_when_a_backend_waits_for_a_lock, args=(waiting,))
+    watcher.start()
+    result = together(claim)[0]
+    expiring.join(timeout=30)
+    watcher.join(timeout=30)
+    assert failures == []
+    assert isinstance(result, TransitionError) and result.code == "lease_lost", result
+    assert not FileClaim.objects.exists()
+
+
+def _tell_when_a_backend_waits_for_a_lock(done: threading.Event) -> None:
+    try:
+        with connection.cursor() as cursor:
+            for _ in range(300):
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+                time.sleep(0.05)
+    finally:
+        done.set()
+        connection.close()
