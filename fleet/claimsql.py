@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection
 
@@ -99,7 +100,8 @@ def _decisions_sql(vendor: str) -> str:
 
 def _literals(values: tuple[str, ...]) -> str:
     """Our own constants (letters and underscores only) as an SQL list."""
-    assert all(v.replace("_", "").isalpha() for v in values)
+    if not all(v.replace("_", "").isalpha() for v in values):
+        raise ValueError(f"not a plain constant: {values!r}")
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
@@ -170,10 +172,16 @@ def state(agent_id: int, task_id: int) -> tuple[str, str, str | None, int | None
     return (*agent[0], *task[0])
 
 
-def writer(repository_id: int, path: str) -> tuple[FileClaim, str, str] | None:
+class Held(NamedTuple):
+    claim: FileClaim
+    agent: str  # the holder's name
+    task: str  # its task's key
+
+
+def writer(repository_id: int, path: str) -> Held | None:
     """The path's unreleased write claim, locked, with its agent's name and task's key."""
     found = rows(_q("writer"), [repository_id, path])
-    return (_claim(found[0]), found[0][8], found[0][9]) if found else None
+    return Held(_claim(found[0]), found[0][8], found[0][9]) if found else None
 
 
 def extend(claim: FileClaim, expires: datetime) -> None:

@@ -453,19 +453,19 @@ def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[File
         order = {path: i for i, path in enumerate(dict.fromkeys(paths))}
         for path in sorted(order):
             held = claimsql.writer(task.repository_id, path)
-            if held is not None and held[0].task_id == task.pk:
-                claimsql.extend(held[0], expires)
-                held[0].task = task
-                claims.append(held[0])
+            if held is not None and held.claim.task_id == task.pk:
+                claimsql.extend(held.claim, expires)
+                held.claim.task = task
+                claims.append(held.claim)
                 continue
-            if held is not None and held[0].expires_at > now and mode == FileClaim.WRITE:
+            if held is not None and held.claim.expires_at > now and mode == FileClaim.WRITE:
                 raise TransitionError(
-                    f"{path} is claimed by {held[1]} for {held[2]}"
-                    f" until {held[0].expires_at:%H:%M:%S}",
+                    f"{path} is claimed by {held.agent} for {held.task}"
+                    f" until {held.claim.expires_at:%H:%M:%S}",
                     code="claim_held",
                 )
             if held is not None and mode == FileClaim.WRITE:
-                claimsql.end(held[0], now)  # expired: taken over in this transaction
+                claimsql.end(held.claim, now)  # expired: taken over in this transaction
             made = claimsql.insert(
                 task=task, agent=agent, path=path, mode=mode, now=now, expires=expires
             )
