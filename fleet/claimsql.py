@@ -13,7 +13,7 @@ from typing import NamedTuple
 from django.db import IntegrityError, connection
 
 from fleet.models import Agent, Event, FileClaim, SharedFile, Task, Wave
-from fleet.rawsql import aware, col, cols, for_update, insert_rows, rows, table, when
+from fleet.rawsql import aware, col, cols, execute, for_update, insert_rows, rows, table, when
 
 _STRATEGIES = (SharedFile.OWNER, SharedFile.CONTRACT)
 _WAVES = (Wave.APPROVED, Wave.RUNNING, Wave.BLOCKED)
@@ -185,8 +185,7 @@ def writer(repository_id: int, path: str) -> Held | None:
 
 
 def extend(claim: FileClaim, expires: datetime) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(_q("extend"), [when(expires), claim.pk])
+    execute(_q("extend"), [[when(expires), claim.pk]])
     claim.expires_at = expires
 
 

@@ -45,6 +45,7 @@ from fleet.models import (
 from fleet.rawsql import aware as _aware
 from fleet.rawsql import col as _col
 from fleet.rawsql import cols as _cols
+from fleet.rawsql import execute as _execute
 from fleet.rawsql import for_update as _for_update
 from fleet.rawsql import insert_rows as _insert_rows
 from fleet.rawsql import marks as _marks
@@ -743,11 +744,7 @@ def _add_to_totals(budgets: list[BudgetRow], now: datetime) -> None:
         more_usd = usd.get_db_prep_save(b.spent_usd - b.loaded_usd, connection)
         more_tokens = b.spent_tokens - b.loaded_tokens
         params.append([more_usd, more_usd, more_tokens, more_tokens, at, b.pk])
-    with connection.cursor() as cursor:
-        if len(params) == 1:
-            cursor.execute(sql, params[0])
-        else:
-            cursor.executemany(sql, params)
+    _execute(sql, params)
 
 
 @functools.lru_cache(maxsize=4)
@@ -782,8 +779,7 @@ def _update_sessions(batch: _Batch) -> None:
         [money.get_db_prep_save(usd, connection), used, pct, peak, peak, pk]
         for pk, (usd, used, pct, peak) in sorted(batch.sessions.items())
     ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    _execute(sql, params)
 
 
 def _renew_claims(batch: _Batch) -> None:
@@ -805,5 +801,4 @@ def _renew_claims(batch: _Batch) -> None:
         field.get_db_prep_save(batch.now, connection),
         *ids,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    _execute(sql, [params])

@@ -63,8 +63,18 @@ def when(value: datetime | None):
     return connection.ops.adapt_datetimefield_value(value)
 
 
+def execute(sql: str, params: list[list]) -> None:
+    """The statement once per parameter list: ``executemany`` for several, a plain
+    ``execute`` for one (psycopg's ``executemany`` sets up a pipeline: costly for one)."""
+    with connection.cursor() as cursor:
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        elif params:
+            cursor.executemany(sql, params)
+
+
 def update_rows(model, rows, names: list[str]) -> None:
-    """One parameterized UPDATE per row, sent with executemany.
+    """One parameterized UPDATE per row.
 
     ``bulk_update`` builds a CASE expression per field and row, which costs more
     than the database work here. The rows are locked by this transaction and the
@@ -74,25 +84,24 @@ def update_rows(model, rows, names: list[str]) -> None:
     if not rows:
         return
     sql, fields = statement("update", model, tuple(names), connection.vendor)
-    params = [
-        [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    execute(
+        sql,
+        [
+            [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
+            for row in rows
+        ],
+    )
 
 
 def insert_rows(model, objs, names: list[str]) -> None:
-    """``INSERT`` with executemany, for the same reason (ids are not needed back)."""
+    """One parameterized ``INSERT`` per object, for the same reason (ids are not needed
+    back)."""
     if not objs:
         return
     sql, fields = statement("insert", model, tuple(names), connection.vendor)
-    params = [[f.get_db_prep_save(getattr(o, f.attname), connection) for f in fields] for o in objs]
-    with connection.cursor() as cursor:
-        if len(params) == 1:  # psycopg's executemany sets up a pipeline: costly for one
-            cursor.execute(sql, params[0])
-        else:
-            cursor.executemany(sql, params)
+    execute(
+        sql, [[f.get_db_prep_save(getattr(o, f.attname), connection) for f in fields] for o in objs]
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -107,9 +116,5 @@ def statement(kind: str, model, names: tuple[str, ...], vendor: str) -> tuple[st
             col(model, model._meta.pk.name),
         )
     else:
-        sql = "INSERT INTO {} ({}) VALUES ({})".format(
-            table(model),
-            ", ".join(col(model, f.name) for f in fields),
-            ", ".join(["%s"] * len(fields)),
-        )
+        sql = f"INSERT INTO {table(model)} ({cols(model, *names)}) VALUES ({marks(fields)})"
     return sql, fields

@@ -29,17 +29,9 @@ class EventQuerySet(models.QuerySet):
     def for_task(self, task: Any) -> EventQuerySet:
         return self.filter(task=task)
 
-    def record(
-        self,
-        kind: str,
-        *,
-        by: Any = None,
-        payload: dict | None = None,
-        correlation_id: str = "",
-        **subjects: Any,
-    ) -> Event:
-        """Append one event; ``by`` is a User, an Agent, or None for Fleet itself."""
-        event = self.build(kind, by=by, payload=payload, correlation_id=correlation_id, **subjects)
+    def record(self, kind: str, **fields: Any) -> Event:
+        """Append one event (the arguments are ``build``'s)."""
+        event = self.build(kind, **fields)
         event.save(force_insert=True, using=self.db)
         return event
 
@@ -52,7 +44,8 @@ class EventQuerySet(models.QuerySet):
         correlation_id: str = "",
         **subjects: Any,
     ) -> Event:
-        """The event ``record`` appends, not saved yet (hot paths insert it in plain SQL)."""
+        """The event ``record`` appends, not saved yet (hot paths insert it in plain SQL);
+        ``by`` is a User, an Agent, or None for Fleet itself."""
         from fleet.correlation import CURRENT
         from fleet.models.agents import Agent
 
