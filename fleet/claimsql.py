@@ -10,10 +10,21 @@ import functools
 from datetime import datetime
 from typing import NamedTuple
 
-from django.db import IntegrityError, connection
+from django.db import connection
 
 from fleet.models import Agent, Event, FileClaim, SharedFile, Task, Wave
-from fleet.rawsql import aware, col, cols, execute, for_update, insert_rows, rows, table, when
+from fleet.rawsql import (
+    aware,
+    col,
+    cols,
+    execute,
+    for_update,
+    insert_rows,
+    marks,
+    rows,
+    table,
+    when,
+)
 
 _STRATEGIES = (SharedFile.OWNER, SharedFile.CONTRACT)
 _WAVES = (Wave.APPROVED, Wave.RUNNING, Wave.BLOCKED)
@@ -47,6 +58,7 @@ def _sql(vendor: str) -> dict[str, str]:
             f" LIMIT 1{for_update('c')}"
         ),
         "extend": f"UPDATE {table(FileClaim)} SET {c['expires_at']} = %s WHERE {c['id']} = %s",
+        "end": f"UPDATE {table(FileClaim)} SET {c['released_at']} = %s WHERE {c['id']} = %s",
         # A first claim racing another one for a free path (PostgreSQL: SQLite's write
         # lock lets no other claim in): the unique constraint decides, and the loser
         # gets no row back (no exception, no savepoint).
@@ -88,28 +100,24 @@ def _decisions_sql(vendor: str) -> str:
         f" FROM {table(SharedFile)} sf"
         f" JOIN {table(Wave)} w ON w.{col(Wave, 'id')} = sf.{sf['wave']}"
         f" LEFT JOIN {table(Task)} o ON o.{t_id} = sf.{owner}"
-        f" WHERE sf.{sf['repository']} = %s AND sf.{sf['strategy']} IN {_literals(_STRATEGIES)}"
-        f" AND w.{col(Wave, 'status')} IN {_literals(_WAVES)}"
+        f" WHERE sf.{sf['repository']} = %s AND sf.{sf['strategy']} IN ({marks(_STRATEGIES)})"
+        f" AND w.{col(Wave, 'status')} IN ({marks(_WAVES)})"
         f" AND (sf.{owner} IS NULL OR sf.{owner} <> %s)"
-        f" AND (o.{col(Task, 'status')} IN {_literals(_OPEN)}"
+        f" AND (o.{col(Task, 'status')} IN ({marks(_OPEN)})"
         f" OR EXISTS (SELECT 1 FROM {table(m2m)} m"
         f" WHERE m.{col(m2m, 'sharedfile')} = sf.{sf['id']} AND m.{col(m2m, 'task')} = %s))"
         f" ORDER BY sf.{sf['path']}"
     )
 
 
-def _literals(values: tuple[str, ...]) -> str:
-    """Our own constants (letters and underscores only) as an SQL list."""
-    if not all(v.replace("_", "").isalpha() for v in values):
-        raise ValueError(f"not a plain constant: {values!r}")
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 def decisions(task: Task) -> list[tuple[str, str, str]]:
     """(path glob, strategy, owner's key) of the owner/contract decisions of approved
     (not yet merged) waves that give a path to another task: those made about this
     task, and any whose owner is still at work; by path."""
-    return rows(_decisions_sql(connection.vendor), [task.repository_id, task.pk, task.pk])
+    return rows(
+        _decisions_sql(connection.vendor),
+        [task.repository_id, *_STRATEGIES, *_WAVES, task.pk, *_OPEN, task.pk],
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -191,19 +199,16 @@ def extend(claim: FileClaim, expires: datetime) -> None:
 
 def end(claim: FileClaim, at: datetime) -> None:
     """Release a lapsed claim another task takes over in this transaction."""
-    rows(_q("release"), [when(at), claim.pk, claim.agent_id])
+    execute(_q("end"), [[when(at), claim.pk]])
     claim.released_at = at
 
 
 def insert(*, task: Task, agent: Agent, path: str, mode: str, now, expires) -> FileClaim | None:
     """The new claim, or None when another agent's claim of the path won the race."""
-    try:
-        found = rows(
-            _q("insert"),
-            [task.repository_id, task.pk, agent.pk, path, mode, when(now), when(expires)],
-        )
-    except IntegrityError:  # not expected (see "insert"), but the same answer
-        return None
+    found = rows(
+        _q("insert"),
+        [task.repository_id, task.pk, agent.pk, path, mode, when(now), when(expires)],
+    )
     if not found:
         return None
     made = FileClaim(

@@ -52,6 +52,7 @@ from fleet.rawsql import marks as _marks
 from fleet.rawsql import rows as _rows
 from fleet.rawsql import table as _table
 from fleet.rawsql import update_rows as _update_rows
+from fleet.rawsql import when as _when
 
 log = logging.getLogger("fleet.api")
 
@@ -127,6 +128,7 @@ class TaskRow:
 
 BUDGET_COLUMNS = ("id", "scope", "agent", "task", "wave", "plan", "repository")
 BUDGET_COLUMNS += ("limit_usd", "spent_usd", "limit_tokens", "spent_tokens")
+_LIMIT_USD, _LIMIT_TOKENS = BUDGET_COLUMNS.index("limit_usd"), BUDGET_COLUMNS.index("limit_tokens")
 
 
 @dataclass(slots=True)
@@ -444,7 +446,9 @@ def _load_budgets(agents: dict[int, AgentRow], tasks: dict[int, TaskRow]) -> lis
     if connection.features.has_select_for_update:
         # Lock the capped ones (in id order) and read them again under the lock; one
         # capped after the read above counts as a running total (its add stops at the cap).
-        capped = [row[0] for row in found if row[7] is not None or row[9] is not None]
+        capped = [
+            row[0] for row in found if row[_LIMIT_USD] is not None or row[_LIMIT_TOKENS] is not None
+        ]
         again = {}
         if capped:
             sql = f"{select} WHERE {_col(Budget, 'id')} IN ({_marks(capped)}){order}"
@@ -737,7 +741,7 @@ def _add_to_totals(budgets: list[BudgetRow], now: datetime) -> None:
     if not budgets:
         return
     usd = Budget._meta.get_field("spent_usd")
-    at = Budget._meta.get_field("updated_at").get_db_prep_save(now, connection)
+    at = _when(now)
     sql = _add_to_totals_sql(connection.vendor)
     params = []
     for b in budgets:

@@ -26,6 +26,17 @@ def start_worker(env: dict, log: Path, interval: float = 0.5) -> subprocess.Pope
         )
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 20) -> None:
+    """Terminate a child, and kill it if it is not gone within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 from fleet.bench.heartbeat import INHERIT, _run_module, bench_site
-from fleet.bench.servers import Server, free_port, rss_kb, start_worker
+from fleet.bench.servers import Server, free_port, rss_kb, start_worker, stop_process
 
 # The demo's timings, shortened so that a silent agent's lease lapses within the run.
 TIMINGS = {
@@ -62,11 +61,7 @@ def run(
                 )
                 web, work = server.rss_kb(), rss_kb(worker.pid)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_process(worker)
         played = json.loads(report.read_text())
     results.update(
         seconds=played["seconds"],

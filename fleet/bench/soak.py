@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fleet.bench.heartbeat import INHERIT, bench_site
-from fleet.bench.servers import ROOT, Server, free_port, rss_kb, start_worker
+from fleet.bench.servers import ROOT, Server, free_port, rss_kb, start_worker, stop_process
 from fleet.bench.simbench import TIMINGS
 
 TARGETS = {"rss_growth_mb": 5}
@@ -107,12 +107,7 @@ def run(
                     time.sleep(interval)
         finally:
             for proc in (simulation, worker):
-                if proc is not None and proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                stop_process(proc)
             log.close()
     results.update(summarize(samples, warmup), sprints=runs, samples=samples)
     return results

@@ -4,11 +4,10 @@ database, with short demo timings, for the simulator to play against."""
 from __future__ import annotations
 
 import os
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-from fleet.bench.servers import start_worker
+from fleet.bench.servers import start_worker, stop_process
 from tests.agent.conftest import Server, free_port
 
 # Seconds, so that a silent agent's lease lapses within the test.
@@ -34,8 +33,4 @@ def running_fleet(data_dir: Path):
         yield server
     finally:
         server.stop()
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker)
