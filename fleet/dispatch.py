@@ -87,7 +87,23 @@ def require_own_task(agent: Agent, task: Task, *, action: str) -> None:
             + f"; cannot {action}",
             code="lease_lost",
         )
-    raise Refused(f"{task.key} is not assigned to {agent.name}; cannot {action}", code="owner")
+    raise not_held(agent, task.key, action=action)
+
+
+def not_held(agent: Agent, key: str, *, action: str) -> Refused:
+    """The refusal for a task key the agent does not hold. A key that names no task
+    gets the very same answer, so an agent cannot learn which tasks exist."""
+    return Refused(f"{key} is not assigned to {agent.name}; cannot {action}", code="owner")
+
+
+def held_task(agent: Agent, key: str, *, action: str) -> Task:
+    """The task ``key`` names, if this agent holds it (else 403, or the 409 of a lost
+    lease for a task it held once)."""
+    task = Task.objects.select_related("repository").filter(key=key).first()
+    if task is None:
+        raise not_held(agent, key, action=action)
+    require_own_task(agent, task, action=action)
+    return task
 
 
 def open_session(agent: Agent) -> AgentSession:
@@ -155,15 +171,34 @@ DIGEST_PER_KIND = 10
 
 def digest(agent: Agent, task: Task | None) -> dict[str, list[str]]:
     """What was done, learned and is next, from the shadow journal of the task the
-    agent holds (every agent's entries on it: a resuming agent learns from its
-    predecessor), else the agent's own; newest first, a few of each."""
+    agent holds (the entries of every agent that held it: a resuming agent learns
+    from its predecessor), else the agent's own; newest first, a few of each.
+
+    The digest goes into the model's context at session start, so only the task's
+    holders write it: a reviewer's notes on the task it reviews (or anything another
+    agent managed to file against it) never reach the builder."""
     entries = JournalEntry.objects.filter(kind__in=["done", "learned", "next"])
-    entries = entries.filter(task=task) if task is not None else entries.filter(agent=agent)
+    if task is not None and task.assignee_id == agent.pk:
+        entries = entries.filter(task=task, agent_id__in=holders(task))
+    else:
+        entries = entries.filter(agent=agent)
     found: dict[str, list[str]] = {"done": [], "learned": [], "next": []}
     for kind, body in entries.order_by("-created_at", "-pk").values_list("kind", "body")[:200]:
         if len(found[kind]) < DIGEST_PER_KIND:
             found[kind].append(body)
     return found
+
+
+def holders(task: Task) -> set[int]:
+    """The ids of every agent that held the task (its assignments), the holder now
+    included."""
+    names = {
+        payload.get("agent")
+        for payload in task.events.filter(kind="task.assign").values_list("payload", flat=True)
+        if isinstance(payload, dict)
+    }
+    ids = set(Agent.objects.filter(name__in=names).values_list("pk", flat=True))
+    return ids | ({task.assignee_id} if task.assignee_id else set())
 
 
 # --- heartbeat ------------------------------------------------------------

@@ -5,7 +5,10 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from fleet import views
+from fleet import (
+    converters,  # noqa: F401 - registers the <id:…> path converter
+    views,
+)
 from fleet.api import api
 from fleet.api.errors import api_not_found, json_method_errors
 from fleet.views.login import LoginView, throttled
@@ -37,13 +40,13 @@ urlpatterns = [
                 path("", views.plan_list, name="fleet-plans"),
                 path("<slug:slug>/", views.plan_detail, name="fleet-plan"),
                 path(
-                    "<slug:slug>/waves/<int:number>/",
+                    "<slug:slug>/waves/<id:number>/",
                     include(
                         [
                             path("", views.wave_detail, name="fleet-wave"),
                             path("tasks/", views.wave_add_task, name="fleet-wave-add-task"),
                             path(
-                                "shared/<int:shared_id>/",
+                                "shared/<id:shared_id>/",
                                 views.wave_decide,
                                 name="fleet-wave-decide",
                             ),
@@ -84,8 +87,8 @@ urlpatterns = [
     path("budget/", views.budget_page, name="fleet-budget"),
     path("budget/spend.csv", views.spend_csv, name="fleet-spend-csv"),
     path("reviews/", views.review_queue, name="fleet-reviews"),
-    path("findings/<int:finding_id>/verdict/", views.finding_verdict, name="fleet-finding-verdict"),
-    path("findings/<int:finding_id>/resolve/", views.finding_resolve, name="fleet-finding-resolve"),
+    path("findings/<id:finding_id>/verdict/", views.finding_verdict, name="fleet-finding-verdict"),
+    path("findings/<id:finding_id>/resolve/", views.finding_resolve, name="fleet-finding-resolve"),
     path("healthz", views.healthz, name="fleet-healthz"),
     # accounts/
     path(

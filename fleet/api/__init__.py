@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
+from fleet import converters  # noqa: F401 - registers the {id:…} path converter
 from fleet.api import errors, planner
 from fleet.api.auth import AgentToken, PerAgentThrottle
 from fleet.api.endpoints import router

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.forms.models import model_to_dict
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
 from fleet import dispatch
@@ -18,6 +17,7 @@ from fleet.api.schemas import (
     FindingsIn,
     HeartbeatIn,
     HeartbeatOut,
+    Id,
     JournalIn,
     LearningIn,
     MessageOut,
@@ -29,14 +29,10 @@ from fleet.api.schemas import (
 )
 from fleet.git import facts
 from fleet.git.errors import GitError
-from fleet.models import Agent, CheckRun, Event, Finding, Learning, Review, Task, TransitionError
+from fleet.models import Agent, CheckRun, Event, Finding, Learning, Review, TransitionError
 
 router = Router()
 ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429, 503), ErrorOut)
-
-
-def _task(key: str) -> Task:
-    return get_object_or_404(Task.objects.select_related("repository"), key=key)
 
 
 @router.get("boot", response={200: BootOut, **ERRORS}, summary="Everything a new session needs")
@@ -80,34 +76,42 @@ def claim(request: HttpRequest, payload: ClaimIn):
     """Claim paths of the agent's task under a lease renewed by its heartbeats (it
     lapses about three heartbeat intervals after the last one). 409 names the holder
     of a held path, or the task a planning decision gave the path to."""
-    task = _task(payload.task)
+    dispatch.require_role(request.auth, Agent.BUILDER, action="claim files")
+    task = dispatch.held_task(request.auth, payload.task, action="claim files for it")
     claims = dispatch.claim(request.auth, task=task, paths=payload.paths, mode=payload.mode)
     return Status(201, claims)
 
 
-@router.delete("claims/{int:claim_id}", response={200: ClaimOut, **ERRORS}, summary="Release")
-def release(request: HttpRequest, claim_id: int):
+@router.delete("claims/{id:claim_id}", response={200: ClaimOut, **ERRORS}, summary="Release")
+def release(request: HttpRequest, claim_id: Id):
     return dispatch.release(request.auth, claim_id=claim_id)
 
 
 @router.post("tasks/{key}/submit", response={200: SubmitOut, **ERRORS}, summary="Hand in work")
 def submit(request: HttpRequest, key: str, payload: SubmitIn):
     """The builder hands in a commit of its task; the task goes to review."""
-    task = _task(key)
+    dispatch.require_role(request.auth, Agent.BUILDER, action="submit code")
+    task = dispatch.held_task(request.auth, key, action="submit it")
     review = dispatch.submit(request.auth, task=task, commit=payload.commit, epoch=payload.epoch)
     return {"task": task.key, "status": task.status, "review_id": review.pk}
 
 
 def _review_for(agent: Agent, review_id: int) -> Review:
-    review = get_object_or_404(Review.objects.select_related("task__repository"), pk=review_id)
+    """The review, if it is this reviewer's; an id that names no review gets the same
+    403 as another reviewer's (which reviews exist is not the caller's to learn)."""
     dispatch.require_role(agent, Agent.REVIEWER, action="read reviews")
-    if review.reviewer_id != agent.pk:
-        raise dispatch.Refused(f"review {review.pk} is assigned to another reviewer", code="owner")
+    review = (
+        Review.objects.select_related("task__repository")
+        .filter(pk=review_id, reviewer=agent)
+        .first()
+    )
+    if review is None:
+        raise dispatch.Refused(f"review {review_id} is not assigned to {agent.name}", code="owner")
     return review
 
 
-@router.get("reviews/{int:review_id}", response={200: ReviewOut, **ERRORS}, summary="Review")
-def review(request: HttpRequest, review_id: int):
+@router.get("reviews/{id:review_id}", response={200: ReviewOut, **ERRORS}, summary="Review")
+def review(request: HttpRequest, review_id: Id):
     """The spec (with version), the diff against the merge base, and the changed files."""
     review = _review_for(request.auth, review_id)
     task = review.task
@@ -152,11 +156,11 @@ FINDING_FIELDS = ["path", "line_start", "line_end", "severity", "title", "body",
 
 
 @router.post(
-    "reviews/{int:review_id}/findings",
+    "reviews/{id:review_id}/findings",
     response={200: CreatedOut, **ERRORS},
     summary="Post findings and close the review",
 )
-def findings(request: HttpRequest, review_id: int, payload: FindingsIn):
+def findings(request: HttpRequest, review_id: Id, payload: FindingsIn):
     review = _review_for(request.auth, review_id)
     dispatch.post_findings(
         request.auth, review=review, findings=[f.dict() for f in payload.findings]
@@ -166,7 +170,13 @@ def findings(request: HttpRequest, review_id: int, payload: FindingsIn):
 
 @router.post("journal", response={201: CreatedOut, **ERRORS}, summary="Write the shadow journal")
 def journal(request: HttpRequest, payload: JournalIn):
-    task = _task(payload.task) if payload.task else None
+    # Only the task's holder journals on it: the task's entries become its holder's
+    # boot digest, which goes into the model's context.
+    task = (
+        dispatch.held_task(request.auth, payload.task, action="journal on it")
+        if payload.task
+        else None
+    )
     entry = dispatch.journal(request.auth, kind=payload.kind, body=payload.body, task=task)
     return Status(201, {"id": entry.pk})
 
@@ -179,8 +189,8 @@ def inbox(request: HttpRequest, all: bool = False):
     return list(messages[:200])
 
 
-@router.post("inbox/{int:message_id}/ack", response={200: MessageOut, **ERRORS}, summary="Ack")
-def ack(request: HttpRequest, message_id: int):
+@router.post("inbox/{id:message_id}/ack", response={200: MessageOut, **ERRORS}, summary="Ack")
+def ack(request: HttpRequest, message_id: Id):
     return dispatch.ack(request.auth, message_id=message_id)
 
 
@@ -195,9 +205,12 @@ def learning(request: HttpRequest, payload: LearningIn):
 def check(request: HttpRequest, payload: CheckIn):
     agent = request.auth
     dispatch.require_role(agent, Agent.BUILDER, Agent.ORCHESTRATOR, action="report checks")
-    task = _task(payload.task) if payload.task else None
-    if task is not None and agent.role == Agent.BUILDER:
-        dispatch.require_own_task(agent, task, action="report checks on it")
+    # A check moves a task's gates: only the task's holder reports one on it.
+    task = (
+        dispatch.held_task(agent, payload.task, action="report checks on it")
+        if payload.task
+        else None
+    )
     repository = task.repository if task else agent.repository
     if repository is None:
         raise dispatch.Refused("name a task: this agent has no repository", code="no_repository")

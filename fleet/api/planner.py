@@ -13,7 +13,7 @@ from ninja import Field, Router, Schema, Status
 from pydantic import field_validator
 
 from fleet import dispatch, planning
-from fleet.api.schemas import ErrorOut, TaskOut, Text
+from fleet.api.schemas import ErrorOut, Id, TaskOut, Text
 from fleet.forms import PlanForm, TaskForm, WaveForm
 from fleet.models import Agent, Event, Plan, Wave
 
@@ -97,8 +97,8 @@ def create_plan(request: HttpRequest, payload: PlanIn):
     return Status(201, plan)
 
 
-@router.post("plans/{int:plan_id}/waves", response={201: WaveOut, **ERRORS}, summary="Add a wave")
-def create_wave(request: HttpRequest, plan_id: int, payload: WaveIn):
+@router.post("plans/{id:plan_id}/waves", response={201: WaveOut, **ERRORS}, summary="Add a wave")
+def create_wave(request: HttpRequest, plan_id: Id, payload: WaveIn):
     """The plan's next wave, as a draft a lead approves."""
     agent = _orchestrator(request)
     plan = get_object_or_404(Plan, pk=plan_id)
@@ -109,8 +109,8 @@ def create_wave(request: HttpRequest, plan_id: int, payload: WaveIn):
     return Status(201, Wave.objects.select_related("plan", "drafted_by").get(pk=wave.pk))
 
 
-@router.post("waves/{int:wave_id}/tasks", response={201: TaskOut, **ERRORS}, summary="Add a task")
-def create_task(request: HttpRequest, wave_id: int, payload: TaskIn):
+@router.post("waves/{id:wave_id}/tasks", response={201: TaskOut, **ERRORS}, summary="Add a task")
+def create_task(request: HttpRequest, wave_id: Id, payload: TaskIn):
     """A task in a draft wave; 409 once the wave is approved. Shared files it causes
     show in the wave's matrix for the lead."""
     agent = _orchestrator(request)

@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from ninja import Field, Schema
+from ninja import Field, Path, Schema
 from pydantic import AfterValidator, field_validator, model_validator
 
+from fleet.converters import MAX_ID
+
 SHA = r"^[0-9a-f]{7,40}$"
+
+# An id in a path: what the ``id`` converter matches (a larger number is a 404).
+Id = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 def _no_nul(value: str) -> str:
@@ -92,7 +97,20 @@ class BootOut(Schema):
     )
 
 
-class HeartbeatIn(Schema):
+class ObjectIn(Schema):
+    """A body whose fields are all optional: anything but a JSON object (a list, a
+    string, a number, null) would otherwise pass as ``{}``."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def an_object(cls, data: Any, handler: Any) -> Any:
+        raw = getattr(data, "_obj", data)
+        if not isinstance(raw, dict | cls):
+            raise ValueError("the body must be a JSON object")
+        return handler(data)
+
+
+class HeartbeatIn(ObjectIn):
     context_pct: int | None = Field(
         None,
         ge=0,
@@ -102,15 +120,6 @@ class HeartbeatIn(Schema):
     )
     tool_calls: int | None = Field(None, ge=0, le=1_000_000, description="this session so far")
     files_read: int | None = Field(None, ge=0, le=1_000_000, description="this session so far")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def an_object(cls, data: Any, handler: Any) -> Any:
-        # Every field is optional, so anything but a JSON object would pass as "{}".
-        raw = getattr(data, "_obj", data)
-        if not isinstance(raw, dict | cls):
-            raise ValueError("a heartbeat is a JSON object")
-        return handler(data)
 
     status_line: Text = Field("", max_length=200)
     tokens_in: int = Field(0, ge=0, le=1_000_000_000)
@@ -134,7 +143,7 @@ class HeartbeatOut(Schema):
     rotate_at_pct: int = Field(..., description="the rotation line of the agent's repository")
 
 
-class SpendIn(Schema):
+class SpendIn(ObjectIn):
     tokens_in: int = Field(0, ge=0, le=1_000_000_000)
     tokens_out: int = Field(0, ge=0, le=1_000_000_000)
     cost_usd: float = Field(

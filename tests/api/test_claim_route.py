@@ -79,7 +79,9 @@ def test_unknown_revoked_and_missing_are_the_apis_answers(client, builder):
     lean = LeanAgentClient(client, "flt_nobody").post("claims", {"task": key, "paths": ["a.py"]})
     assert lean.route == "django" and lean.status_code == 401
     unknown_task = LeanAgentClient(client, token).post("claims", {"task": "NOPE", "paths": ["a"]})
-    assert unknown_task.route == "django" and unknown_task.status_code == 404
+    # An unknown task is refused as another agent's would be: which tasks exist is not
+    # the caller's to learn.
+    assert unknown_task.route == "django" and unknown_task.status_code == 403
     missing = LeanAgentClient(client, token).delete("claims/999999")
     api_missing = AgentClient(client, token).delete("claims/999999")
     assert missing.route == "lean" and missing.status_code == api_missing.status_code == 404
@@ -139,7 +141,7 @@ def test_a_call_handed_to_django_counts_once_against_the_limit(client, builder, 
     _, token, key = builder
     lean = LeanAgentClient(client, token)
     unknown = lean.post("claims", {"task": "NOPE", "paths": ["a.py"]})
-    assert unknown.route == "django" and unknown.status_code == 404
+    assert unknown.route == "django" and unknown.status_code == 403
     codes = [lean.post("claims", {"task": key, "paths": [f"{n}.py"]}).status_code for n in "ab"]
     assert codes == [201, 201]  # 1 + 2 calls: within three
     assert lean.post("claims", {"task": key, "paths": ["c.py"]}).status_code == 429

@@ -79,13 +79,6 @@ def test_too_many_calls_are_429_with_retry_after(as_agent, settings):
     cache.clear()
 
 
-def test_unknown_task_is_404(as_agent):
-    _, token = make_token_agent()
-    response = as_agent(token).post("journal", {"kind": "note", "body": "x", "task": "T-999"})
-    assert response.status_code == 404
-    assert response.json()["error"] == "not_found"
-
-
 def test_openapi_schema_lists_every_endpoint_with_its_errors(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert schema["openapi"].startswith("3.")
@@ -135,3 +128,55 @@ def test_a_path_under_the_api_that_names_no_route_is_a_json_404(client):
         assert response.status_code == 404
         assert response["Content-Type"].startswith("application/json")
         assert response.json()["error"] == "not_found"
+
+
+ID_ROUTES = [
+    ("delete", "claims/{}"),
+    ("get", "reviews/{}"),
+    ("post", "reviews/{}/findings"),
+    ("post", "inbox/{}/ack"),
+    ("post", "plans/{}/waves"),
+    ("post", "waves/{}/tasks"),
+]
+TOO_LARGE = ["9223372036854775808", "18446744073709551616", "9" * 30]
+
+
+@pytest.mark.parametrize("role", [Agent.BUILDER, Agent.REVIEWER, Agent.ORCHESTRATOR])
+@pytest.mark.parametrize(("method", "path"), ID_ROUTES)
+def test_an_id_past_the_databases_range_is_404_for_every_role(as_agent_any, role, method, path):
+    """An id no row can have is an unknown route (it reached SQLite as an
+    OverflowError: a 500)."""
+    _, token = make_token_agent(role)
+    for number in TOO_LARGE:
+        body = {} if method == "post" else None
+        response = as_agent_any(token).call(method, path.format(number), body)
+        assert response.status_code == 404, (number, response.content)
+        assert response.json()["error"] == "not_found"
+
+
+def test_an_id_past_the_range_on_a_page_is_404(client):
+    from ..conftest import make_user
+
+    client.force_login(make_user("lead-1", "lead"))
+    for number in TOO_LARGE:
+        response = client.post(f"/findings/{number}/verdict/", {"verdict": "accepted"})
+        assert response.status_code == 404
+
+
+def test_the_schema_bounds_path_ids_as_the_server_does(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    release = schema["paths"]["/api/v1/claims/{claim_id}"]["delete"]["parameters"][0]
+    assert release["schema"]["maximum"] == 2**63 - 1
+
+
+@pytest.mark.parametrize("raw", [b"[null, null]", b'"x"', b"42", b"null", b"[]", b"true"])
+@pytest.mark.parametrize("route", ["spend", "heartbeat"])
+def test_a_body_that_is_not_an_object_is_422(as_agent_any, raw, route):
+    agent, token = make_token_agent()
+    before = Event.objects.count()
+    response = as_agent_any(token).call("post", route, raw=raw)
+    assert response.status_code == 422, response.content
+    assert response.json()["error"] == "invalid"
+    agent.refresh_from_db()
+    assert agent.last_heartbeat_at is None and agent.tokens_used == 0
+    assert Event.objects.count() == before

@@ -50,6 +50,8 @@ ROUTES = [
     ("get", "reviews/{review}", None, {"reviewer"}),
     ("post", "reviews/{review}/findings", {"findings": []}, {"reviewer"}),
     ("post", "journal", {"kind": "note", "body": "hello"}, EVERYONE),
+    # On a task: only its holder (the entry becomes that task's boot digest).
+    ("post", "journal", {"kind": "next", "body": "do x", "task": "{task}"}, {"builder"}),
     ("get", "inbox", None, EVERYONE),
     ("post", "inbox/{message}/ack", {}, {"builder"}),
     ("post", "learnings", {"title": "t", "body": "b"}, EVERYONE),
@@ -57,7 +59,13 @@ ROUTES = [
         "post",
         "checks",
         {"name": "unit", "commit": SHA, "status": "passed", "task": "{task}"},
-        {"builder", "orchestrator"},
+        {"builder"},  # a check on a task moves its gates: its holder's alone
+    ),
+    (
+        "post",
+        "checks",
+        {"name": "lint", "commit": SHA, "status": "passed"},
+        {"builder", "other_builder", "orchestrator"},  # a repository's check, on no task
     ),
     ("post", "plans", {"name": "P", "slug": "p-new"}, {"orchestrator"}),
     ("post", "plans/{plan}/waves", {"name": "w"}, {"orchestrator"}),
