@@ -232,6 +232,8 @@ LOGGING = {
 }
 
 # Fleet behaviour.
+# How long an answer to a call made with an Idempotency-Key is kept for its retries.
+FLEET_IDEMPOTENCY_TTL = env_int("FLEET_IDEMPOTENCY_TTL", 24 * 3600)
 FLEET_HEARTBEAT_TTL = env_int("FLEET_HEARTBEAT_TTL", 120)  # seconds before an agent is stale
 FLEET_LEASE_TTL = env_int("FLEET_LEASE_TTL", 900)  # seconds a task lease lasts unrenewed
 FLEET_HEARTBEAT_INTERVAL = env_int("FLEET_HEARTBEAT_INTERVAL", 30)  # how often agents beat

@@ -11,6 +11,7 @@ from fleet import (
 )
 from fleet.api import api
 from fleet.api.errors import api_not_found, json_method_errors
+from fleet.api.idempotency import replayable
 from fleet.views.login import LoginView, throttled
 
 # The admin's sign-in is throttled like Fleet's own.
@@ -100,7 +101,7 @@ urlpatterns = [
             ]
         ),
     ),
-    path("api/v1/", json_method_errors(api.urls)),
+    path("api/v1/", replayable(json_method_errors(api.urls))),
     # Anything else under the API (an unknown route, an id that is not a number) is
     # the API's JSON 404, not a page.
     re_path(r"^api/", api_not_found),

@@ -102,6 +102,12 @@ def webhook_deliveries(now) -> int:
     return deliver(now)
 
 
+def replays(now) -> int:
+    from fleet.models import Replay
+
+    return Replay.objects.expired(now).delete()[0]
+
+
 def merged_worktrees(now) -> int:
     from fleet.merging import collect_merged
 
@@ -120,6 +126,7 @@ SWEEPS: list[tuple[str, Callable[[Any], int]]] = [
     ("merged_worktrees", merged_worktrees),
     ("waves", waves),
     ("webhooks", webhook_deliveries),
+    ("replays", replays),
 ]
 
 

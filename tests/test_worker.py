@@ -46,6 +46,7 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
         "merged_worktrees": 0,
         "waves": 0,
         "webhooks": 0,
+        "replays": 0,
     }
     task.refresh_from_db()
     agent.refresh_from_db()
@@ -66,6 +67,7 @@ def test_a_tick_expires_lapsed_leases_and_marks_silent_agents_stale(settings):
         "merged_worktrees": 0,
         "waves": 0,
         "webhooks": 0,
+        "replays": 0,
     }
 
 
@@ -85,6 +87,7 @@ def test_live_agents_and_leases_are_left_alone():
         "merged_worktrees": 0,
         "waves": 0,
         "webhooks": 0,
+        "replays": 0,
     }
     task.refresh_from_db()
     assert task.status == Task.ASSIGNED

@@ -42,6 +42,7 @@ from fleet.models import FileClaim, TransitionError, hash_token
 log = logging.getLogger("fleet.api")
 
 PATH = "/api/v1/heartbeat"
+IDEMPOTENCY_KEY = b"idempotency-key"  # (ASGI header names are lower case)
 BATCH_MAX = 500
 
 
@@ -92,8 +93,8 @@ class HeartbeatRoute:
     def _parse(self, scope, headers: dict[bytes, bytes], body: bytes) -> heartbeats.Pending | None:
         """A Pending beat, or None when Django should answer this request."""
         token = _bearer(scope, headers)
-        if token is None:
-            return None
+        if token is None or IDEMPOTENCY_KEY in headers:
+            return None  # a call that may be a retry: Django keeps and replays answers
         try:
             payload = HeartbeatIn.model_validate(json.loads(body))
         except Exception:  # not JSON, too deeply nested, invalid: Django answers it
@@ -213,7 +214,9 @@ class ClaimRoute:
         headers = dict(scope["headers"])
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         token = (
-            None if more or (limit is not None and len(body) > limit) else _bearer(scope, headers)
+            None
+            if more or (limit is not None and len(body) > limit) or IDEMPOTENCY_KEY in headers
+            else _bearer(scope, headers)
         )
         call = None
         if token is not None and release is not None:

@@ -7,7 +7,15 @@ Every transition checks, changes, saves with ``update_fields`` and appends an
 changes nothing.
 """
 
-from fleet.models.agents import Agent, AgentSession, JournalEntry, Learning, Message, hash_token
+from fleet.models.agents import (
+    Agent,
+    AgentSession,
+    JournalEntry,
+    Learning,
+    Message,
+    Replay,
+    hash_token,
+)
 from fleet.models.base import Event, StateMachine, TransitionError
 from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
 from fleet.models.spend import Budget, Caps, Checkpoint, ModelPrice, SpendEvent
@@ -28,6 +36,7 @@ __all__ = [
     "Message",
     "MergeRequest",
     "ModelPrice",
+    "Replay",
     "Plan",
     "Repository",
     "Review",

@@ -324,3 +324,29 @@ class Learning(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class ReplayQuerySet(models.QuerySet):
+    def expired(self, now):
+        return self.filter(created_at__lt=now - timedelta(seconds=settings.FLEET_IDEMPOTENCY_TTL))
+
+
+class Replay(models.Model):
+    """The first answer to an agent's call made with an ``Idempotency-Key``: a retry
+    with the same key (its response was lost) gets this answer again and changes
+    nothing. Kept ``FLEET_IDEMPOTENCY_TTL`` seconds."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="replays")
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path and body")
+    status = models.PositiveSmallIntegerField(default=0)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ReplayQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "key"], name="replay_agent_key")]
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.key}: {self.status}"
