@@ -13,11 +13,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from fleet import daphne_speedups  # noqa: E402
 from fleet.api.fastpath import ClaimRoute, HeartbeatRoute  # noqa: E402
+from fleet.origin import SameOriginValidator  # noqa: E402
 from fleet.routing import websocket_urlpatterns  # noqa: E402
 
 daphne_speedups.install()
@@ -32,8 +32,6 @@ if settings.FLEET_BENCH:
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

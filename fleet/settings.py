@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 import dj_database_url
@@ -36,7 +38,8 @@ def env_list(name: str, default: str) -> list[str]:
 
 DEBUG = env_bool("DEBUG", True)
 FLEET_DATA_DIR = Path(os.environ.get("FLEET_DATA_DIR") or BASE_DIR / "data").resolve()
-FLEET_DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Private: it holds the SQLite database (session keys), the dev secret key, tokens.
+FLEET_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
@@ -109,6 +112,26 @@ TEMPLATES = [
     },
 ]
 
+
+def _private_sqlite(name: str) -> None:
+    """The database holds session keys, so 0600, and SQLite gives its -wal and -shm
+    the database file's mode. It is created here (SQLite would create it 0644 under
+    the usual umask), and an older, group- or world-readable one is tightened."""
+    if name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    with contextlib.suppress(FileExistsError, FileNotFoundError, PermissionError):
+        # Missing directory or no permission: SQLite says so when it opens the file.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        file = path.with_name(path.name + suffix)
+        # Missing, or another user's file (its owner's Fleet tightens it): left alone.
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+
+
 # Database: SQLite in the data dir unless DATABASE_URL says otherwise.
 DATABASES = {
     "default": dj_database_url.parse(
@@ -126,6 +149,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(FLEET_DATA_DIR / "test-fleet.sqlite3")}
+    _private_sqlite(DATABASES["default"]["NAME"])
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # TCP keepalives both ways: a worker whose host died loses its session (and the
     # merge queue's advisory lock with it) within about a minute, not two hours.

@@ -51,7 +51,7 @@ def mark_stale_agents(now) -> int:
     count = 0
     for agent in Agent.objects.stale(now):
         try:
-            agent.mark_stale()
+            agent.mark_stale(now=now)
         except TransitionError:
             continue
         count += 1

@@ -12,13 +12,29 @@ from ninja.throttling import BaseThrottle
 from fleet import ratelimit
 from fleet.models import Agent, hash_token
 
+TOKEN_MAX = 200
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (django-ninja's
+    parsing), or None. Shared with the lean routes, so both read a header alike."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > TOKEN_MAX:
+        return None
+    return token
+
 
 class AgentToken(HttpBearer):
     """``Authorization: Bearer <token>``; the token's hash identifies the agent."""
 
+    def __call__(self, request: HttpRequest) -> Agent | None:
+        # Not django-ninja's own: under DEBUG it logs any header that is not
+        # "Bearer ..." whole, and a token sent as "Token x", bare or Basic is still
+        # a credential. Nothing here logs the header.
+        token = bearer_token(request.headers.get(self.header, ""))
+        return None if token is None else self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> Agent | None:
-        if not token or len(token) > 200:
-            return None
         agent = (
             Agent.objects.filter(token_hash=hash_token(token))
             .select_related("repository", "current_task")

@@ -35,6 +35,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.csp import build_policy
 
 from fleet import claimsql, correlation, dispatch, heartbeats, ratelimit
+from fleet.api.auth import bearer_token
 from fleet.api.schemas import ClaimIn, HeartbeatIn
 from fleet.middleware import transient
 from fleet.models import FileClaim, TransitionError, hash_token
@@ -158,12 +159,7 @@ def _bearer(scope, headers: dict[bytes, bytes]) -> str | None:
         return None
     if settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers):
         return None
-    # The same parsing as django-ninja's HttpBearer.
-    parts = headers.get(b"authorization", b"").decode("latin-1").split(" ")
-    token = " ".join(parts[1:])
-    if parts[0].lower() != "bearer" or not token or len(token) > 200:
-        return None
-    return token
+    return bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
 
 
 # --- claims ----------------------------------------------------------------------

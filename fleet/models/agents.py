@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from fleet.models.base import Event, StateMachine, TransitionError
@@ -26,11 +26,19 @@ def hash_token(token: str) -> str:
 
 class AgentQuerySet(models.QuerySet):
     def stale(self, now) -> AgentQuerySet:
-        """Agents that should be heartbeating but whose lease has lapsed."""
+        """Active agents with no sign of life for ``FLEET_HEARTBEAT_TTL``: no heartbeat,
+        no spawn (the row's creation) and no session started (spawn, boot) since then.
+        A spawned agent that has not booted yet is not stale, so its first calls are
+        served. Plain comparisons and NOT EXISTS, so NULLs mean the same on SQLite
+        and PostgreSQL (their GREATEST differ on NULL)."""
         cutoff = now - timedelta(seconds=settings.FLEET_HEARTBEAT_TTL)
-        return self.filter(
-            status__in=[Agent.IDLE, Agent.WORKING, Agent.REVIEWING, Agent.ROTATING],
-        ).filter(Q(last_heartbeat_at__lt=cutoff) | Q(last_heartbeat_at__isnull=True))
+        recent_session = AgentSession.objects.filter(agent=OuterRef("pk"), started_at__gte=cutoff)
+        return (
+            self.filter(status__in=[Agent.IDLE, Agent.WORKING, Agent.REVIEWING, Agent.ROTATING])
+            .filter(Q(last_heartbeat_at__lt=cutoff) | Q(last_heartbeat_at__isnull=True))
+            .filter(created_at__lt=cutoff)
+            .exclude(Exists(recent_session))
+        )
 
     def live(self) -> AgentQuerySet:
         return self.exclude(status__in=[Agent.STOPPED])
@@ -201,8 +209,15 @@ class Agent(StateMachine):
     def complete_rotation(self, *, by: Any = None) -> Event:
         return self._transition("complete_rotation", by=by, target=self._resting_status)
 
-    def mark_stale(self, *, by: Any = None) -> Event:
-        return self._transition("mark_stale", by=by, after=_release_claims)
+    def mark_stale(self, *, by: Any = None, now=None) -> Event:
+        """``now``: only if the agent is still silent as of then, read under its lock (a
+        heartbeat or boot may land between the sweep's read and this write)."""
+
+        def check(current: Agent) -> None:
+            if now is not None and not Agent.objects.stale(now).filter(pk=current.pk).exists():
+                raise TransitionError(f"{self.name} showed a sign of life", code="alive")
+
+        return self._transition("mark_stale", by=by, check=check, after=_release_claims)
 
     def revive(self, *, by: Any = None) -> Event:
         return self._transition("revive", by=by or self, target=self._resting_status)
