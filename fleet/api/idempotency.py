@@ -20,6 +20,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from fleet.api.auth import bearer_token
 from fleet.models import Agent, Replay, hash_token
 
 HEADER = "Idempotency-Key"
@@ -78,8 +79,8 @@ def _idempotent(view):
 
 
 def _caller(request: HttpRequest) -> Agent | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token or len(token) > 200:
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token is None:
         return None
     return Agent.objects.filter(token_hash=hash_token(token), token_revoked_at=None).first()
 
