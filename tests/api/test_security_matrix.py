@@ -60,6 +60,7 @@ ROUTES = [
         {"builder", "orchestrator"},
     ),
     ("post", "plans", {"name": "P", "slug": "p-new"}, {"orchestrator"}),
+    ("get", "plans/{plan}", None, {"orchestrator"}),
     ("post", "plans/{plan}/waves", {"name": "w"}, {"orchestrator"}),
     (
         "post",
