@@ -36,6 +36,8 @@ def cmd_heartbeat(args, client):
     beat = ops.heartbeat(
         client,
         context_pct=args.context,
+        tool_calls=args.tool_calls,
+        files_read=args.files_read,
         status_line=args.status,
         tokens_in=args.tokens_in,
         tokens_out=args.tokens_out,
@@ -90,6 +92,94 @@ def cmd_release(args, client):
 def cmd_submit(args, client):
     result = ops.submit(client, commit=args.commit, task=args.task)
     _print(args, result, f"{result['task']} submitted; review #{result['review_id']}")
+
+
+def cmd_check(args, client):
+    log = _read(args.log_file) if args.log_file else ""
+    result = ops.report_check(
+        client,
+        name=args.name,
+        status=args.status,
+        commit=args.commit,
+        task=args.task,
+        url=args.url,
+        log=log,
+    )
+    _print(args, result, f"check run #{result['id']} recorded")
+
+
+def cmd_review(args, client):
+    result = ops.review(client, review_id=args.id)
+    human = (
+        f"review #{result['id']} of {result['task']['key']} at {result['commit_sha'][:10]}"
+        f"\nSpec (v{result['task']['spec_version']}):\n{result['task']['spec']}"
+        f"\nChanged files:\n" + "\n".join(f"- {path}" for path in result["changed_files"])
+    )
+    for finding in result.get("accepted_findings", []):
+        human += f"\nStill open from {finding['commit_sha'][:10]}: {finding['title']}"
+    _print(args, result, human + "\n\n" + result["diff"])
+
+
+def cmd_findings(args, client):
+    try:
+        data = json.loads(_read(args.file))
+    except ValueError as exc:
+        raise FleetError(0, "bad_findings", f"{args.file} is not JSON: {exc}") from None
+    findings = data.get("findings") if isinstance(data, dict) else data
+    if not isinstance(findings, list):
+        raise FleetError(0, "bad_findings", 'a JSON list of findings (or {"findings": [...]})')
+    result = ops.post_findings(client, review_id=args.review, findings=findings)
+    _print(args, result, f"review #{result['id']} closed with {len(findings)} finding(s)")
+
+
+def cmd_draft_plan(args, client):
+    plan = ops.draft_plan(client, name=args.name, slug=args.slug, description=args.description)
+    _print(args, plan, f"plan #{plan['id']} {plan['slug']} drafted")
+
+
+def cmd_add_wave(args, client):
+    wave = ops.add_wave(client, plan_id=args.plan, name=args.name)
+    _print(args, wave, f"wave #{wave['id']} (number {wave['number']} of {wave['plan']}) drafted")
+
+
+def cmd_add_task(args, client):
+    task = ops.add_task(
+        client,
+        wave_id=args.wave,
+        key=args.key,
+        title=args.title,
+        repository=args.repository,
+        spec=_read(args.spec_file) if args.spec_file else args.spec,
+        kind=args.kind,
+        declared_paths=args.path,
+        read_only=args.read_only,
+    )
+    _print(args, task, f"task {task['key']} drafted ({task['status']})")
+
+
+def cmd_read_plan(args, client):
+    plan = ops.read_plan(client, plan_id=args.id)
+    lines = [f"plan #{plan['id']} {plan['name']} ({plan['slug']})"]
+    for wave in plan["waves"]:
+        lines.append(f"wave {wave['number']} {wave['name']} [{wave['status']}] #{wave['id']}")
+        lines.extend(f"  {t['key']} {t['title']} [{t['status']}]" for t in wave["tasks"])
+        for row in wave["matrix"]["rows"]:
+            lines.append(
+                f"  shared {row['path']}: {', '.join(row['tasks'])}"
+                f" ({row['strategy'] or 'unresolved'})"
+            )
+    _print(args, plan, "\n".join(lines))
+
+
+def _read(path: str) -> str:
+    """A file's text, or standard input for ``-``."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise FleetError(0, "unreadable", f"{path}: {exc.strerror}") from None
 
 
 def cmd_inbox(args, client):
@@ -147,6 +237,22 @@ def cmd_mcp(args, client):
     mcp_bridge.serve()
 
 
+def _bounded(low: int, high: int | None):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"{value} is not in {low}..{high}" if high is not None else f"{value} < {low}"
+            )
+        return value
+
+    parse.__name__ = "integer"  # what argparse calls a value it cannot parse
+    return parse
+
+
+percent, count = _bounded(0, 100), _bounded(0, None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fleet.agent", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -155,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("boot", help="start a session: identity, task, journal, inbox")
     p = sub.add_parser("heartbeat", help="report liveness, context and spend; read directives")
-    p.add_argument("--context", type=int, required=True, help="context used, percent")
+    p.add_argument(
+        "--context", type=percent, help="context used, percent (else estimated from the proxies)"
+    )
+    p.add_argument("--tool-calls", type=count, help="tool calls this session so far")
+    p.add_argument("--files-read", type=count, help="files read this session so far")
     p.add_argument("--status", default="", help="one-line status")
     p.add_argument("--tokens-in", type=int, default=0)
     p.add_argument("--tokens-out", type=int, default=0)
@@ -175,6 +285,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="hand in your task's commit (default: HEAD)")
     p.add_argument("--commit")
     p.add_argument("--task")
+    p = sub.add_parser("check", help="report a check run (default commit: your worktree's HEAD)")
+    p.add_argument("name", help="e.g. unit, lint")
+    p.add_argument("status", choices=["pending", "running", "passed", "failed", "error"])
+    p.add_argument("--commit")
+    p.add_argument("--task")
+    p.add_argument("--url", default="")
+    p.add_argument("--log-file", help="the run's log (- for stdin)")
+    p = sub.add_parser("review", help="a review's spec, merge-base diff and changed files")
+    p.add_argument("id", type=int, nargs="?", help="default: the review you took last")
+    p = sub.add_parser("findings", help="post findings and close the review")
+    p.add_argument("file", help="JSON list of findings (- for stdin; [] for none)")
+    p.add_argument("--review", type=int, help="default: the review you took last")
+    p = sub.add_parser("draft-plan", help="draft a plan (orchestrator)")
+    p.add_argument("name")
+    p.add_argument("slug")
+    p.add_argument("--description", default="")
+    p = sub.add_parser("add-wave", help="add the next wave to a plan (orchestrator)")
+    p.add_argument("plan", type=int, help="the plan's id")
+    p.add_argument("--name", default="")
+    p = sub.add_parser("add-task", help="add a task to a draft wave (orchestrator)")
+    p.add_argument("wave", type=int, help="the wave's id")
+    p.add_argument("key", help="e.g. T-12")
+    p.add_argument("title")
+    p.add_argument("--repository", required=True, help="the repository's slug")
+    p.add_argument("--spec", default="", help="requirements and acceptance criteria")
+    p.add_argument("--spec-file", help="the spec from a file (- for stdin)")
+    p.add_argument("--kind", default="feat")
+    p.add_argument("--path", action="append", default=[], help="a path it changes (repeat)")
+    p.add_argument("--read-only", action="store_true")
+    p = sub.add_parser("read-plan", help="a plan, its waves, tasks and shared-file matrix")
+    p.add_argument("id", type=int)
     p = sub.add_parser("inbox", help="unread messages")
     p.add_argument("--all", action="store_true")
     p = sub.add_parser("ack", help="acknowledge a message")
@@ -207,6 +348,13 @@ COMMANDS = {
     "inbox": cmd_inbox,
     "ack": cmd_ack,
     "learn": cmd_learn,
+    "check": cmd_check,
+    "review": cmd_review,
+    "findings": cmd_findings,
+    "draft-plan": cmd_draft_plan,
+    "add-wave": cmd_add_wave,
+    "add-task": cmd_add_task,
+    "read-plan": cmd_read_plan,
     "watch": cmd_watch,
     "hook": cmd_hook,
     "mcp": cmd_mcp,

@@ -2,6 +2,9 @@
 
 Network errors, 5xx and 429 are retried with exponential backoff (429 and 503
 honour Retry-After); anything else raises ``FleetError`` with Fleet's error code.
+Every call that changes something carries an ``Idempotency-Key``, one per logical
+call and the same on each of its retries: a retry after a lost response is then
+replayed by Fleet (the first answer, nothing done twice).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,10 +104,16 @@ class Client:
             timeout,
         )
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
+    ) -> Any:
+        """One logical call, retried as the module says. A call other than GET sends
+        ``idempotency_key`` (a fresh one when not given) on every try."""
         url = f"{self.identity.url}/api/v1/{path.lstrip('/')}"
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Authorization": f"Bearer {self.identity.token}", "Accept": "application/json"}
+        if method != "GET":
+            headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         if data is not None:
             headers["Content-Type"] = "application/json"
         delay = self.backoff
@@ -141,11 +151,13 @@ class Client:
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.call("POST", path, body if body is not None else {})
+    def post(self, path: str, body: Any = None, *, idempotency_key: str | None = None) -> Any:
+        return self.call(
+            "POST", path, body if body is not None else {}, idempotency_key=idempotency_key
+        )
 
-    def delete(self, path: str) -> Any:
-        return self.call("DELETE", path)
+    def delete(self, path: str, *, idempotency_key: str | None = None) -> Any:
+        return self.call("DELETE", path, idempotency_key=idempotency_key)
 
 
 def _json_or_text(raw: bytes) -> Any:

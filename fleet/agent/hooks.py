@@ -1,6 +1,7 @@
 """Claude Code hooks: ``python -m fleet.agent hook EVENT`` with the hook JSON on stdin.
 
-- SessionStart: boot, and print the session summary (Claude Code adds it to context).
+- SessionStart: boot, and print the session summary with the loop of the agent's role
+  (Claude Code adds it to context).
 - PostToolUse: heartbeat (context use estimated from the transcript's size) and hand
   the model unread messages, a rotation notice at 60%, or a stop when the budget is spent.
 - Stop: write a journal note so the next session knows where this one ended.

@@ -76,6 +76,66 @@ class TaskIn(Schema):
         return paths
 
 
+class MatrixRowOut(Schema):
+    path: str
+    repository: str | None
+    strategy: str = Field(..., description='"" while unresolved: owner, sequence or contract')
+    owner_task: str | None
+    tasks: list[str] = Field(..., description="the tasks declaring the path")
+    cells: list[str] = Field(
+        ..., description='one per column: "", declares, owns, reads, hands off, keeps, moved'
+    )
+
+
+class MatrixOut(Schema):
+    columns: list[str] = Field(
+        ..., description="task keys: the wave's own, then tasks running in other waves"
+    )
+    rows: list[MatrixRowOut]
+    unresolved: int
+
+
+class WaveDetailOut(WaveOut):
+    tasks: list[TaskOut]
+    matrix: MatrixOut
+
+    @staticmethod
+    def resolve_tasks(wave: Wave) -> list:
+        return list(wave.tasks.select_related("repository").order_by("key"))
+
+    @staticmethod
+    def resolve_matrix(wave: Wave) -> dict:
+        return _matrix(wave)
+
+
+class PlanDetailOut(PlanOut):
+    waves: list[WaveDetailOut]
+
+    @staticmethod
+    def resolve_waves(plan: Plan) -> list:
+        return list(plan.waves.select_related("plan", "drafted_by").order_by("number"))
+
+
+def _matrix(wave: Wave) -> dict:
+    planning.sync_shared(wave)  # as the wave page does: the matrix a lead would see
+    found = planning.matrix(wave)
+    return {
+        "columns": [t.key for t in found.columns],
+        "rows": [
+            {
+                "path": row.shared.path,
+                "repository": row.shared.repository.slug if row.shared.repository else None,
+                "strategy": row.shared.strategy,
+                "owner_task": row.shared.owner_task.key if row.shared.owner_task else None,
+                "tasks": [t.key for t in row.members],
+                "cells": row.cells,
+            }
+            for row in found.rows
+        ],
+        "unresolved": found.unresolved,
+    }
+
+
 def _orchestrator(request: HttpRequest) -> Agent:
     agent = request.auth
     dispatch.require_role(agent, Agent.ORCHESTRATOR, action="draft plans")
@@ -95,6 +155,14 @@ def create_plan(request: HttpRequest, payload: PlanIn):
         plan.save()
         Event.objects.record("plan.create", by=agent, plan=plan)
     return Status(201, plan)
+
+
+@router.get("plans/{id:plan_id}", response={200: PlanDetailOut, **ERRORS}, summary="Read a plan")
+def read_plan(request: HttpRequest, plan_id: Id):
+    """The plan, its waves in order with their tasks, and each wave's shared-file matrix
+    (the paths several tasks declare, and how a lead resolved each)."""
+    _orchestrator(request)
+    return get_object_or_404(Plan.objects.select_related("drafted_by"), pk=plan_id)
 
 
 @router.post("plans/{id:plan_id}/waves", response={201: WaveOut, **ERRORS}, summary="Add a wave")

@@ -118,3 +118,55 @@ def test_no_agent_approves_a_wave(as_agent, olly):
 
     paths = api.get_openapi_schema()["paths"]
     assert not [p for p in paths if "approve" in p]
+
+
+def test_an_orchestrator_reads_a_plan_with_its_waves_tasks_and_shared_file_matrix(as_agent, olly):
+    _, token = olly
+    make_repository(slug="shop")
+    plan = draft_plan(as_agent, token)
+    first = as_agent(token).post(f"plans/{plan['id']}/waves", {"name": "Foundation"}).json()
+    as_agent(token).post(f"plans/{plan['id']}/waves", {"name": "Polish"})
+    for key in ("T-1", "T-2"):
+        as_agent(token).post(
+            f"waves/{first['id']}/tasks",
+            {
+                "key": key,
+                "title": f"Task {key}",
+                "repository": "shop",
+                "declared_paths": ["config/settings.py", f"src/{key}.py"],
+            },
+        )
+    response = as_agent(token).get(f"plans/{plan['id']}")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["id"], body["slug"], body["drafted_by"]) == (plan["id"], "sprint-9", "olly")
+    one, two = body["waves"]
+    assert (one["number"], one["name"], two["name"]) == (1, "Foundation", "Polish")
+    assert [t["key"] for t in one["tasks"]] == ["T-1", "T-2"] and two["tasks"] == []
+    assert one["tasks"][0]["declared_paths"] == ["config/settings.py", "src/T-1.py"]
+    matrix = one["matrix"]
+    assert matrix["columns"] == ["T-1", "T-2"] and matrix["unresolved"] == 1
+    (row,) = matrix["rows"]
+    assert row == {
+        "path": "config/settings.py",
+        "repository": "shop",
+        "strategy": "",
+        "owner_task": None,
+        "tasks": ["T-1", "T-2"],
+        "cells": ["declares", "declares"],
+    }
+    assert two["matrix"] == {"columns": [], "rows": [], "unresolved": 0}
+
+
+@pytest.mark.parametrize("role", [Agent.BUILDER, Agent.REVIEWER])
+def test_only_orchestrators_read_plans(as_agent, role):
+    plan = Plan.objects.create(name="P", slug="p")
+    _, token = make_token_agent(role)
+    response = as_agent(token).get(f"plans/{plan.pk}")
+    assert response.status_code == 403 and response.json()["error"] == "role"
+
+
+def test_an_unknown_plan_is_404(as_agent, olly):
+    _, token = olly
+    response = as_agent(token).get("plans/999")
+    assert response.status_code == 404 and response.json()["error"] == "not_found"

@@ -68,6 +68,7 @@ ROUTES = [
         {"builder", "other_builder", "orchestrator"},  # a repository's check, on no task
     ),
     ("post", "plans", {"name": "P", "slug": "p-new"}, {"orchestrator"}),
+    ("get", "plans/{plan}", None, {"orchestrator"}),
     ("post", "plans/{plan}/waves", {"name": "w"}, {"orchestrator"}),
     (
         "post",
