@@ -43,7 +43,7 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(Invalid)
     def invalid_draft(request, exc: Invalid):
-        return respond(request, 422, "invalid", exc.errors)
+        return respond(request, exc.status, exc.code, exc.errors)
 
     @api.exception_handler(AuthenticationError)
     def unauthorized(request, exc: AuthenticationError):

@@ -5,6 +5,8 @@ validated exactly like a lead's; a refused draft changes nothing."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from django import forms
 from django.db import transaction
 from django.http import HttpRequest
@@ -13,28 +15,37 @@ from ninja import Field, Router, Schema, Status
 from pydantic import field_validator
 
 from fleet import dispatch, planning
-from fleet.api.schemas import ErrorOut, Id, TaskOut, Text
+from fleet.api.schemas import NOT_BLANK, ErrorOut, Id, TaskOut, Text
 from fleet.forms import PlanForm, TaskForm, WaveForm
-from fleet.models import Agent, Event, Plan, Wave
+from fleet.models import Agent, Event, Plan, Task, Wave
 
 router = Router(tags=["planning"])
 ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429, 503), ErrorOut)
 
 
 class Invalid(Exception):
-    """A draft the planner's forms refused (the API's 422, with the form's errors)."""
+    """A draft the planner's forms refused, with the form's errors: 422, or what the
+    refusal is about when the draft's shape is fine: 409 for a slug or key already
+    taken, 404 for a repository that does not exist."""
 
     def __init__(self, form: forms.BaseForm) -> None:
         super().__init__("invalid draft")
-        self.errors = {
-            field: [e["message"] for e in errors]
-            for field, errors in form.errors.get_json_data().items()
-        }
+        data = form.errors.get_json_data()
+        self.errors = {field: [e["message"] for e in errors] for field, errors in data.items()}
+        codes = {e["code"] for errors in data.values() for e in errors}
+        self.status, self.code = 422, "invalid"
+        if codes == {"unique"}:
+            self.status, self.code = 409, "exists"
+        elif codes == {"invalid_choice"} and set(data) == {"repository"}:
+            self.status, self.code = 404, "not_found"
+
+
+SLUG = r"^[a-z0-9][a-z0-9-]*$"
 
 
 class PlanIn(Schema):
-    name: Text = Field(..., max_length=200)
-    slug: Text = Field(..., max_length=60)
+    name: Text = Field(..., max_length=200, pattern=NOT_BLANK)
+    slug: Text = Field(..., max_length=60, pattern=SLUG, description="unique: 409 if taken")
     description: Text = ""
 
 
@@ -60,11 +71,15 @@ class WaveOut(Schema):
 
 
 class TaskIn(Schema):
-    key: Text = Field(..., max_length=20, description="e.g. T-12")
-    kind: Text = "feat"
-    title: Text = Field(..., max_length=200)
+    key: Text = Field(
+        ..., max_length=20, pattern=r"^[A-Z][A-Z0-9]*-[0-9]+$", description="e.g. T-12; unique"
+    )
+    kind: Literal[tuple(Task.KINDS)] = "feat"  # type: ignore[valid-type]
+    title: Text = Field(..., max_length=200, pattern=NOT_BLANK)
     spec: Text = Field("", description="requirements and acceptance criteria")
-    repository: Text = Field(..., max_length=60, description="the repository's slug")
+    repository: Text = Field(
+        ..., max_length=60, pattern=SLUG, description="the repository's slug (404 if none)"
+    )
     declared_paths: list[Text] = Field(default_factory=list, max_length=500)
     read_only: bool = False
 

@@ -22,8 +22,24 @@ def _no_nul(value: str) -> str:
     return value
 
 
+NO_NUL = r"^[^\x00]*$"
+# Some non-blank character, and no NUL (Django's forms strip and require a value).
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+class _SaysNoNul:
+    """States the rule in the OpenAPI schema too (where the field has no pattern of
+    its own), so a client generated from the schema never sends a NUL."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        if schema.get("type") == "string":
+            schema.setdefault("pattern", NO_NUL)
+        return schema
+
+
 # Text from agents: no NUL characters (PostgreSQL cannot store them in text columns).
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_no_nul), _SaysNoNul()]
 
 
 class ErrorOut(Schema):
@@ -232,14 +248,20 @@ class CheckIn(Schema):
     commit: Text = Field(..., pattern=SHA)
     status: Literal["pending", "running", "passed", "failed", "error"]
     task: Text | None = Field(None, max_length=20)
-    url: Text = Field("", max_length=200, pattern=r"^(https?://\S+)?$")
+    url: Text = Field("", max_length=200, pattern=r"^(https?://[^\s\x00]+)?$")
     log: Text = Field("", max_length=100_000)
 
 
 class FindingIn(Schema):
     path: Text = Field(..., min_length=1, max_length=500)
     line_start: int | None = Field(None, ge=1, le=10_000_000)
-    line_end: int | None = Field(None, ge=1, le=10_000_000)
+    line_end: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="the range's last line; alone, the one line; before line_start, the"
+        " range is read the other way round",
+    )
     severity: Literal["info", "minor", "major", "critical"]
     title: Text = Field(..., min_length=1, max_length=200)
     body: Text = Field("", max_length=20_000)
@@ -252,10 +274,13 @@ class FindingIn(Schema):
 
     @model_validator(mode="after")
     def line_range(self) -> FindingIn:
-        if self.line_end is not None and (
-            self.line_start is None or self.line_end < self.line_start
-        ):
-            raise ValueError("line_end needs a line_start at or before it")
+        # Every pair of lines is a range (the schema cannot say "end after start", so
+        # the server refuses none): an end alone is that line, a reversed one turned.
+        if self.line_end is not None:
+            if self.line_start is None:
+                self.line_start = self.line_end
+            elif self.line_end < self.line_start:
+                self.line_start, self.line_end = self.line_end, self.line_start
         return self
 
 

@@ -107,9 +107,9 @@ def test_a_paused_agent_past_its_lease_is_fenced_off(tmp_path):
     assert beats[-1] == "409 stale_lease"
     late = lines[-1]
     assert late["claim"] == "409 lease_lost" and late["submit"] == "409 lease_lost"
-    # The journal takes no epoch: a late note from the old holder is kept for the new
-    # one to read (it changes no state of the task).
-    assert late["journal"] == "ok"
+    # Only the task's holder journals on it (its entries are the holder's boot digest):
+    # the old holder's late note is refused like its claim and submit.
+    assert late["journal"] == "409 lease_lost"
     task.refresh_from_db()
     assert task.assignee == bob and task.status in Task.LEASED_STATES and not task.head_sha
     assigned = Event.objects.filter(kind="task.assign", task=task)

@@ -251,11 +251,7 @@ def test_findings_close_the_review_and_only_its_reviewer_may_post(as_agent, read
     }
     assert as_agent(sam_token).post(f"reviews/{review_id}/findings", findings).status_code == 403
     assert as_agent(token).post(f"reviews/{review_id}/findings", findings).status_code == 403
-    bad = {
-        "findings": [
-            {"path": "a", "line_start": 9, "line_end": 2, "severity": "minor", "title": "t"}
-        ]
-    }
+    bad = {"findings": [{"path": "a", "line_start": 0, "severity": "minor", "title": "t"}]}
     assert as_agent(rex_token).post(f"reviews/{review_id}/findings", bad).status_code == 422
     response = as_agent(rex_token).post(f"reviews/{review_id}/findings", findings)
     assert response.status_code == 200
@@ -335,3 +331,26 @@ def test_a_heartbeat_past_the_rotation_line_rotates_and_the_next_boot_completes_
     assert AgentSession.objects.get(pk=first).end_reason == "rotated"
     agent.refresh_from_db()
     assert agent.status == Agent.WORKING
+
+
+@pytest.mark.parametrize(
+    ("lines", "stored"),
+    [
+        ({"line_start": 4}, (4, None)),
+        ({"line_end": 7}, (7, 7)),
+        ({"line_start": 9, "line_end": 2}, (2, 9)),
+    ],
+)
+def test_every_pair_of_lines_a_schema_allows_is_a_range(as_agent, ready_tasks, lines, stored):
+    """The schema cannot say "line_end after line_start", so the server refuses no
+    pair: an end alone is that line, a reversed range is turned round."""
+    _, token = make_token_agent()
+    key = take_task(as_agent, token)["task"]["key"]
+    review_id = submit(as_agent, token, key).json()["review_id"]
+    _, rex_token = make_token_agent(Agent.REVIEWER)
+    take_task(as_agent, rex_token)
+    finding = {"path": "a.py", "severity": "minor", "title": "t", **lines}
+    response = as_agent(rex_token).post(f"reviews/{review_id}/findings", {"findings": [finding]})
+    assert response.status_code == 200, response.content
+    found = Finding.objects.get(review_id=review_id)
+    assert (found.line_start, found.line_end) == stored

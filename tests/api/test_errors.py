@@ -180,3 +180,37 @@ def test_a_body_that_is_not_an_object_is_422(as_agent_any, raw, route):
     agent.refresh_from_db()
     assert agent.last_heartbeat_at is None and agent.tokens_used == 0
     assert Event.objects.count() == before
+
+
+def _string_schemas(node, where=""):
+    """Every string schema under a request body's schema, with where it is."""
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            yield where, node
+        for key, value in node.items():
+            yield from _string_schemas(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _string_schemas(value, f"{where}/{i}")
+
+
+def test_the_schema_says_no_string_an_agent_sends_may_hold_a_nul(client):
+    """The server refuses NUL characters in every text field (PostgreSQL cannot store
+    them): the schema says so, so a client built from it never sends one."""
+    import re
+
+    schema = client.get("/api/v1/openapi.json").json()
+    inputs = {
+        name: body for name, body in schema["components"]["schemas"].items() if name.endswith("In")
+    }
+    assert {"JournalIn", "FindingIn", "ClaimIn", "CheckIn", "TaskIn", "PlanIn"} <= set(inputs)
+    checked = 0
+    for name, body in inputs.items():
+        for where, string in _string_schemas(body, name):
+            if "enum" in string or string.get("format") == "date-time":
+                continue
+            pattern = string.get("pattern")
+            assert pattern, f"{where} states no pattern"
+            assert not re.search(pattern, "a\x00b"), f"{where} allows a NUL"
+            checked += 1
+    assert checked > 20

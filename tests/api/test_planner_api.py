@@ -69,15 +69,35 @@ def test_drafts_are_validated_like_the_forms(as_agent, olly):
         "declared_paths": ["../etc/passwd"],
     }
     response = as_agent(token).post(f"waves/{wave['id']}/tasks", bad)
+    assert response.status_code == 422 and response.json()["error"] == "invalid"
+    named = {item["loc"][-1] for item in response.json()["detail"]}
+    assert {"key", "kind"} <= named
+    good = {"key": "T-1", "title": "x", "repository": "shop"}
+    response = as_agent(token).post(
+        f"waves/{wave['id']}/tasks", {**good, "declared_paths": ["../etc/passwd"]}
+    )
     assert response.status_code == 422
-    detail = response.json()["detail"]
-    assert response.json()["error"] == "invalid"
-    assert set(detail) == {"key", "repository", "kind", "declared_paths"}
-    assert "outside the repository" in detail["declared_paths"][0]
+    assert "outside the repository" in str(response.json()["detail"])
     assert not Task.objects.exists()
-    assert as_agent(token).post("plans", {"name": "Again", "slug": plan["slug"]}).status_code == 422
     assert as_agent(token).post("plans", {"name": "x", "slug": "Bad Slug"}).status_code == 422
+    assert as_agent(token).post("plans", {"name": "  ", "slug": "blank"}).status_code == 422
     assert Plan.objects.count() == 1
+
+
+def test_what_is_taken_or_missing_is_409_or_404_not_a_shape_error(as_agent, olly):
+    """A draft the schema allows is refused only for the state of things: a slug or
+    key already taken (409), a repository that does not exist (404)."""
+    _, token = olly
+    make_repository(slug="shop")
+    plan = draft_plan(as_agent, token)
+    again = as_agent(token).post("plans", {"name": "Again", "slug": plan["slug"]})
+    assert again.status_code == 409 and again.json()["error"] == "exists"
+    assert "slug" in again.json()["detail"]
+    wave = as_agent(token).post(f"plans/{plan['id']}/waves", {}).json()
+    nowhere = {"key": "T-1", "title": "x", "repository": "nowhere"}
+    missing = as_agent(token).post(f"waves/{wave['id']}/tasks", nowhere)
+    assert missing.status_code == 404 and "repository" in missing.json()["detail"]
+    assert Plan.objects.count() == 1 and not Task.objects.exists()
 
 
 def test_a_duplicate_task_key_and_an_approved_wave_are_refused(as_agent, olly):
@@ -88,7 +108,7 @@ def test_a_duplicate_task_key_and_an_approved_wave_are_refused(as_agent, olly):
     task = {"key": "T-1", "title": "x", "repository": "shop"}
     assert as_agent(token).post(f"waves/{wave['id']}/tasks", task).status_code == 201
     response = as_agent(token).post(f"waves/{wave['id']}/tasks", task)
-    assert response.status_code == 422 and "key" in response.json()["detail"]
+    assert response.status_code == 409 and "key" in response.json()["detail"]
     Wave.objects.filter(pk=wave["id"]).update(status=Wave.APPROVED)
     response = as_agent(token).post(f"waves/{wave['id']}/tasks", {**task, "key": "T-2"})
     assert response.status_code == 409 and response.json()["error"] == "wave_not_draft"

@@ -31,10 +31,17 @@ for role in ("builder", "reviewer", "orchestrator"):
 # Zero 5xx, and every answer as the schema says (body, status, content type). The
 # stateful phase follows the schema's links: boot → work/next → heartbeat, claim,
 # journal, submit (and a review → its findings; a plan → a wave → a task).
+# And the schema says everything the server enforces: a request the schema allows
+# is never refused for its shape (400/422). It may be refused for who asks (401,
+# 403), what is not there (404) or the state things are in (409).
 CHECKS = (
     "not_a_server_error,response_schema_conformance,status_code_conformance,"
-    "content_type_conformance"
+    "content_type_conformance,positive_data_acceptance"
 )
+CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2XX", "401", "403", "404", "409"]
+"""
 
 
 def test_no_generated_request_gets_a_server_error(tmp_path):
@@ -55,6 +62,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path):
         text=True,
     )
     tokens = dict(line.split() for line in seeded.stdout.splitlines() if line.count(" ") == 1)
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
     server = Server(free_port(), tmp_path, db_url=db_url).start()
     try:
         for role in ("builder", "reviewer", "orchestrator"):
@@ -63,6 +71,8 @@ def test_no_generated_request_gets_a_server_error(tmp_path):
                     sys.executable,
                     "-m",
                     "schemathesis.cli",
+                    "--config-file",
+                    str(tmp_path / "schemathesis.toml"),
                     "run",
                     f"{server.url}/api/v1/openapi.json",
                     "--header",
