@@ -10,11 +10,10 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
-from pydantic import field_validator
 
 from fleet import dispatch, planning
-from fleet.api.schemas import ErrorOut, TaskOut, Text
-from fleet.forms import PlanForm, TaskForm, WaveForm
+from fleet.api.schemas import ErrorOut, TaskOut, Text, path_type
+from fleet.forms import DECLARED_PATTERN, PlanForm, TaskForm, WaveForm
 from fleet.models import Agent, Event, Plan, Wave
 
 router = Router(tags=["planning"])
@@ -59,21 +58,25 @@ class WaveOut(Schema):
     drafted_by: str | None = Field(None, alias="drafted_by.name")
 
 
+# Checked by the form (as a lead's draft is, every field's errors at once); the
+# schema states its rules.
+DeclaredPath = path_type(
+    None,
+    pattern=DECLARED_PATTERN,
+    description="a file, a directory (ending in /) or a glob (src/**/*.py), relative to"
+    " the repository root, in its one spelling (the server also takes ./src//*.py for"
+    " src/*.py)",
+)
+
+
 class TaskIn(Schema):
     key: Text = Field(..., max_length=20, description="e.g. T-12")
     kind: Text = "feat"
     title: Text = Field(..., max_length=200)
     spec: Text = Field("", description="requirements and acceptance criteria")
     repository: Text = Field(..., max_length=60, description="the repository's slug")
-    declared_paths: list[Text] = Field(default_factory=list, max_length=500)
+    declared_paths: list[DeclaredPath] = Field(default_factory=list, max_length=500)
     read_only: bool = False
-
-    @field_validator("declared_paths")
-    @classmethod
-    def one_line_each(cls, paths: list[str]) -> list[str]:
-        if any("\n" in p or "\r" in p for p in paths):
-            raise ValueError("a declared path is one line")
-        return paths
 
 
 def _orchestrator(request: HttpRequest) -> Agent:
@@ -115,9 +118,7 @@ def create_task(request: HttpRequest, wave_id: int, payload: TaskIn):
     show in the wave's matrix for the lead."""
     agent = _orchestrator(request)
     wave = get_object_or_404(Wave, pk=wave_id)
-    data = payload.dict()
-    data["declared_paths"] = "\n".join(data["declared_paths"])
-    form = TaskForm(data=data)
+    form = TaskForm(data=payload.dict())
     if not form.is_valid():
         raise Invalid(form)
     task = planning.add_task(form.save(commit=False), wave, by=agent, drafted_by=agent)
