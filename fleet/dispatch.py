@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from fleet import budgets, claimsql, heartbeats, planning, spawn
+from fleet.git import paths as repo_paths
 from fleet.git import repo as gitrepo
 from fleet.git.errors import GitError
 from fleet.heartbeats import Beat
@@ -455,7 +456,11 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
 
 def claim(agent: Agent, *, task: Task, paths: list[str], mode: str) -> list[FileClaim]:
     """Claim file paths for a task under a lease the agent's heartbeats renew; 409
-    names the current holder, or the task a planning decision gave the path to."""
+    names the current holder, or the task a planning decision gave the path to.
+    Each path is taken in its one spelling (``./a//b.py`` is ``a/b.py``), so another
+    spelling of a held path is that path; ``PathRefused`` for one that names no file
+    (the API refuses those with a 422 before they get here)."""
+    paths = [repo_paths.canonical(path) for path in paths]
     require_role(agent, Agent.BUILDER, action="claim files")
     require_own_task(agent, task, action="claim files for it")
     if task.status not in Task.LEASED_STATES:

@@ -9,32 +9,58 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from fleet.git import paths
 from fleet.models import Budget, Plan, Repository, SharedFile, Task, Wave
 
 MAX_DECLARED = 500
 
 
+# A declared path as the API's schema publishes it: a canonical glob (see
+# fleet.git.paths) that does not start with "#" (see declared_path).
+DECLARED_PATTERN = "^(?!#)" + paths.GLOB_PATTERN.removeprefix("^")
+
+
+def declared_path(path: str) -> str:
+    """A declared path's one spelling (a file, a directory or a glob), or
+    ``PathRefused``. The form reads a line starting with ``#`` as a comment, so a
+    path spelled that way would vanish the next time the task is edited: refused."""
+    path = paths.canonical(path, glob=True)
+    if path.startswith("#"):
+        raise paths.PathRefused(f"{path!r} starts with #, which the planner reads as a comment")
+    return path
+
+
 def clean_declared(value: str | list) -> list[str]:
-    """One glob per line (or a list), relative to the repository root, no ``..``."""
-    lines = value if isinstance(value, list) else str(value).splitlines()
+    """Declared paths, each in its one spelling (``declared_path``), repeats dropped:
+    a page's text one per line (blank lines and ``#`` comments skipped, each line
+    stripped), or an API draft's list taken item by item as it is."""
+    typed = not isinstance(value, list)
+    items = str(value).splitlines() if typed else value
     out: list[str] = []
-    for raw in lines:
-        if not isinstance(raw, str):
+    for item in items:
+        if not isinstance(item, str):
             raise forms.ValidationError("Each declared path is a string.")
-        path = raw.strip()
-        if not path or path.startswith("#"):
-            continue
-        if "\x00" in path or len(path) > 500:
-            raise forms.ValidationError(f"{path[:60]!r} is not a usable path.")
-        if path.startswith("/") or path.startswith("~") or ".." in path.split("/"):
-            raise forms.ValidationError(
-                f"{path} reaches outside the repository: use a path relative to its root."
-            )
+        if typed:
+            item = item.strip()
+            if not item or item.startswith("#"):
+                continue
+        try:
+            path = declared_path(item)
+        except paths.PathRefused as exc:
+            raise forms.ValidationError(f"{exc}.") from None
         if path not in out:
             out.append(path)
     if len(out) > MAX_DECLARED:
         raise forms.ValidationError(f"At most {MAX_DECLARED} declared paths per task.")
     return out
+
+
+class DeclaredPathsField(forms.CharField):
+    """The page's textarea (one path per line), or the API draft's list kept a list:
+    joined into lines, a path holding a line separator would become two paths."""
+
+    def to_python(self, value):
+        return list(value) if isinstance(value, list | tuple) else super().to_python(value)
 
 
 class PlanForm(forms.ModelForm):
@@ -55,7 +81,7 @@ class TaskForm(forms.ModelForm):
     repository = forms.ModelChoiceField(
         Repository.objects.order_by("name"), to_field_name="slug", empty_label=None
     )
-    declared_paths = forms.CharField(
+    declared_paths = DeclaredPathsField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
         help_text="One path or glob per line, relative to the repository root "

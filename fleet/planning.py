@@ -99,6 +99,16 @@ class Overlap:
     tasks: list[Task]
 
 
+def _spelled(declared: str) -> str:
+    """A stored declared path in its one spelling. Paths stored before they were
+    canonicalized on the way in are compared by it too; one that names no path at
+    all (none can be stored now) is compared as it was, a literal."""
+    try:
+        return globs.canonical(declared.strip().lstrip("/"), glob=True)
+    except globs.PathRefused:
+        return declared.strip().lstrip("/")
+
+
 def _expansions(
     tasks: list[Task], files: tuple[str, ...], file_set: frozenset[str] | None = None
 ) -> dict[int, set[str]]:
@@ -106,7 +116,7 @@ def _expansions(
     literal any of these tasks declares, so a new file declared by one task is
     caught by another task's glob. A glob that matches nothing stands for itself
     (two tasks declaring ``new/**`` still collide)."""
-    clean = {raw: raw.strip().lstrip("/") for t in tasks for raw in t.declared_paths or []}
+    clean = {raw: _spelled(raw) for t in tasks for raw in t.declared_paths or []}
     pattern_of = {raw: p for raw, p in clean.items() if globs.is_glob(p)}
     literals = {p for raw, p in clean.items() if raw not in pattern_of}
     known = file_set if file_set is not None else frozenset(files)
@@ -742,7 +752,7 @@ def dispatched(task: Task, *, by: Any) -> None:
 def claim_refusals(task: Task, paths: list[str], mode: str) -> list[str]:
     """Why planning decisions forbid these claims: an owned path is another task's
     (no claim at all); a contract path may only be claimed to read."""
-    decisions = claimsql.decisions(task)
+    decisions = _decisions(task)
     out = []
     for path in paths:
         for glob, strategy, owner in decisions:
@@ -774,13 +784,19 @@ def allowed_paths(task: Task) -> list[str]:
     claimed = (
         task.claims.filter(held, mode=FileClaim.WRITE).values_list("path", flat=True).distinct()
     )
-    return [*task.declared_paths, *claimed]
+    return [_spelled(path) for path in [*task.declared_paths, *claimed]]
+
+
+def _decisions(task: Task) -> list[tuple[str, str, str]]:
+    # Rows stored before paths were canonicalized on the way in compare by their
+    # one spelling too (a decision about "./x" is about "x").
+    return [(_spelled(glob), strategy, owner) for glob, strategy, owner in claimsql.decisions(task)]
 
 
 def owned_by_others(task: Task, changed: list[str]) -> list[dict[str, str]]:
     """The changed files a planning decision gave to another task."""
     owned = []
-    decisions = claimsql.decisions(task)
+    decisions = _decisions(task)
     for path in changed:
         for glob, strategy, owner in decisions:
             if globs.matches(path, glob):

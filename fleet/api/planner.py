@@ -12,11 +12,10 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
-from pydantic import field_validator
 
 from fleet import dispatch, planning
-from fleet.api.schemas import NOT_BLANK, ErrorOut, Id, TaskOut, Text
-from fleet.forms import PlanForm, TaskForm, WaveForm
+from fleet.api.schemas import NOT_BLANK, ErrorOut, Id, TaskOut, Text, path_type
+from fleet.forms import DECLARED_PATTERN, PlanForm, TaskForm, WaveForm
 from fleet.models import Agent, Event, Plan, Task, Wave
 
 router = Router(tags=["planning"])
@@ -70,6 +69,17 @@ class WaveOut(Schema):
     drafted_by: str | None = Field(None, alias="drafted_by.name")
 
 
+# Checked by the form (as a lead's draft is, every field's errors at once); the
+# schema states its rules.
+DeclaredPath = path_type(
+    None,
+    pattern=DECLARED_PATTERN,
+    description="a file, a directory (ending in /) or a glob (src/**/*.py), relative to"
+    " the repository root, in its one spelling (the server also takes ./src//*.py for"
+    " src/*.py)",
+)
+
+
 class TaskIn(Schema):
     key: Text = Field(
         ..., max_length=20, pattern=r"^[A-Z][A-Z0-9]*-[0-9]+$", description="e.g. T-12; unique"
@@ -80,15 +90,8 @@ class TaskIn(Schema):
     repository: Text = Field(
         ..., max_length=60, pattern=SLUG, description="the repository's slug (404 if none)"
     )
-    declared_paths: list[Text] = Field(default_factory=list, max_length=500)
+    declared_paths: list[DeclaredPath] = Field(default_factory=list, max_length=500)
     read_only: bool = False
-
-    @field_validator("declared_paths")
-    @classmethod
-    def one_line_each(cls, paths: list[str]) -> list[str]:
-        if any("\n" in p or "\r" in p for p in paths):
-            raise ValueError("a declared path is one line")
-        return paths
 
 
 class MatrixRowOut(Schema):
@@ -198,9 +201,7 @@ def create_task(request: HttpRequest, wave_id: Id, payload: TaskIn):
     show in the wave's matrix for the lead."""
     agent = _orchestrator(request)
     wave = get_object_or_404(Wave, pk=wave_id)
-    data = payload.dict()
-    data["declared_paths"] = "\n".join(data["declared_paths"])
-    form = TaskForm(data=data)
+    form = TaskForm(data=payload.dict())
     if not form.is_valid():
         raise Invalid(form)
     task = planning.add_task(form.save(commit=False), wave, by=agent, drafted_by=agent)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Path, Schema
-from pydantic import AfterValidator, field_validator, model_validator
+from pydantic import AfterValidator, WithJsonSchema, model_validator
 
 from fleet.converters import MAX_ID
+from fleet.git import paths as repo_paths
 
 SHA = r"^[0-9a-f]{7,40}$"
 
@@ -185,37 +187,55 @@ class SubmitOut(Schema):
     review_id: int
 
 
-def relative_path(path: str) -> str:
-    """A path inside the repository, as git names it: never absolute, never climbing
-    out with "..", no NUL or backslash (no API input reaches outside a worktree)."""
-    parts = path.split("/")
-    if (
-        not path
-        or len(path) > 500
-        or path.startswith("/")
-        or ".." in parts
-        or "\x00" in path
-        or "\\" in path
-    ):
-        raise ValueError(f"not a relative repository path: {path!r}")
-    return path
+def path_type(validate: Callable[[str], str] | None, *, pattern: str, description: str) -> Any:
+    """A string field that ``validate`` canonicalizes (None: someone else does, as the
+    planner's form does declared paths), published with ``pattern``."""
+    # The schema states the canonicalizer's rules (a generated client is never refused
+    # for a shape the schema allows); the canonicalizer, not the pattern, is what runs.
+    schema = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": repo_paths.MAX_LENGTH,
+        "pattern": pattern,
+        "description": description,
+    }
+    if validate is None:
+        return Annotated[str, WithJsonSchema(schema)]
+    return Annotated[str, AfterValidator(validate), WithJsonSchema(schema)]
+
+
+def _one_file(path: str) -> str:
+    return repo_paths.canonical(path)
+
+
+def _file_or_glob(path: str) -> str:
+    return repo_paths.canonical(path, glob=True)
+
+
+# Repository paths as git names them, in their one spelling (``./a//b`` is stored and
+# compared as ``a/b``): relative, no ``..``, nothing in ``.git``, no control
+# characters or backslashes. What the pattern matches comes back unchanged, and
+# nothing else does.
+FilePath = path_type(
+    _one_file,
+    pattern=repo_paths.FILE_PATTERN,
+    description="one file, relative to the repository root, as git names it (no glob,"
+    " no directory), in its one spelling: a/b.py (the server also takes ./a//b.py for it)",
+)
+FileOrGlobPath = path_type(
+    _file_or_glob,
+    pattern=repo_paths.GLOB_PATTERN,
+    description="a file, a directory (ending in /) or a glob, relative to the repository"
+    " root, in its one spelling: a/b.py (the server also takes ./a//b.py for it)",
+)
 
 
 class ClaimIn(Schema):
     task: Text = Field(..., max_length=20)
-    paths: list[str] = Field(..., min_length=1, max_length=100)
+    # One file each: a glob or a directory would slip past the conflict check (exact
+    # paths) and the ownership gate.
+    paths: list[FilePath] = Field(..., min_length=1, max_length=100)
     mode: Literal["write", "read"] = "write"
-
-    @field_validator("paths")
-    @classmethod
-    def relative_paths(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            relative_path(path)
-            if path.endswith("/") or any(c in path for c in "*?["):
-                # A claim is one file: a glob or a directory would slip past the
-                # conflict check (exact paths) and the ownership gate.
-                raise ValueError(f"claim files one by one, not a glob or directory: {path!r}")
-        return paths
 
 
 class ClaimOut(Schema):
@@ -253,7 +273,7 @@ class CheckIn(Schema):
 
 
 class FindingIn(Schema):
-    path: Text = Field(..., min_length=1, max_length=500)
+    path: FileOrGlobPath
     line_start: int | None = Field(None, ge=1, le=10_000_000)
     line_end: int | None = Field(
         None,
@@ -266,11 +286,6 @@ class FindingIn(Schema):
     title: Text = Field(..., min_length=1, max_length=200)
     body: Text = Field("", max_length=20_000)
     suggested_fix: Text = Field("", max_length=20_000)
-
-    @field_validator("path")
-    @classmethod
-    def in_the_repository(cls, path: str) -> str:
-        return relative_path(path)
 
     @model_validator(mode="after")
     def line_range(self) -> FindingIn:

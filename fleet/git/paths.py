@@ -1,10 +1,106 @@
-"""Path globs as tasks declare them: ``src/**/*.py``, ``docs/*``, ``README.md``."""
+"""Repository paths: the one spelling of each (``canonical``) and the globs tasks
+declare (``src/**/*.py``, ``docs/*``, ``README.md``)."""
 
 from __future__ import annotations
 
 import bisect
 import functools
 import re
+
+MAX_LENGTH = 500
+
+# What no repository path holds: control characters (C0, DEL, C1), the Unicode line
+# and paragraph separators (a planner's textarea splits lines on them, as on \n),
+# lone surrogates (no UTF-8 for them: the database refuses them) and the backslash
+# (a Windows separator: git's paths use /). As regex class contents, shared by the
+# check below and the patterns the API's schema publishes.
+_NEVER = r"\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\\"
+# The whitespace str.isspace() knows that _NEVER leaves in: none at either end.
+_SPACES = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_FORBIDDEN = re.compile(f"[{_NEVER}]")
+_GLOB_CHARS = frozenset("*?[")
+
+
+class PathRefused(ValueError):
+    """Not a path to something in the repository; the message names the path."""
+
+
+def _shown(path: str) -> str:
+    return repr(path) if len(path) <= 80 else repr(path[:80]) + "…"
+
+
+def canonical(path: str, *, glob: bool = False) -> str:
+    """The one spelling of a repository path, the form Fleet stores and compares
+    (claims, findings, declared paths), or ``PathRefused`` saying why it is none.
+
+    POSIX normalization without touching the disk: empty and ``.`` segments go
+    (``./a//b/./c`` is ``a/b/c``). Refused: an empty path or the root itself (``.``),
+    an absolute path, any ``..`` segment (even one that would stay inside: there is
+    one spelling), a ``.git`` segment at any depth in any case (also ``.git.`` and
+    ``.git ``, which Windows file systems take for ``.git``: git itself never tracks
+    such a path), control characters, line separators, lone surrogates, backslashes,
+    whitespace at either end, and more than ``MAX_LENGTH`` characters.
+
+    ``glob``: the path may be a glob (``*``, ``?``, ``[`` kept as they are) or a
+    directory (a trailing ``/``, kept; ``src/.`` is ``src/``), as declared paths are.
+    Without it the path names one file, and a glob character or a trailing ``/`` or
+    ``/.`` is refused: a claim of a pattern would slip past the exact-path conflict
+    check. Whatever matches ``FILE_PATTERN`` (``GLOB_PATTERN`` with ``glob``) comes
+    back unchanged, and nothing else does.
+    """
+    if not isinstance(path, str):
+        raise PathRefused("a path is a string")
+    shown = _shown(path)
+    if not path:
+        raise PathRefused("a path cannot be empty")
+    if len(path) > MAX_LENGTH:
+        raise PathRefused(f"{shown} is longer than {MAX_LENGTH} characters")
+    bad = _FORBIDDEN.search(path)
+    if bad and bad[0] == "\\":
+        raise PathRefused(f"{shown} has a backslash: separate directories with /")
+    if bad:
+        raise PathRefused(f"{shown} has a control character, a line separator or a lone surrogate")
+    if path[0].isspace() or path[-1].isspace():
+        raise PathRefused(f"{shown} begins or ends with whitespace")
+    if path.startswith("/"):
+        raise PathRefused(
+            f"{shown} reaches outside the repository: use a path relative to its root"
+        )
+    parts = path.split("/")
+    directory = len(parts) > 1 and parts[-1] in ("", ".")
+    segments = [part for part in parts if part not in ("", ".")]
+    if ".." in segments:
+        raise PathRefused(
+            f"{shown} reaches outside the repository (..): use a path relative to its root"
+        )
+    if any(part.rstrip(". ").lower() == ".git" for part in segments):
+        raise PathRefused(f"{shown} is inside .git, git's own directory, not the repository's")
+    if not segments:
+        raise PathRefused(f"{shown} is the repository's root, not a path in it")
+    if not glob and (directory or not _GLOB_CHARS.isdisjoint(path)):
+        raise PathRefused(f"name files one by one, not a glob or directory: {shown}")
+    return "/".join(segments) + ("/" if directory else "")
+
+
+def _pattern(*, glob: bool) -> str:
+    # An ECMA-262 regex (as JSON Schema and OpenAPI take it; Python's re reads it the
+    # same): exactly the strings ``canonical`` returns unchanged. Only escapes and
+    # explicit classes, no \s or \w, whose sets differ between the two engines. An
+    # ECMA-262 engine without the u flag sees a character past U+FFFF as two
+    # surrogates and refuses it: stricter than the server, never looser.
+    char = f"[^/{_NEVER}" + ("]" if glob else r"*?\[]")
+    return (
+        "^"
+        f"(?!.{{{MAX_LENGTH + 1}}})"  # no more than MAX_LENGTH characters
+        f"(?![{_SPACES}])(?!.*[{_SPACES}]$)"  # no whitespace at either end
+        r"(?!(?:.*/)?\.\.?(?:/|$))"  # no . or .. segment
+        r"(?!(?:.*/)?\.[Gg][Ii][Tt][. ]*(?:/|$))"  # nothing in .git
+        f"{char}+(?:/{char}+)*" + ("/?" if glob else "") + "$"
+    )
+
+
+FILE_PATTERN = _pattern(glob=False)
+GLOB_PATTERN = _pattern(glob=True)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -41,9 +137,6 @@ def matches(path: str, pattern: str) -> bool:
 def outside(paths: list[str], patterns: list[str]) -> list[str]:
     """The paths no pattern covers (all of them when there are no patterns)."""
     return [p for p in paths if not any(matches(p, g) for g in patterns)]
-
-
-_GLOB_CHARS = frozenset("*?[")
 
 
 def is_glob(pattern: str) -> bool:
