@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.forms.models import model_to_dict
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
 from fleet import dispatch
@@ -29,7 +30,7 @@ from fleet.api.schemas import (
 )
 from fleet.git import facts
 from fleet.git.errors import GitError
-from fleet.models import Agent, CheckRun, Event, Finding, Learning, Review, TransitionError
+from fleet.models import Agent, CheckRun, Event, Finding, Learning, Review, Task, TransitionError
 
 router = Router()
 ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429, 503), ErrorOut)
@@ -205,12 +206,13 @@ def learning(request: HttpRequest, payload: LearningIn):
 def check(request: HttpRequest, payload: CheckIn):
     agent = request.auth
     dispatch.require_role(agent, Agent.BUILDER, Agent.ORCHESTRATOR, action="report checks")
-    # A check moves a task's gates: only the task's holder reports one on it.
-    task = (
-        dispatch.held_task(agent, payload.task, action="report checks on it")
-        if payload.task
-        else None
-    )
+    # A check moves a task's gates: a builder reports one on the task it holds (and
+    # the gate does not count those); orchestrators are the fleet's CI, for any task.
+    task = None
+    if payload.task and agent.role == Agent.BUILDER:
+        task = dispatch.held_task(agent, payload.task, action="report checks on it")
+    elif payload.task:
+        task = get_object_or_404(Task.objects.select_related("repository"), key=payload.task)
     repository = task.repository if task else agent.repository
     if repository is None:
         raise dispatch.Refused("name a task: this agent has no repository", code="no_repository")

@@ -59,7 +59,7 @@ ROUTES = [
         "post",
         "checks",
         {"name": "unit", "commit": SHA, "status": "passed", "task": "{task}"},
-        {"builder"},  # a check on a task moves its gates: its holder's alone
+        {"builder", "orchestrator"},  # its holder, or the fleet's CI
     ),
     (
         "post",
