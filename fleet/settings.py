@@ -40,6 +40,9 @@ DEBUG = env_bool("DEBUG", True)
 FLEET_DATA_DIR = Path(os.environ.get("FLEET_DATA_DIR") or BASE_DIR / "data").resolve()
 # Private: it holds the SQLite database (session keys), the dev secret key, tokens.
 FLEET_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+with contextlib.suppress(PermissionError):  # another user's directory: theirs to tighten
+    if stat.S_IMODE(FLEET_DATA_DIR.stat().st_mode) & 0o077:
+        FLEET_DATA_DIR.chmod(0o700)  # made by an older Fleet, or by hand
 
 
 def _secret_key() -> str:

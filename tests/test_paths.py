@@ -5,16 +5,22 @@ exactly the paths it returns unchanged."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet.forms import TaskForm
+from fleet.git import paths
 from fleet.git.paths import FILE_PATTERN, GLOB_PATTERN, MAX_LENGTH, PathRefused, canonical
 from fleet.models import Task
 
 from .conftest import make_repository, make_user
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -225,3 +231,40 @@ def test_the_planner_page_shows_which_declared_path_is_refused(client):
     )
     assert response.status_code == 302
     assert Task.objects.get().declared_paths == ["src/*.py", "docs/"]
+
+
+_GLOB_PARTS = st.sampled_from(["a", "b", "/", ".", "*", "**", "**/", "?", "ab", "x.py"])
+_PATH_PARTS = st.sampled_from(["a", "b", "/", ".", "ab", "x.py", "bb/", "a/b"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_GLOB_PARTS, max_size=8).map("".join), st.lists(_PATH_PARTS, max_size=8).map("".join)
+)
+def test_the_walk_matches_exactly_what_the_regex_does(glob, path):
+    """Globs with many wildcards are matched by walking the glob's positions along the
+    path (no backtracking); it must agree with the regex used for simple ones."""
+    tokens = paths._tokens(glob)
+    regex = "".join(
+        {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(t) or re.escape(t)
+        for t in tokens
+    )
+    expected = re.compile(regex + r"\Z", re.DOTALL).match(path) is not None
+    assert paths._walk(tokens, path) == expected
+
+
+def test_a_glob_of_many_wildcards_cannot_stall_the_server():
+    """``**/*`` ten times then a letter, against a deep path: a backtracking regex took
+    minutes on this (an orchestrator agent could stall the planner with it). Run in a
+    process of its own so a regression fails here instead of hanging the suite."""
+    code = (
+        "from fleet.git import paths\n"
+        "deep = '/'.join(['d'] * 13) + '/x.py'\n"
+        "glob = '**/*' * 10 + 'Q'\n"
+        "print(paths.matches(deep, glob), paths.expand(glob, [deep, 'a/' * 9 + 'Q', 'x/Q']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    # ("**/***/*…": every "***/" after the first is "**", "*", "/", so nine slashes.)
+    assert done.stdout.split() == ["False", "['a/a/a/a/a/a/a/a/a/Q']"], done.stderr

@@ -65,10 +65,12 @@ def test_an_existing_world_readable_database_is_tightened_on_start(tmp_path):
         held.commit()
         for path in files:
             path.chmod(0o644)
+        data.chmod(0o755)
 
         manage(data, "check")
         assert {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in files} == {
             p.name: 0o600 for p in files
         }
+        assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
     finally:
         held.close()

@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 IDENTITY = Path(".fleet") / "identity.json"
+# POSTs sent without an Idempotency-Key: a keyed call skips the lean heartbeat and claim
+# routes (and would store an answer per heartbeat), and a pull hands the same task or
+# review back to a retry anyway. (DELETE claims/ID, the one DELETE, is retry-safe: a
+# released claim is answered again as released.)
+UNKEYED = frozenset({"heartbeat", "claims", "work/next"})
 STATE = Path(".fleet") / "state.json"
 
 
@@ -107,12 +112,13 @@ class Client:
     def call(
         self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
     ) -> Any:
-        """One logical call, retried as the module says. A call other than GET sends
-        ``idempotency_key`` (a fresh one when not given) on every try."""
+        """One logical call, retried as the module says. A POST that changes something
+        sends ``idempotency_key`` (a fresh one when not given) on every try, so Fleet
+        replays a retry whose first answer was lost instead of doing it twice."""
         url = f"{self.identity.url}/api/v1/{path.lstrip('/')}"
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Authorization": f"Bearer {self.identity.token}", "Accept": "application/json"}
-        if method != "GET":
+        if method == "POST" and path.lstrip("/") not in UNKEYED:
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -156,8 +162,8 @@ class Client:
             "POST", path, body if body is not None else {}, idempotency_key=idempotency_key
         )
 
-    def delete(self, path: str, *, idempotency_key: str | None = None) -> Any:
-        return self.call("DELETE", path, idempotency_key=idempotency_key)
+    def delete(self, path: str) -> Any:
+        return self.call("DELETE", path)
 
 
 def _json_or_text(raw: bytes) -> Any:

@@ -60,10 +60,10 @@ def heartbeat(
     tool_calls: Annotated[int | None, Field(ge=0, le=1_000_000)] = None,
     files_read: Annotated[int | None, Field(ge=0, le=1_000_000)] = None,
     status_line: str = "",  # cut to 200 characters, as the CLI does
-    tokens_in: Annotated[int, Field(ge=0)] = 0,
-    tokens_out: Annotated[int, Field(ge=0)] = 0,
-    cost_usd: Annotated[float, Field(ge=0)] = 0.0,
-    model: str = "",
+    tokens_in: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0,
+    tokens_out: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0,
+    cost_usd: Annotated[float, Field(ge=0, le=100_000)] = 0.0,
+    model: Annotated[str, Field(max_length=100)] = "",
 ) -> dict:
     return _call(
         ops.heartbeat,
@@ -123,8 +123,8 @@ def submit(commit: str = "") -> dict:
 def report_check(
     name: Annotated[str, Field(min_length=1, max_length=100)],
     status: Literal["pending", "running", "passed", "failed", "error"],
-    commit: str = "",
-    url: str = "",
+    commit: Annotated[str, Field(pattern=r"^([0-9a-f]{7,40})?$")] = "",
+    url: Annotated[str, Field(max_length=200, pattern=r"^(https?://[!-~]+)?$")] = "",
     log: Annotated[str, Field(max_length=100_000)] = "",
 ) -> dict:
     return _call(
@@ -133,13 +133,17 @@ def report_check(
 
 
 class FindingIn(BaseModel):
-    path: str = Field(..., description="relative to the repository root")
-    line_start: int | None = Field(None, ge=1)
-    line_end: int | None = Field(None, ge=1, description="for a range: its last line")
+    path: str = Field(
+        ..., min_length=1, max_length=500, description="relative to the repository root"
+    )
+    line_start: int | None = Field(None, ge=1, le=10_000_000)
+    line_end: int | None = Field(
+        None, ge=1, le=10_000_000, description="for a range: its last line"
+    )
     severity: Literal["info", "minor", "major", "critical"]
     title: str = Field(..., min_length=1, max_length=200)
-    body: str = ""
-    suggested_fix: str = ""
+    body: str = Field("", max_length=20_000)
+    suggested_fix: str = Field("", max_length=20_000)
 
 
 @server.tool(
@@ -155,7 +159,9 @@ def review(review_id: int) -> dict:
     "empty list means no findings. Never edit the code yourself."
     + FALLBACK.format(cli="findings FILE --review ID")
 )
-def post_findings(review_id: int, findings: list[FindingIn]) -> dict:
+def post_findings(
+    review_id: int, findings: Annotated[list[FindingIn], Field(max_length=200)]
+) -> dict:
     return _call(
         ops.post_findings,
         review_id=review_id,

@@ -144,11 +144,19 @@ def head_commit(directory: Path | None = None) -> str:
     return result.stdout.strip()
 
 
-def worktree_head(client: Client) -> str:
+def worktree_head(client: Client, task: str | None = None) -> str:
     """HEAD of the task's worktree, as boot or work named it. Never the directory of
     the identity: that may be another checkout entirely (Fleet's own, for a builder
-    spawned without a task)."""
-    worktree = client.identity.read_state().get("worktree")
+    spawned without a task); nor the worktree of another task than the one named."""
+    state = client.identity.read_state()
+    if task is not None and task != state.get("task"):
+        raise FleetError(
+            0,
+            "no_worktree",
+            f"the worktree of {task} is not known here (this session holds"
+            f" {state.get('task') or 'no task'}): name the commit (--commit)",
+        )
+    worktree = state.get("worktree")
     if not worktree or not Path(worktree).is_dir():
         where = f" ({worktree} does not exist)" if worktree else ""
         raise FleetError(
@@ -166,7 +174,7 @@ def submit(client: Client, *, commit: str | None = None, task: str | None = None
     task = task or state.get("task") or client.identity.task
     if not task or state.get("epoch") is None:
         raise FleetError(0, "no_task", "no leased task known here: run boot or work first")
-    commit = commit or worktree_head(client)
+    commit = commit or worktree_head(client, task)
     result = client.post(f"tasks/{task}/submit", {"commit": commit, "epoch": state["epoch"]})
     _forget_task(client)
     return result
@@ -186,7 +194,7 @@ def report_check(
     task = task or (client.identity.read_state().get("task") if _role(client) == BUILDER else None)
     body = {
         "name": name,
-        "commit": commit or worktree_head(client),
+        "commit": commit or worktree_head(client, task),
         "status": status,
         "url": url,
         "log": log,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ninja import NinjaAPI
 
 from fleet import converters  # noqa: F401 - registers the {id:…} path converter
-from fleet.api import errors, planner
+from fleet.api import errors, idempotency, planner
 from fleet.api.auth import AgentToken, PerAgentThrottle
 from fleet.api.endpoints import router
 
@@ -74,6 +74,18 @@ LINKS = {
 }
 
 
+IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": idempotency.PATTERN},
+    "description": "one per logical call, the same on each retry of it: a retry gets the"
+    " first answer again (Idempotent-Replayed: true) and changes nothing; the key used for"
+    " another call is a 409 idempotency_key_reused; while the first call runs, a 503"
+    " in_progress (retry after Retry-After)",
+}
+
+
 class FleetAPI(NinjaAPI):
     def get_openapi_schema(self, *args, **kwargs):
         schema = super().get_openapi_schema(*args, **kwargs)
@@ -86,6 +98,8 @@ class FleetAPI(NinjaAPI):
         }
         for path, methods in schema["paths"].items():
             for method, operation in methods.items():
+                if method == "post":
+                    operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
                 for status, links in LINKS.get((method, path.split("/api/v1/", 1)[-1]), {}).items():
                     response = operation["responses"][status]
                     response["links"] = {

@@ -20,6 +20,7 @@ from fleet.api.schemas import (
     HeartbeatOut,
     Id,
     JournalIn,
+    Key,
     LearningIn,
     MessageOut,
     ReviewOut,
@@ -89,7 +90,7 @@ def release(request: HttpRequest, claim_id: Id):
 
 
 @router.post("tasks/{key}/submit", response={200: SubmitOut, **ERRORS}, summary="Hand in work")
-def submit(request: HttpRequest, key: str, payload: SubmitIn):
+def submit(request: HttpRequest, key: Key, payload: SubmitIn):
     """The builder hands in a commit of its task; the task goes to review."""
     dispatch.require_role(request.auth, Agent.BUILDER, action="submit code")
     task = dispatch.held_task(request.auth, key, action="submit it")

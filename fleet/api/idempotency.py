@@ -4,29 +4,42 @@ again, and changes nothing.
 An agent that sent a journal entry, a finding or a submit and lost the response
 cannot tell whether it landed; retrying would add it twice, or answer 409 for a
 submit that did go through. With a key (the agent client sends a fresh one per
-logical call and the same one on each retry of it), the first call and the stored
-answer commit in one transaction, so a retry either finds the answer or finds
-nothing happened. Two calls with one key at once: the second waits for the first
-(the unique constraint) and replays it.
+logical call and the same one on each retry of it), the first call reserves the key,
+runs as any call does, and keeps its answer; a retry finds the answer and gets it
+again. The call itself runs outside the reservation's transaction, so a key never
+holds a lock across the call's git work (SQLite has one write lock for the fleet).
+A retry that arrives while the first call still runs is told to come back (503,
+``Retry-After``); a reservation older than ``ABANDONED`` seconds with no answer was a
+call whose process died, and the next retry runs it again.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
+from datetime import timedelta
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 
+from fleet import ratelimit
 from fleet.api.auth import bearer_token
+from fleet.middleware import transient
 from fleet.models import Agent, Replay, hash_token
 
+log = logging.getLogger("fleet.api")
+
 HEADER = "Idempotency-Key"
-KEY = re.compile(r"[\x21-\x7e]{1,200}")
+PATTERN = r"^[!-~]{1,200}$"  # visible ASCII (as the OpenAPI schema states it)
+KEY = re.compile(PATTERN)
 # Answers that say the call did not happen (and may on a retry): not kept.
 NOT_KEPT = {401, 408, 429}
+ABANDONED = 120  # seconds
+IN_FLIGHT = 0  # the status of a reservation whose call has not answered yet
 
 
 def replayable(urls: tuple) -> tuple:
@@ -37,8 +50,11 @@ def replayable(urls: tuple) -> tuple:
     return patterns, app_name, namespace
 
 
-def _error(status: int, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"error": code, "detail": detail}, status=status)
+def _error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": code, "detail": detail}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
 
 
 def _idempotent(view):
@@ -49,33 +65,109 @@ def _idempotent(view):
             return view(request, *args, **kwargs)
         if not KEY.fullmatch(key):
             return _error(400, "bad_request", f"{HEADER} is 1 to 200 visible ASCII characters")
-        agent = _caller(request)
         try:
-            body = request.body
-        except RequestDataTooBig:
-            agent = None  # the view answers 413
-        if agent is None:
-            return view(request, *args, **kwargs)  # no agent: the view answers 401
-        fingerprint = hashlib.sha256(
-            b"\0".join([request.method.encode(), request.path.encode(), body])
-        ).hexdigest()
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    replay = Replay.objects.create(agent=agent, key=key, fingerprint=fingerprint)
-            except IntegrityError:
-                return _replay(Replay.objects.get(agent=agent, key=key), fingerprint)
+            reserved = _reserve(request, key)
+        except OperationalError as exc:
+            if not transient(exc):
+                raise
+            log.warning("database unavailable reserving an idempotency key: %s", exc)
+            return _error(
+                503, "unavailable", "the database is busy; retry shortly", Retry_After="1"
+            )
+        if isinstance(reserved, HttpResponse):
+            return reserved
+        if reserved is None:
+            return view(request, *args, **kwargs)  # no agent: the view answers 401 (or 413)
+        try:
             response = view(request, *args, **kwargs)
-            if response.status_code >= 500 or response.status_code in NOT_KEPT:
-                # Nothing happened (or we cannot tell what did): the retry runs again.
-                transaction.set_rollback(True)
-                return response
-            replay.status = response.status_code
-            replay.body = response.content.decode()
-            replay.save(update_fields=["status", "body"])
+        except BaseException:
+            _forget(reserved)
+            raise
+        if response.status_code >= 500 or response.status_code in NOT_KEPT:
+            _forget(reserved)  # nothing happened, or we cannot tell: the retry runs again
+        else:
+            _keep(reserved, response)
         return response
 
     return wrapped
+
+
+def _reserve(request: HttpRequest, key: str) -> Replay | HttpResponse | None:
+    """The new reservation of ``key`` for this call; or the answer to give instead (a
+    replay, a call still running, a key used for another call); or None when the call
+    has no agent to keep answers for."""
+    agent = _caller(request)
+    if agent is None:
+        return None
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return None
+    fingerprint = hashlib.sha256(
+        b"\0".join([request.method.encode(), request.path.encode(), body])
+    ).hexdigest()
+    for _ in range(2):
+        found = Replay.objects.filter(agent=agent, key=key).first()
+        if found is not None:
+            return _answer(agent, found, fingerprint)
+        try:
+            with transaction.atomic():
+                return Replay.objects.create(
+                    agent=agent, key=key, fingerprint=fingerprint, status=IN_FLIGHT
+                )
+        except IntegrityError:
+            continue  # a call with the same key reserved it meanwhile: answer as it says
+    raise AssertionError("a reservation neither found nor made")  # pragma: no cover
+
+
+def _answer(agent: Agent, found: Replay, fingerprint: str) -> HttpResponse | Replay:
+    if found.fingerprint != fingerprint:
+        return _error(
+            409,
+            "idempotency_key_reused",
+            f"{HEADER} {found.key!r} was used for a different call; use a new key per call",
+        )
+    # A replay is a call too: it counts against the agent's rate limit.
+    wait = ratelimit.hit(f"t:{agent.token_hash}")
+    if wait is not None:
+        retry = str(max(1, int(wait + 0.999)))
+        return _error(429, "rate_limited", ratelimit.RATE_LIMITED, Retry_After=retry)
+    if found.status != IN_FLIGHT:
+        response = HttpResponse(
+            found.body, status=found.status, content_type="application/json; charset=utf-8"
+        )
+        response["Idempotent-Replayed"] = "true"
+        return response
+    now = timezone.now()
+    taken = Replay.objects.filter(
+        pk=found.pk, status=IN_FLIGHT, created_at__lt=now - timedelta(seconds=ABANDONED)
+    ).update(created_at=now)
+    if taken:
+        return found  # its call never answered (its process died): this one runs it
+    return _error(
+        503,
+        "in_progress",
+        f"the first call with {HEADER} {found.key!r} is still running; retry shortly",
+        Retry_After="1",
+    )
+
+
+def _keep(replay: Replay, response: HttpResponse) -> None:
+    try:
+        Replay.objects.filter(pk=replay.pk).update(
+            status=response.status_code, body=response.content.decode()
+        )
+    except OperationalError:
+        # The call is done; a retry within ABANDONED seconds is told to wait, a later
+        # one runs the call again.
+        log.warning("could not keep the answer for %s %r", HEADER, replay.key, exc_info=True)
+
+
+def _forget(replay: Replay) -> None:
+    try:
+        Replay.objects.filter(pk=replay.pk).delete()
+    except OperationalError:
+        log.warning("could not drop the reservation for %s %r", HEADER, replay.key)
 
 
 def _caller(request: HttpRequest) -> Agent | None:
@@ -83,17 +175,3 @@ def _caller(request: HttpRequest) -> Agent | None:
     if token is None:
         return None
     return Agent.objects.filter(token_hash=hash_token(token), token_revoked_at=None).first()
-
-
-def _replay(replay: Replay, fingerprint: str) -> HttpResponse:
-    if replay.fingerprint != fingerprint:
-        return _error(
-            422,
-            "idempotency_key_reused",
-            f"{HEADER} {replay.key!r} was used for a different call; use a new key per call",
-        )
-    response = HttpResponse(
-        replay.body, status=replay.status, content_type="application/json; charset=utf-8"
-    )
-    response["Idempotent-Replayed"] = "true"
-    return response

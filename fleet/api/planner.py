@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 
 from fleet import dispatch, planning
-from fleet.api.schemas import NOT_BLANK, ErrorOut, Id, TaskOut, Text, path_type
+from fleet.api.schemas import KEY, NOT_BLANK, ErrorOut, Id, TaskOut, Text, path_type
 from fleet.forms import DECLARED_PATTERN, PlanForm, TaskForm, WaveForm
 from fleet.models import Agent, Event, Plan, Task, Wave
 
@@ -81,9 +81,7 @@ DeclaredPath = path_type(
 
 
 class TaskIn(Schema):
-    key: Text = Field(
-        ..., max_length=20, pattern=r"^[A-Z][A-Z0-9]*-[0-9]+$", description="e.g. T-12; unique"
-    )
+    key: Text = Field(..., max_length=20, pattern=KEY, description="e.g. T-12; unique")
     kind: Literal[tuple(Task.KINDS)] = "feat"  # type: ignore[valid-type]
     title: Text = Field(..., max_length=200, pattern=NOT_BLANK)
     spec: Text = Field("", description="requirements and acceptance criteria")

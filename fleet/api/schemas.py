@@ -16,6 +16,9 @@ SHA = r"^[0-9a-f]{7,40}$"
 
 # An id in a path: what the ``id`` converter matches (a larger number is a 404).
 Id = Annotated[int, Path(ge=0, le=MAX_ID)]
+# A task key, as the planner makes them (what else is in a path is no task's: 422).
+KEY = r"^[A-Z][A-Z0-9]*-[0-9]+$"
+Key = Annotated[str, Path(pattern=KEY, max_length=20)]
 
 
 def _no_nul(value: str) -> str:
@@ -25,8 +28,13 @@ def _no_nul(value: str) -> str:
 
 
 NO_NUL = r"^[^\x00]*$"
-# Some non-blank character, and no NUL (Django's forms strip and require a value).
-NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Whitespace as every engine that reads the schema means it: Python's str.strip (what
+# Django's forms strip), ECMA-262's \s (what OpenAPI clients match), Rust's (pydantic).
+# Spelled out, because their \s differ (\x1c-\x1f, \x85, \ufeff).
+SPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# Some character that is not whitespace, and no NUL (Django's forms strip, then
+# require a value).
+NOT_BLANK = rf"^[^\x00]*[^\x00{SPACE}][^\x00]*$"
 
 
 class _SaysNoNul:
@@ -268,7 +276,7 @@ class CheckIn(Schema):
     commit: Text = Field(..., pattern=SHA)
     status: Literal["pending", "running", "passed", "failed", "error"]
     task: Text | None = Field(None, max_length=20)
-    url: Text = Field("", max_length=200, pattern=r"^(https?://[^\s\x00]+)?$")
+    url: Text = Field("", max_length=200, pattern=r"^(https?://[!-~]+)?$")
     log: Text = Field("", max_length=100_000)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+from collections.abc import Callable
 
 MAX_LENGTH = 500
 
@@ -103,35 +104,87 @@ FILE_PATTERN = _pattern(glob=False)
 GLOB_PATTERN = _pattern(glob=True)
 
 
+# Glob tokens: a literal character, ? (one character in a segment), * (any run within a
+# segment), ** (any run), **/ (nothing, or any run ending at a /).
+_ONE, _STAR, _ANY, _DIRS = "?", "*", "**", "**/"
+
+
 @functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
+def _tokens(pattern: str) -> tuple[str, ...]:
     pattern = pattern.strip().lstrip("/")
     if pattern.endswith("/"):
         pattern += "**"  # a directory means everything under it
     out, i = [], 0
     while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
+        for token in (_DIRS, _ANY, _STAR, _ONE):
+            if pattern.startswith(token, i):
+                break
         else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
+            token = pattern[i]
+        out.append(token)
+        i += len(token)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """A glob as a function of a path. Up to two wildcards: a regex (fast over the
+    many files a matrix expands against, and with at most two unbounded runs its
+    backtracking stays quadratic). More: a walk of the glob's positions along the path
+    at once, as an NFA does, whose cost grows with the lengths of path and glob and
+    never exponentially (a regex of ten ``**/*`` took minutes on one path: an agent's
+    glob could stall the server)."""
+    tokens = _tokens(pattern)
+    if sum(token in (_STAR, _ANY, _DIRS) for token in tokens) > 2:
+        return functools.partial(_walk, tokens)
+    regex = "".join(
+        {_DIRS: "(?:.*/)?", _ANY: ".*", _STAR: "[^/]*", _ONE: "[^/]"}.get(t) or re.escape(t)
+        for t in tokens
+    )
+    return re.compile(regex + r"\Z", re.DOTALL).match
+
+
+def _walk(tokens: tuple[str, ...], path: str) -> bool:
+    # States: i, at token i; ~i (negative), inside the run of a ``**/`` at token i
+    # (it may end only with a ``/``, never with nothing more).
+    end = len(tokens)
+
+    def closure(states: set[int]) -> set[int]:
+        todo, seen = list(states), set(states)
+        while todo:
+            i = todo.pop()
+            if 0 <= i < end and tokens[i] in (_STAR, _ANY, _DIRS) and i + 1 not in seen:
+                seen.add(i + 1)  # a wildcard may match nothing
+                todo.append(i + 1)
+        return seen
+
+    states = closure({0})
+    for char in path:
+        moved: set[int] = set()
+        for i in states:
+            if i < 0 or (i < end and tokens[i] == _DIRS):
+                at = ~i if i < 0 else i
+                moved.add(~at)
+                if char == "/":
+                    moved.add(at + 1)
+                continue
+            if i == end:
+                continue
+            token = tokens[i]
+            if token == _ANY or (token == _STAR and char != "/"):
+                moved.add(i)
+            elif (token == _ONE and char != "/") or token == char:
+                moved.add(i + 1)
+        if not moved:
+            return False
+        states = closure(moved)
+    return end in states
 
 
 def matches(path: str, pattern: str) -> bool:
     """Whether a repository path matches a glob (``**`` spans directories, ``*`` and
     ``?`` stay within one; a trailing ``/`` means the whole directory)."""
-    return bool(_compile(pattern).match(path.lstrip("/")))
+    return bool(_matcher(pattern)(path.lstrip("/")))
 
 
 def outside(paths: list[str], patterns: list[str]) -> list[str]:
@@ -164,13 +217,13 @@ def expand(pattern: str, files: list[str]) -> list[str]:
     if not is_glob(pattern):
         return [pattern]
     prefix = literal_prefix(pattern)
-    regex = _compile(pattern)
+    match = _matcher(pattern)
     start = bisect.bisect_left(files, prefix)
     out = []
     for i in range(start, len(files)):
         path = files[i]
         if not path.startswith(prefix):
             break
-        if regex.match(path):
+        if match(path):
             out.append(path)
     return out

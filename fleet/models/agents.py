@@ -349,7 +349,7 @@ class ReplayQuerySet(models.QuerySet):
 class Replay(models.Model):
     """The first answer to an agent's call made with an ``Idempotency-Key``: a retry
     with the same key (its response was lost) gets this answer again and changes
-    nothing. Kept ``FLEET_IDEMPOTENCY_TTL`` seconds."""
+    nothing. Status 0 while the call runs. Kept ``FLEET_IDEMPOTENCY_TTL`` seconds."""
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="replays")
     key = models.CharField(max_length=200)
@@ -362,6 +362,7 @@ class Replay(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["agent", "key"], name="replay_agent_key")]
+        indexes = [models.Index(fields=["created_at"], name="replay_created")]  # the sweep
 
     def __str__(self) -> str:
         return f"{self.agent} {self.key}: {self.status}"

@@ -55,3 +55,25 @@ def test_an_orchestrator_is_told_to_draft_and_that_people_approve():
     for step in ("draft_plan", "add_wave", "add_task", "read_plan", "shared-file", "approve"):
         assert step in text, step
     assert "work_next" not in text and "submit" not in text
+
+
+def test_a_commit_is_never_taken_from_another_tasks_worktree(tmp_path):
+    """submit --task T-2 (or check --task T-2) without a commit, in a session holding
+    T-1: T-1's worktree HEAD would be sent as T-2's commit. Refused instead."""
+    from fleet.agent import ops
+    from fleet.agent.client import Client, FleetError, Identity
+
+    (tmp_path / ".fleet").mkdir()
+    identity = Identity(url="http://127.0.0.1:9", token="t", role="builder", root=tmp_path)
+    identity.write_state(task="T-1", epoch=1, worktree=str(tmp_path), role="builder")
+    client = Client(identity, retries=0)
+    for call in (
+        lambda: ops.submit(client, task="T-2"),
+        lambda: ops.report_check(client, name="unit", status="passed", task="T-2"),
+    ):
+        try:
+            call()
+        except FleetError as exc:
+            assert exc.code == "no_worktree" and "T-2" in str(exc)
+        else:
+            raise AssertionError("a commit from T-1's worktree was sent for T-2")

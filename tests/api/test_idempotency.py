@@ -3,6 +3,7 @@ again and changes nothing; without a key a retry repeats the call."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from datetime import timedelta
 
@@ -115,7 +116,7 @@ def test_a_key_reused_for_another_call_is_refused_and_changes_nothing(client, wo
     agent = AgentClient(client, world["ada"])
     agent.post("journal", {"kind": "note", "body": "one"}, HTTP_IDEMPOTENCY_KEY="k1")
     other = agent.post("journal", {"kind": "note", "body": "two"}, HTTP_IDEMPOTENCY_KEY="k1")
-    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
     assert list(JournalEntry.objects.values_list("body", flat=True)) == ["one"]
 
 
@@ -186,7 +187,8 @@ def test_the_worker_forgets_answers_past_their_ttl(world, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_calls_with_one_key_at_once_make_one_change():
-    """The second waits for the first (the unique key) and replays its answer."""
+    """One runs; the others get its answer, or are told it is still running (503 with
+    Retry-After: the client retries, and gets the answer)."""
     repo = make_repository(slug="shop")
     _, token = make_token_agent(Agent.BUILDER, name="ada", repository=repo)
     barrier, answers = threading.Barrier(4), []
@@ -207,4 +209,82 @@ def test_two_calls_with_one_key_at_once_make_one_change():
     for thread in threads:
         thread.join(timeout=60)
     assert Learning.objects.count() == 1
-    assert len(answers) == 4 and len({str(a) for a in answers}) == 1, answers
+    done = [a for a in answers if a[0] == 201]
+    assert len(answers) == 4 and done and len({str(a) for a in done}) == 1, answers
+    assert all(a[0] == 503 and a[1]["error"] == "in_progress" for a in answers if a[0] != 201)
+
+
+def test_a_retry_while_the_first_call_runs_is_told_to_come_back(client, world):
+    ada = Agent.objects.get(name="ada")
+    body = {"title": "t", "body": "b"}
+    agent = AgentClient(client, world["ada"])
+    agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="probe")  # the fingerprint to copy
+    running = Replay.objects.get(agent=ada, key="probe")
+    Replay.objects.create(agent=ada, key="busy", fingerprint=running.fingerprint, status=0)
+    # (the same call under another key: same method, path and body)
+    response = agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="busy")
+    assert response.status_code == 503 and response.json()["error"] == "in_progress"
+    assert response["Retry-After"] == "1" and Learning.objects.count() == 1
+
+
+def test_a_call_whose_process_died_runs_again_on_a_later_retry(client, world):
+    from fleet.api.idempotency import ABANDONED
+
+    ada = Agent.objects.get(name="ada")
+    body = {"title": "t", "body": "b"}
+    agent = AgentClient(client, world["ada"])
+    agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="probe")
+    fingerprint = Replay.objects.get(key="probe").fingerprint
+    long_ago = timezone.now() - timedelta(seconds=ABANDONED + 5)
+    Replay.objects.create(
+        agent=ada, key="dead", fingerprint=fingerprint, status=0, created_at=long_ago
+    )
+    response = agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="dead")
+    assert response.status_code == 201 and Learning.objects.count() == 2
+    assert Replay.objects.get(key="dead").status == 201
+
+
+def test_replays_count_against_the_rate_limit(client, world, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.FLEET_API_RATE = "3/m"
+    agent = AgentClient(client, world["ada"])
+    codes = [
+        agent.post("learnings", {"title": "t", "body": "b"}, HTTP_IDEMPOTENCY_KEY="rl").status_code
+        for _ in range(4)
+    ]
+    assert codes == [201, 201, 201, 429]
+    assert Learning.objects.count() == 1
+    cache.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_keyed_call_does_its_git_work_outside_any_transaction(monkeypatch, git_origin):
+    """A key must not hold the database's write lock (SQLite has one for the whole
+    fleet) across a submit's git work."""
+    from fleet import planning
+
+    _, clone = git_origin
+    repo = make_repository(path=str(clone), slug="shop")
+    wave = make_wave(status=Wave.RUNNING)
+    ada, token = make_token_agent(Agent.BUILDER, name="ada", repository=repo)
+    task = make_task(wave=wave, repository=repo, key="T-1", status=Task.READY)
+    task.assign(agent=ada)
+    task.start(by=ada, epoch=task.lease_epoch)
+    ada.start_work(task=task)
+    seen, ownership = [], planning.ownership
+
+    def watched(*args, **kwargs):
+        seen.append(connection.in_atomic_block)
+        return ownership(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "ownership", watched)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    response = AgentClient(Client(), token).post(
+        "tasks/T-1/submit", {"commit": head, "epoch": task.lease_epoch}, HTTP_IDEMPOTENCY_KEY="s"
+    )
+    assert response.status_code == 200, response.content
+    assert seen == [False]
