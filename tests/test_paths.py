@@ -99,7 +99,8 @@ def test_what_names_no_path_in_the_repository_is_refused(path, why):
     for glob in (False, True):
         with pytest.raises(PathRefused, match=re.escape(why)):
             canonical(path, glob=glob)
-        assert not re.fullmatch(GLOB_PATTERN if glob else FILE_PATTERN, path)
+        if why != "surrogate":  # no character in a JSON Schema string: the schema is silent
+            assert not re.fullmatch(GLOB_PATTERN if glob else FILE_PATTERN, path)
 
 
 @pytest.mark.parametrize("path", ["src/", "src/.", "*.py", "a?.py", "[ab].py", "src/**"])

@@ -31,12 +31,18 @@ class Invalid(Exception):
         super().__init__("invalid draft")
         data = form.errors.get_json_data()
         self.errors = {field: [e["message"] for e in errors] for field, errors in data.items()}
-        codes = {e["code"] for errors in data.values() for e in errors}
+        # What the draft's shape cannot help: a slug or key taken, a repository missing.
+        state = {
+            (field, e["code"])
+            for field, errors in data.items()
+            for e in errors
+            if e["code"] == "unique" or (field, e["code"]) == ("repository", "invalid_choice")
+        }
+        shape = sum(len(errors) for errors in data.values()) - len(state)
         self.status, self.code = 422, "invalid"
-        if codes == {"unique"}:
-            self.status, self.code = 409, "exists"
-        elif codes == {"invalid_choice"} and set(data) == {"repository"}:
-            self.status, self.code = 404, "not_found"
+        if state and not shape:
+            missing = ("repository", "invalid_choice") in state
+            self.status, self.code = (404, "not_found") if missing else (409, "exists")
 
 
 SLUG = r"^[a-z0-9][a-z0-9-]*$"

@@ -16,6 +16,11 @@ MAX_LENGTH = 500
 # (a Windows separator: git's paths use /). As regex class contents, shared by the
 # check below and the patterns the API's schema publishes.
 _NEVER = r"\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\\"
+# The same, as the schema states it: without the surrogates. A JSON Schema string is
+# Unicode code points, where a lone surrogate is no character at all (a valid JSON
+# text cannot carry one), and the regex engines schema tools validate with (Rust's)
+# cannot name them: a pattern that does is dropped by those tools, unenforced.
+_NEVER_STATED = _NEVER.replace(r"\ud800-\udfff", "")
 # The whitespace str.isspace() knows that _NEVER leaves in: none at either end.
 _SPACES = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
 _FORBIDDEN = re.compile(f"[{_NEVER}]")
@@ -87,9 +92,9 @@ def _pattern(*, glob: bool) -> str:
     # An ECMA-262 regex (as JSON Schema and OpenAPI take it; Python's re reads it the
     # same): exactly the strings ``canonical`` returns unchanged. Only escapes and
     # explicit classes, no \s or \w, whose sets differ between the two engines. An
-    # ECMA-262 engine without the u flag sees a character past U+FFFF as two
-    # surrogates and refuses it: stricter than the server, never looser.
-    char = f"[^/{_NEVER}" + ("]" if glob else r"*?\[]")
+    # ECMA-262 engine reads code points with the u flag; without it, a character past
+    # U+FFFF is two surrogates, which the class lets through as one character would.
+    char = f"[^/{_NEVER_STATED}" + ("]" if glob else r"*?\[]")
     return (
         "^"
         f"(?!.{{{MAX_LENGTH + 1}}})"  # no more than MAX_LENGTH characters

@@ -214,3 +214,21 @@ def test_the_schema_says_no_string_an_agent_sends_may_hold_a_nul(client):
             assert not re.search(pattern, "a\x00b"), f"{where} allows a NUL"
             checked += 1
     assert checked > 20
+
+
+def test_every_pattern_the_schema_states_is_one_schema_tools_can_enforce(client):
+    """Schema tools validate patterns with Rust's regex engine (jsonschema-rs, which
+    schemathesis uses); a pattern it cannot compile is dropped, so the rule would be
+    stated and never enforced by them (a class naming lone surrogates did that)."""
+    import jsonschema_rs
+
+    schema = client.get("/api/v1/openapi.json").json()
+    patterns = {
+        string["pattern"]
+        for body in schema["components"]["schemas"].values()
+        for _, string in _string_schemas(body)
+        if "pattern" in string
+    }
+    assert len(patterns) >= 5
+    for pattern in patterns:
+        jsonschema_rs.Draft202012Validator({"pattern": pattern})  # raises if it cannot

@@ -2,12 +2,14 @@
 statefully along its links, as each kind of agent: no input gets a 5xx, and every
 answer matches the schema.
 
-The server runs on its own SQLite file (not the test database), seeded through
-``manage.py``, so the fuzzer's thousands of writes never contend with the test run.
+The server runs on its own database (a SQLite file, or a PostgreSQL database when the
+suite runs on PostgreSQL; never the test database), seeded through ``manage.py``, so
+the fuzzer's thousands of writes never contend with the test run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -44,12 +46,40 @@ expected-statuses = ["2XX", "401", "403", "404", "409"]
 """
 
 
+@contextlib.contextmanager
+def fuzz_database(tmp_path):
+    """A database of the fuzzer's own: a SQLite file, or, when the suite runs on
+    PostgreSQL, a PostgreSQL database beside the test one (what PostgreSQL refuses,
+    NUL characters say, SQLite stores)."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        yield f"sqlite:///{tmp_path / 'fleet.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"fleet_fuzz_{os.getpid()}"
+    base, _, _ = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_no_generated_request_gets_a_server_error(tmp_path):
+    with fuzz_database(tmp_path) as db_url:
+        fuzz(tmp_path, db_url)
+
+
+def fuzz(tmp_path, db_url: str) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
         "FLEET_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": db_url,
     }
-    db_url = f"sqlite:///{tmp_path / 'fleet.sqlite3'}"
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     seeded = subprocess.run(
