@@ -102,12 +102,12 @@ class SimAgent:
     def _timed(self, call: Callable) -> Callable:
         """The client's calls, each timed (the benchmark's load figures)."""
 
-        def timed(method: str, path: str, body: Any = None) -> Any:
+        def timed(method: str, path: str, body: Any = None, **options: Any) -> Any:
             route = f"{method} {path.split('/')[0].split('?')[0]}"
             started = time.perf_counter()
             ok = False
             try:
-                result = call(method, path, body)
+                result = call(method, path, body, **options)
                 ok = True
                 return result
             except FleetError as exc:
