@@ -162,7 +162,9 @@ def boot(agent: Agent) -> dict[str, Any]:
         "digest": digest(agent, task),
         "journal": journal,
         "inbox": list(agent.inbox.filter(acked_at__isnull=True).order_by("created_at")),
-        "learnings": list(learnings.order_by("-created_at")[:20]),
+        "learnings": list(
+            learnings.select_related("agent", "repository").order_by("-created_at")[:20]
+        ),
         "budget_left_usd": budget_left(agent),
     }
 

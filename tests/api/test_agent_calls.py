@@ -24,6 +24,7 @@ from fleet.models import (
     Task,
 )
 
+from ..conftest import make_agent
 from .conftest import make_token_agent
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +46,10 @@ def test_boot_returns_identity_task_journal_inbox_learnings_and_budget(as_agent,
     Message.objects.create(recipient=agent, subject="spec v2")
     Message.objects.create(recipient=agent, subject="old", acked_at=timezone.now())
     Learning.objects.create(repository=ready_tasks[0].repository, title="use -p no:cache", body=".")
+    bob = make_agent(name="bob", repository=ready_tasks[0].repository)
+    Learning.objects.create(
+        repository=ready_tasks[0].repository, agent=bob, title="from bob", body="."
+    )
     Budget.objects.create(scope="agent", agent=agent, limit_usd=Decimal("5"), spent_usd=2)
 
     body = as_agent(token).get("boot").json()
@@ -54,7 +59,11 @@ def test_boot_returns_identity_task_journal_inbox_learnings_and_budget(as_agent,
     assert body["task"]["key"] == key and body["task"]["branch"] == f"feat/{key}"
     assert body["journal"][0]["body"] == "write the totals test"
     assert [m["subject"] for m in body["inbox"]] == ["spec v2"]
-    assert [item["title"] for item in body["learnings"]] == ["use -p no:cache"]
+    # Who shared each, so a model weighs another agent's note as that (none: a person).
+    assert [(item["title"], item["by"]) for item in body["learnings"]] == [
+        ("from bob", "bob"),
+        ("use -p no:cache", None),
+    ]
     assert body["budget_left_usd"] == 3.0
 
 
