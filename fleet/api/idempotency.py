@@ -9,8 +9,9 @@ runs as any call does, and keeps its answer; a retry finds the answer and gets i
 again. The call itself runs outside the reservation's transaction, so a key never
 holds a lock across the call's git work (SQLite has one write lock for the fleet).
 A retry that arrives while the first call still runs is told to come back (503,
-``Retry-After``); a reservation older than ``ABANDONED`` seconds with no answer was a
-call whose process died, and the next retry runs it again.
+``Retry-After``). A reservation whose process died before answering (killed, the host
+rebooted) is run again by the next retry: at once when that process was on this host
+(the reservation names it), else once the reservation is ``ABANDONED`` seconds old.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import re
+import socket
 from datetime import timedelta
+from pathlib import Path
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, OperationalError, transaction
@@ -113,7 +117,7 @@ def _reserve(request: HttpRequest, key: str) -> Replay | HttpResponse | None:
         try:
             with transaction.atomic():
                 return Replay.objects.create(
-                    agent=agent, key=key, fingerprint=fingerprint, status=IN_FLIGHT
+                    agent=agent, key=key, fingerprint=fingerprint, status=IN_FLIGHT, owner=owner()
                 )
         except IntegrityError:
             continue  # a call with the same key reserved it meanwhile: answer as it says
@@ -139,11 +143,14 @@ def _answer(agent: Agent, found: Replay, fingerprint: str) -> HttpResponse | Rep
         response["Idempotent-Replayed"] = "true"
         return response
     now = timezone.now()
-    taken = Replay.objects.filter(
-        pk=found.pk, status=IN_FLIGHT, created_at__lt=now - timedelta(seconds=ABANDONED)
-    ).update(created_at=now)
-    if taken:
-        return found  # its call never answered (its process died): this one runs it
+    if _dead(found.owner) or found.created_at < now - timedelta(seconds=ABANDONED):
+        # Its call never answered (its process died): this one runs it, if no other
+        # retry took it over first.
+        taken = Replay.objects.filter(
+            pk=found.pk, status=IN_FLIGHT, owner=found.owner, created_at=found.created_at
+        ).update(owner=owner(), created_at=now)
+        if taken:
+            return found
     return _error(
         503,
         "in_progress",
@@ -168,6 +175,34 @@ def _forget(replay: Replay) -> None:
         Replay.objects.filter(pk=replay.pk).delete()
     except OperationalError:
         log.warning("could not drop the reservation for %s %r", HEADER, replay.key)
+
+
+def owner() -> str:
+    """This process, as a reservation names it: host, pid and the pid's start time (a
+    pid the system gave to a new process is not the old one)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+
+
+def _started(pid: int) -> str:
+    try:  # Linux: field 22 of /proc/PID/stat, counted after the command's ")"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _dead(name: str) -> bool:
+    """Whether the process a reservation names is gone: known only on its own host."""
+    host, _, rest = name.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return bool(started) and _started(int(pid)) not in ("", started)
 
 
 def _caller(request: HttpRequest) -> Agent | None:

@@ -355,6 +355,7 @@ class Replay(models.Model):
     key = models.CharField(max_length=200)
     fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path and body")
     status = models.PositiveSmallIntegerField(default=0)
+    owner = models.CharField(max_length=200, blank=True, help_text="host:pid:start of its call")
     body = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -4,6 +4,7 @@ again and changes nothing; without a key a retry repeats the call."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from datetime import timedelta
 
@@ -242,6 +243,36 @@ def test_a_call_whose_process_died_runs_again_on_a_later_retry(client, world):
     response = agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="dead")
     assert response.status_code == 201 and Learning.objects.count() == 2
     assert Replay.objects.get(key="dead").status == 201
+
+
+def test_a_call_whose_process_died_on_this_host_runs_again_at_once(client, world):
+    """A web process killed mid-call (kill -9, a crash) left its reservation without an
+    answer; it names that process, so a retry on this host runs the call at once
+    rather than waiting out ``ABANDONED``."""
+    from fleet.api.idempotency import owner
+
+    ada = Agent.objects.get(name="ada")
+    body = {"title": "t", "body": "b"}
+    agent = AgentClient(client, world["ada"])
+    agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="probe")
+    fingerprint = Replay.objects.get(key="probe").fingerprint
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host, _, _ = owner().split(":")
+    Replay.objects.create(
+        agent=ada,
+        key="died",
+        fingerprint=fingerprint,
+        status=0,
+        owner=f"{host}:{gone.stdout.strip()}:1",
+    )
+    live = Replay.objects.create(
+        agent=ada, key="alive", fingerprint=fingerprint, status=0, owner=owner()
+    )
+    assert agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="died").status_code == 201
+    assert agent.post("learnings", body, HTTP_IDEMPOTENCY_KEY="alive").status_code == 503
+    assert Learning.objects.count() == 2 and Replay.objects.get(pk=live.pk).status == 0
 
 
 def test_replays_count_against_the_rate_limit(client, world, settings):
