@@ -99,6 +99,7 @@ class Overlap:
     tasks: list[Task]
 
 
+@functools.lru_cache(maxsize=65536)  # a matrix spells thousands of paths, again each sync
 def _spelled(declared: str) -> str:
     """A stored declared path in its one spelling. Paths stored before they were
     canonicalized on the way in are compared by it too; one that names no path at
