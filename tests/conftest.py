@@ -56,6 +56,15 @@ def make_agent(role: str = Agent.BUILDER, **fields) -> Agent:
     return Agent.objects.create(name=fields.pop("name", f"agent-{next(_seq)}"), role=role, **fields)
 
 
+def make_working_task(agent: Agent, **fields) -> Task:
+    """A task leased to ``agent`` and being worked on (assigned, started, held)."""
+    task = make_task(status=Task.READY, **fields)
+    task.assign(agent=agent)
+    task.start(by=agent, epoch=task.lease_epoch)
+    agent.start_work(task=task)
+    return task
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, settings) -> Path:
     """Point FLEET_DATA_DIR at a fresh temporary directory for this test."""

@@ -54,10 +54,10 @@ def replayable(urls: tuple) -> tuple:
     return patterns, app_name, namespace
 
 
-def _error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
+def _error(status: int, code: str, detail: str, *, retry_after: str = "") -> JsonResponse:
     response = JsonResponse({"error": code, "detail": detail}, status=status)
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = value
+    if retry_after:
+        response["Retry-After"] = retry_after
     return response
 
 
@@ -76,7 +76,7 @@ def _idempotent(view):
                 raise
             log.warning("database unavailable reserving an idempotency key: %s", exc)
             return _error(
-                503, "unavailable", "the database is busy; retry shortly", Retry_After="1"
+                503, "unavailable", "the database is busy; retry shortly", retry_after="1"
             )
         if isinstance(reserved, HttpResponse):
             return reserved
@@ -135,7 +135,7 @@ def _answer(agent: Agent, found: Replay, fingerprint: str) -> HttpResponse | Rep
     wait = ratelimit.hit(f"t:{agent.token_hash}")
     if wait is not None:
         retry = str(max(1, int(wait + 0.999)))
-        return _error(429, "rate_limited", ratelimit.RATE_LIMITED, Retry_After=retry)
+        return _error(429, "rate_limited", ratelimit.RATE_LIMITED, retry_after=retry)
     if found.status != IN_FLIGHT:
         response = HttpResponse(
             found.body, status=found.status, content_type="application/json; charset=utf-8"
@@ -155,7 +155,7 @@ def _answer(agent: Agent, found: Replay, fingerprint: str) -> HttpResponse | Rep
         503,
         "in_progress",
         f"the first call with {HEADER} {found.key!r} is still running; retry shortly",
-        Retry_After="1",
+        retry_after="1",
     )
 
 

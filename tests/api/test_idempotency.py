@@ -27,7 +27,7 @@ from fleet.models import (
     Wave,
 )
 
-from ..conftest import make_repository, make_task, make_wave
+from ..conftest import make_repository, make_task, make_wave, make_working_task
 from .conftest import AgentClient, make_token_agent
 
 pytestmark = pytest.mark.django_db
@@ -41,10 +41,7 @@ def world():
     repo = make_repository(slug="shop")
     wave = make_wave(status=Wave.RUNNING)
     ada, ada_token = make_token_agent(Agent.BUILDER, name="ada", repository=repo)
-    task = make_task(wave=wave, repository=repo, key="T-1", status=Task.READY)
-    task.assign(agent=ada)
-    task.start(by=ada, epoch=task.lease_epoch)
-    ada.start_work(task=task)
+    task = make_working_task(ada, wave=wave, repository=repo, key="T-1")
     rex, rex_token = make_token_agent(Agent.REVIEWER, name="rex", repository=repo)
     reviewed = make_task(wave=wave, repository=repo, key="T-2", status=Task.IN_REVIEW)
     review = Review.objects.create(task=reviewed, commit_sha=SHA, reviewer=rex)
@@ -300,10 +297,7 @@ def test_a_keyed_call_does_its_git_work_outside_any_transaction(monkeypatch, git
     repo = make_repository(path=str(clone), slug="shop")
     wave = make_wave(status=Wave.RUNNING)
     ada, token = make_token_agent(Agent.BUILDER, name="ada", repository=repo)
-    task = make_task(wave=wave, repository=repo, key="T-1", status=Task.READY)
-    task.assign(agent=ada)
-    task.start(by=ada, epoch=task.lease_epoch)
-    ada.start_work(task=task)
+    task = make_working_task(ada, wave=wave, repository=repo, key="T-1")
     seen, ownership = [], planning.ownership
 
     def watched(*args, **kwargs):

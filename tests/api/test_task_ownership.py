@@ -8,7 +8,7 @@ import pytest
 from fleet import dispatch
 from fleet.models import Agent, Event, JournalEntry, Review, Task, Wave
 
-from ..conftest import make_agent, make_repository, make_task, make_wave
+from ..conftest import make_agent, make_repository, make_task, make_wave, make_working_task
 from .conftest import make_token_agent
 
 pytestmark = pytest.mark.django_db
@@ -22,10 +22,7 @@ def held():
     repo = make_repository(slug="shop")
     wave = make_wave(status=Wave.RUNNING)
     ada, ada_token = make_token_agent(Agent.BUILDER, name="ada", repository=repo)
-    task = make_task(wave=wave, repository=repo, key="T-1", status=Task.READY)
-    task.assign(agent=ada)
-    task.start(by=ada, epoch=task.lease_epoch)
-    ada.start_work(task=task)
+    task = make_working_task(ada, wave=wave, repository=repo, key="T-1")
     tokens = {"ada": ada_token}
     for name, role in (("bob", Agent.BUILDER), ("rex", Agent.REVIEWER), ("olly", "orchestrator")):
         _, tokens[name] = make_token_agent(role, name=name, repository=repo)
