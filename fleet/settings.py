@@ -289,6 +289,15 @@ FLEET_WEBHOOK_ATTEMPTS = env_int("FLEET_WEBHOOK_ATTEMPTS", 6)  # tries before gi
 FLEET_WEBHOOK_RETRY = env_int("FLEET_WEBHOOK_RETRY", 10)  # seconds before the first retry
 FLEET_WEBHOOK_TIMEOUT = env_int("FLEET_WEBHOOK_TIMEOUT", 5)  # seconds per try
 # The address agents use to reach Fleet (written into their identity files).
+# Runners (python -m fleet.runner): silent after this many seconds without a sync;
+# crashed CLIs restarted this many times in a row before a person must look; the
+# tmux socket (-L) runners use, empty for the user's default server.
+FLEET_RUNNER_SILENT = env_int("FLEET_RUNNER_SILENT", 15)
+FLEET_RUNNER_INTERVAL = float(
+    os.environ.get("FLEET_RUNNER_INTERVAL", "1.0")
+)  # seconds between syncs
+FLEET_RUNNER_MAX_RESTARTS = env_int("FLEET_RUNNER_MAX_RESTARTS", 3)
+FLEET_TMUX_SOCKET = os.environ.get("FLEET_TMUX_SOCKET", "")
 FLEET_PUBLIC_URL = os.environ.get("FLEET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 FLEET_PORTS_FROM = env_int("FLEET_PORTS_FROM", 20000)  # agents' dev-server port blocks
 FLEET_PORTS_PER_AGENT = env_int("FLEET_PORTS_PER_AGENT", 10)

@@ -20,12 +20,19 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from fleet import planning
+from fleet import runtime as runtimes
 from fleet.git import repo as gitrepo
 from fleet.git import worktrees
 from fleet.git.errors import GitError
 from fleet.models import Agent, AgentSession, Event, Repository, Task, TransitionError
+from fleet.runner import harnesses
 
-IDENTITY_PATTERNS = ["/.fleet/", "/.mcp.json", "/.claude/settings.local.json", "/.env"]
+IDENTITY_PATTERNS = list(
+    dict.fromkeys(
+        ["/.fleet/", "/.mcp.json", "/.claude/settings.local.json", "/.env"]
+        + harnesses.CONFIG_PATTERNS
+    )
+)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,8 +76,12 @@ def allocate_ports(agent: Agent) -> int:
     raise SpawnError("no free block of ports left")
 
 
-def identity_files(*, agent: Agent, token: str, task: Task | None, directory: Path) -> dict:
-    """The untracked identity layer, as {relative path: text}."""
+def identity_files(
+    *, agent: Agent, token: str, task: Task | None, directory: Path, harness: str = ""
+) -> dict:
+    """The untracked identity layer, as {relative path: text}: identity, ports, and
+    the MCP server and hooks in Claude Code's format (for an agent started by hand)
+    or in its harness's own."""
     python = sys.executable
     env = {"PYTHONPATH": str(PACKAGE_ROOT)}
     agent_cmd = [python, "-m", "fleet.agent"]
@@ -102,12 +113,21 @@ def identity_files(*, agent: Agent, token: str, task: Task | None, directory: Pa
         [f"FLEET_PORT_{i}={port}\n" for i, port in enumerate(ports)]
         + [f"PORT={ports[0]}\n", f"FLEET_AGENT={agent.name}\n"]
     )
-    return {
+    files = {
         ".fleet/identity.json": json.dumps(identity, indent=2) + "\n",
         ".mcp.json": json.dumps(mcp, indent=2) + "\n",
         ".claude/settings.local.json": json.dumps(claude, indent=2) + "\n",
         ".env": dotenv,
     }
+    if harness:
+        launch = harnesses.Launch(
+            python=python,
+            package_root=str(PACKAGE_ROOT),
+            directory=str(directory),
+            permissions=agent.repository.agent_permissions if agent.repository else "worktree",
+        )
+        files |= harnesses.HARNESSES[harness].files(launch)
+    return files
 
 
 def worktree_path(task: Task) -> Path:
@@ -139,9 +159,18 @@ def spawn(
     task: Task | None = None,
     directory: Path | None = None,
     by=None,
+    harness: str = "",
+    model: str = "",
+    command: str = "",
 ) -> Spawned:
+    """Spawn an agent; with a ``harness`` a runner starts its CLI (the first runner
+    online, or the next one to come)."""
     if role not in dict(Agent.ROLE_CHOICES):
         raise SpawnError(f"unknown role {role!r}")
+    if harness and harness not in harnesses.HARNESSES:
+        raise SpawnError(f"unknown harness {harness!r} (one of {', '.join(harnesses.HARNESSES)})")
+    if harness == "command" and not command.strip():
+        raise SpawnError("the command harness needs a command to run")
     if Agent.objects.filter(name=name).exists():
         raise SpawnError(f"an agent named {name!r} already exists")
     if task is not None:
@@ -191,11 +220,18 @@ def spawn(
                 raise SpawnError(str(exc)) from exc
         allocate_ports(agent)
         Event.objects.record(
-            "agent.spawned", by=by, agent=agent, payload={"task": task.key if task else None}
+            "agent.spawned",
+            by=by,
+            agent=agent,
+            payload={"task": task.key if task else None, "harness": harness or None},
         )
+        if harness:
+            runtimes.attach(
+                agent, harness=harness, model=model, command=command, directory=directory
+            )
     directory.mkdir(parents=True, exist_ok=True)
     for rel, text in identity_files(
-        agent=agent, token=token, task=task, directory=directory
+        agent=agent, token=token, task=task, directory=directory, harness=harness
     ).items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ninja import NinjaAPI
 
 from fleet import converters  # noqa: F401 - registers the {id:…} path converter
-from fleet.api import errors, idempotency, planner
+from fleet.api import errors, idempotency, planner, runners
 from fleet.api.auth import AgentToken, PerAgentThrottle
 from fleet.api.endpoints import router
 
@@ -123,3 +123,4 @@ api = FleetAPI(
 errors.install(api)
 api.add_router("", router)
 api.add_router("", planner.router)
+api.add_router("", runners.router)

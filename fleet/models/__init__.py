@@ -18,6 +18,7 @@ from fleet.models.agents import (
 )
 from fleet.models.base import Event, StateMachine, TransitionError
 from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
+from fleet.models.runtime import Runner, Runtime
 from fleet.models.spend import Budget, Caps, Checkpoint, ModelPrice, SpendEvent
 from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
 
@@ -37,6 +38,8 @@ __all__ = [
     "MergeRequest",
     "ModelPrice",
     "Replay",
+    "Runner",
+    "Runtime",
     "Plan",
     "Repository",
     "Review",

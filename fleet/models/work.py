@@ -59,6 +59,12 @@ class Repository(models.Model):
     auto_merge = models.BooleanField(
         default=False, help_text="Tasks whose gates are all green enter the merge queue"
     )
+    agent_permissions = models.CharField(
+        max_length=16,
+        choices=[("worktree", "edit, test and commit in its own worktree"), ("full", "everything")],
+        default="worktree",
+        help_text="What an agent CLI started by a runner may do without asking",
+    )
     rotate_at_pct = models.PositiveSmallIntegerField(
         default=60,
         validators=[MinValueValidator(10), MaxValueValidator(100)],

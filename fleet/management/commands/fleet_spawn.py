@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from fleet.models import Agent, Repository, Task
+from fleet.runner.harnesses import HARNESSES
 from fleet.spawn import SpawnError, spawn
 
 
@@ -21,6 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True, help="agent name (lowercase, digits, -)")
         parser.add_argument("--task", help="task key for a builder, e.g. T-12")
         parser.add_argument(
+            "--harness",
+            choices=list(HARNESSES),
+            help="start the agent's CLI under a runner (claude, codex, gemini, opencode, command)",
+        )
+        parser.add_argument("--model", default="", help="the model the CLI uses")
+        parser.add_argument("--command", default="", help="with --harness command: what to run")
+        parser.add_argument(
             "--dir", type=Path, help="where to write the identity layer (default: the worktree)"
         )
 
@@ -35,7 +43,14 @@ class Command(BaseCommand):
                 raise CommandError(f"no task {options['task']!r}")
         try:
             spawned = spawn(
-                repository=repository, role=role, name=name, task=task, directory=options["dir"]
+                repository=repository,
+                role=role,
+                name=name,
+                task=task,
+                directory=options["dir"],
+                harness=options.get("harness") or "",
+                model=options.get("model") or "",
+                command=options.get("command") or "",
             )
         except SpawnError as exc:
             raise CommandError(str(exc)) from exc
@@ -47,5 +62,10 @@ class Command(BaseCommand):
         self.stdout.write(f"  identity: {spawned.directory / '.fleet' / 'identity.json'}")
         end = agent.ports_start + agent.ports_count - 1
         self.stdout.write(f"  ports: {agent.ports_start}-{end}")
+        if options.get("harness"):
+            runner = agent.runtime.runner
+            where = f"runner {runner.name} starts it" if runner else "the next runner starts it"
+            self.stdout.write(f"  {HARNESSES[options['harness']].title}: {where}")
+            return
         self.stdout.write("Start it with:")
         self.stdout.write(f"  {spawned.command}")
