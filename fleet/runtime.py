@@ -46,9 +46,14 @@ class RuntimeRefused(Exception):
 
 def clean_screen(text: str) -> str:
     """The pane's last lines as plain text: control sequences stripped, bounded."""
-    lines = CONTROL.sub("", text.replace("\r\n", "\n")).split("\n")
-    while lines and not lines[-1].strip():
+    lines = [line.rstrip() for line in CONTROL.sub("", text.replace("\r\n", "\n")).split("\n")]
+    # A pane is mostly empty rows below what was written (a dead pane's notice at the
+    # bottom): runs of them are kept as one.
+    lines = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]
+    while lines and not lines[-1]:
         lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
     return "\n".join(line.rstrip()[:400] for line in lines[-SCREEN_LINES:])[-SCREEN_CHARS:]
 
 

@@ -13,7 +13,7 @@ import json
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # What an agent may do without asking, per repository setting.
 WORKTREE, FULL = "worktree", "full"
@@ -72,13 +72,14 @@ class Harness:
     hooks: bool = False  # SessionStart hook boots it (else the opening prompt says how)
     dialogs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (screen regex, keys) answered
     interrupt: tuple[str, ...] = ("C-c",)
-    extra: dict = field(default_factory=dict)
+    busy_lines: int = 8  # how far up from the bottom the busy marker is looked for
+    typed_prompt: bool = False  # the opening prompt is typed at the first ready prompt
 
     def ready_at(self, screen: str) -> bool:
         return bool(re.search(self.ready, _tail(screen), re.M)) and not self.busy_at(screen)
 
     def busy_at(self, screen: str) -> bool:
-        return bool(self.busy) and bool(re.search(self.busy, _tail(screen), re.M))
+        return bool(self.busy) and bool(re.search(self.busy, _tail(screen, self.busy_lines), re.M))
 
 
 def _tail(screen: str, lines: int = 12) -> str:
@@ -313,10 +314,11 @@ COMMAND = Harness(
     title="Command",
     binary="",  # the command's first word
     ready=r"^\s*(?:[>❯$]|fleet>)\s*$",
-    busy=r"^\s*\.\.\.\s*working",
+    busy=r"\.\.\. ?working",
     exit_keys=("C-d",),
     argv=_command_argv,
-    env=(),
+    busy_lines=1,
+    typed_prompt=True,
 )
 
 HARNESSES: dict[str, Harness] = {h.name: h for h in (CLAUDE, CODEX, GEMINI, OPENCODE, COMMAND)}

@@ -41,6 +41,7 @@ class Seen:
     generation: int = 0
     ready_once: bool = False
     screen: str = ""
+    state: str = ""
     screen_sent: str | None = None
     screen_at: float = 0.0
     ending_since: float | None = None
@@ -135,9 +136,12 @@ class Supervisor:
             "alive_seconds": max(0.0, time.time() - pane.created) if pane.created else 0.0,
         }
         now = self.clock()
-        if screen != seen.screen_sent and (pane.dead or now - seen.screen_at >= SCREEN_EVERY):
+        # A changed screen goes with a changed state at once, else at most once a second.
+        due = pane.dead or state != seen.state or now - seen.screen_at >= SCREEN_EVERY
+        if screen != seen.screen_sent and due:
             report["screen"] = screen
             seen.screen_sent, seen.screen_at = screen, now
+        seen.state = state
         return report
 
     def _classify(self, agent: str, pane: Pane, harness: Harness, seen: Seen, screen: str) -> str:
@@ -246,7 +250,7 @@ class Supervisor:
         harness = self._harness(agent, pane)
         nudge = item.get("nudge")
         text = None
-        if harness.name == "command" and not seen.prompt_typed and item.get("prompt"):
+        if harness.typed_prompt and not seen.prompt_typed and item.get("prompt"):
             text = item["prompt"]
         elif nudge is None:
             seen.work_nudged = False
@@ -261,7 +265,7 @@ class Supervisor:
             return
         log.info("%s: typing %r", agent, text)
         self.tmux.type(pane.session, text)
-        if harness.name == "command" and not seen.prompt_typed and item.get("prompt"):
+        if harness.typed_prompt and not seen.prompt_typed and item.get("prompt"):
             seen.prompt_typed = True
         elif nudge is not None and nudge["through"]:
             seen.nudged_through = nudge["through"]
@@ -284,7 +288,7 @@ class Supervisor:
             directory=str(directory),
             model=item.get("model", ""),
             permissions=item.get("permissions", "worktree"),
-            prompt="" if harness.name == "command" else item.get("prompt", ""),
+            prompt="" if harness.typed_prompt else item.get("prompt", ""),
             command=item.get("command", ""),
         )
         argv = harness.argv(launch)
