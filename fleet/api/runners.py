@@ -15,7 +15,7 @@ from ninja.security import HttpBearer
 
 from fleet import runtime
 from fleet.api.auth import bearer_token
-from fleet.api.schemas import ErrorOut, Text
+from fleet.api.schemas import ErrorOut, ObjectIn, Text
 from fleet.models import Runner
 
 
@@ -58,7 +58,7 @@ class EndedIn(Schema):
     reason: Short
 
 
-class SyncIn(Schema):
+class SyncIn(ObjectIn):
     host: Short = ""
     pid: int = Field(0, ge=0, le=2**31)
     version: Annotated[Text, Field(max_length=60)] = ""

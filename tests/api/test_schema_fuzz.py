@@ -1,5 +1,5 @@
 """Schemathesis drives the live API from its own OpenAPI schema, statelessly and then
-statefully along its links, as each kind of agent: no input gets a 5xx, and every
+statefully along its links, as each kind of agent and as a runner: no input gets a 5xx, and every
 answer matches the schema.
 
 The server runs on its own database (a SQLite file, or a PostgreSQL database when the
@@ -21,7 +21,7 @@ from ..agent.conftest import ROOT, Server, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.fuzz]
 
 SEED = """
-from fleet.models import Agent, Plan, Repository, Task, Wave
+from fleet.models import Agent, Plan, Repository, Runner, Runtime, Task, Wave
 repo = Repository.objects.create(name="Fuzz", slug="fuzz", path="/nonexistent")
 wave = Wave.objects.create(plan=Plan.objects.create(name="P", slug="p"), number=1, status="running")
 for i in range(3):
@@ -29,6 +29,8 @@ for i in range(3):
 for role in ("builder", "reviewer", "orchestrator"):
     agent = Agent.objects.create(name=f"fuzz-{role}", role=role, repository=repo)
     print(role, agent.issue_token())
+    Runtime.objects.create(agent=agent, harness="claude", directory="/nonexistent")
+print("runner", Runner.objects.create(name="fuzz-runner").issue_token())
 """
 # Zero 5xx, and every answer as the schema says (body, status, content type). The
 # stateful phase follows the schema's links: boot → work/next → heartbeat, claim,
@@ -95,7 +97,7 @@ def fuzz(tmp_path, db_url: str) -> None:
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
     server = Server(free_port(), tmp_path, db_url=db_url).start()
     try:
-        for role in ("builder", "reviewer", "orchestrator"):
+        for role in ("builder", "reviewer", "orchestrator", "runner"):
             result = subprocess.run(
                 [
                     sys.executable,
