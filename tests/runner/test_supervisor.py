@@ -171,3 +171,61 @@ def test_a_silent_runner_shows_its_agents_as_unknown(live_fleet, tmux, data_dir,
     settings.FLEET_RUNNER_SILENT = 1
     time.sleep(1.5)
     assert runtime_of("ka").shown_state() == "unknown"
+
+
+def start_runner(url: str, token: str, socket: str, log: Path):
+    import subprocess
+    import sys
+
+    from .test_standalone import ROOT, clean_env
+
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleet.runner", "--url", url, "--socket", socket],
+            env=clean_env(FLEET_RUNNER_TOKEN=token),
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+
+
+def wait_for(check, timeout: float = 20, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_the_runner_process_killed_with_9_is_adopted_and_a_revoked_token_stops_it(
+    live_fleet, tmux, data_dir, tmp_path
+):
+    from fleet.models import Runner
+
+    runner = Runner.objects.create(name="proc")
+    token = runner.issue_token()
+    spawn_fake("la")
+    log = tmp_path / "runner.log"
+    first = start_runner(live_fleet.url, token, tmux.socket, log)
+    try:
+        wait_for(lambda: runtime_of("la").state == Runtime.READY, what="la ready")
+        pane = tmux.panes()["fleet-la"]
+        first.kill()  # -9: no cleanup at all
+        first.wait(10)
+        second = start_runner(live_fleet.url, token, tmux.socket, log)
+        try:
+            time.sleep(3)
+            assert tmux.panes()["fleet-la"].pid == pane.pid  # adopted, not restarted
+            assert list(tmux.panes()) == ["fleet-la"]
+            runner.revoke_token(by=None)
+            assert second.wait(15) == 3
+        finally:
+            if second.poll() is None:
+                second.kill()
+        text = log.read_text()
+        assert "refused this runner" in text and "revoked" in text
+        assert token not in text
+        assert "fleet-la" in tmux.panes()  # its agent keeps running
+    finally:
+        if first.poll() is None:
+            first.kill()
