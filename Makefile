@@ -57,11 +57,17 @@ run: venv
 	log=$${FLEET_DATA_DIR:-data}/access.log; mkdir -p "$$(dirname "$$log")"; \
 	echo "(daphne's access log: $$log)"; \
 	$(VENV)/bin/daphne --access-log "$$log" -b $(HOST) -p $(PORT) fleet.asgi:application & web=$$!; \
+	token=$${FLEET_DATA_DIR:-data}/runner-local.token; \
+	$(PY) manage.py fleet_runner --register local --token-file "$$token" >/dev/null; \
+	FLEET_RUNNER_PATH=$(CURDIR)/.tools/node_modules/.bin $(PY) -m fleet.runner \
+	  --url http://$(HOST):$(PORT) --token-file "$$token" 2>>$${FLEET_DATA_DIR:-data}/runner.log & runner=$$!; \
+	echo "(the local runner's log: $${FLEET_DATA_DIR:-data}/runner.log)"; \
 	sim=; if [ "$(FLEET_DEMO)" != 0 ]; then \
 	  $(PY) manage.py fleet_simulate --url http://$(HOST):$(PORT) --speed $(DEMO_SPEED) & sim=$$!; \
 	fi; \
-	trap 'kill -TERM $$worker $$web $$sim 2>/dev/null' INT TERM; \
-	wait $$web; kill -TERM $$worker $$sim 2>/dev/null; wait $$worker $$sim; echo "Fleet stopped."
+	trap 'kill -TERM $$worker $$web $$sim $$runner 2>/dev/null' INT TERM; \
+	wait $$web; kill -TERM $$worker $$sim $$runner 2>/dev/null; wait $$worker $$sim $$runner; \
+	echo "Fleet stopped (agents' tmux sessions keep running: tmux ls)."
 
 # Every benchmark (about 20 minutes); BENCH_ARGS="--database-url postgres://… --redis-url redis://…"
 bench: venv

@@ -83,8 +83,6 @@ def identity_files(
     the MCP server and hooks in Claude Code's format (for an agent started by hand)
     or in its harness's own."""
     python = sys.executable
-    env = {"PYTHONPATH": str(PACKAGE_ROOT)}
-    agent_cmd = [python, "-m", "fleet.agent"]
     ports = list(range(agent.ports_start, agent.ports_start + agent.ports_count))
     identity = {
         "url": settings.FLEET_PUBLIC_URL,
@@ -98,34 +96,24 @@ def identity_files(
         "worktree": str(directory),
         "ports": ports,
     }
-    hook = " ".join(shlex.quote(p) for p in agent_cmd)
-    claude = {
-        "env": env,
-        "hooks": {
-            event: [{"hooks": [{"type": "command", "command": f"{hook} hook {event}"}]}]
-            for event in ("SessionStart", "PostToolUse", "Stop")
-        },
-    }
-    mcp = {
-        "mcpServers": {"fleet": {"command": python, "args": agent_cmd[1:] + ["mcp"], "env": env}}
-    }
     dotenv = "".join(
         [f"FLEET_PORT_{i}={port}\n" for i, port in enumerate(ports)]
         + [f"PORT={ports[0]}\n", f"FLEET_AGENT={agent.name}\n"]
     )
+    launch = harnesses.Launch(
+        python=python,
+        package_root=str(PACKAGE_ROOT),
+        directory=str(directory),
+        permissions=agent.repository.agent_permissions if agent.repository else "worktree",
+    )
+    # Claude Code's MCP server and hooks always (an agent started by hand runs it),
+    # and the harness's own configuration when a runner starts another CLI.
     files = {
         ".fleet/identity.json": json.dumps(identity, indent=2) + "\n",
-        ".mcp.json": json.dumps(mcp, indent=2) + "\n",
-        ".claude/settings.local.json": json.dumps(claude, indent=2) + "\n",
         ".env": dotenv,
+        **harnesses.CLAUDE.files(launch),
     }
     if harness:
-        launch = harnesses.Launch(
-            python=python,
-            package_root=str(PACKAGE_ROOT),
-            directory=str(directory),
-            permissions=agent.repository.agent_permissions if agent.repository else "worktree",
-        )
         files |= harnesses.HARNESSES[harness].files(launch)
     return files
 

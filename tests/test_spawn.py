@@ -71,7 +71,8 @@ def test_spawning_a_builder_onto_a_task(repo_with_task):
     mcp = json.loads((worktree / ".mcp.json").read_text())
     assert mcp["mcpServers"]["fleet"]["args"][-1] == "mcp"
     hooks = json.loads((worktree / ".claude/settings.local.json").read_text())["hooks"]
-    assert "hook PostToolUse" in hooks["PostToolUse"][0]["hooks"][0]["command"]
+    assert "-m fleet.agent.quickhook" in hooks["PostToolUse"][0]["hooks"][0]["command"]
+    assert "hook SessionStart" in hooks["SessionStart"][0]["hooks"][0]["command"]
     assert f"PORT={identity['ports'][0]}" in (worktree / ".env").read_text()
     assert f"cd {worktree}" in out and "-m fleet.agent boot" in out
 

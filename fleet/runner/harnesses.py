@@ -96,7 +96,11 @@ def _agent_env(launch: Launch) -> dict[str, str]:
 
 
 def _hook(launch: Launch, event: str) -> str:
-    return " ".join(shlex.quote(p) for p in agent_command(launch, "hook", event))
+    if event == "PostToolUse":  # on every tool call: the short path (fleet.agent.quickhook)
+        argv = [launch.python, "-S", "-m", "fleet.agent.quickhook"]
+    else:
+        argv = agent_command(launch, "hook", event)
+    return " ".join(shlex.quote(p) for p in argv)
 
 
 def _mcp_server(launch: Launch) -> dict:

@@ -192,3 +192,57 @@ def test_a_hook_never_breaks_the_session_when_fleet_is_down(tmp_path):
         env={"FLEET_URL": "http://127.0.0.1:9", "FLEET_TOKEN": "x"},
     )
     assert result.returncode == 0 and "unreachable" in result.stderr and result.stdout == ""
+
+
+def settings_hook(spawned, event: str) -> str:
+    """The hook command exactly as Claude Code finds it in the worktree's settings."""
+    settings = json.loads((spawned.directory / ".claude/settings.local.json").read_text())
+    return settings["hooks"][event][0]["hooks"][0]["command"]
+
+
+def test_the_short_post_tool_use_hook_answers_as_the_full_one(builder, tmp_path):
+    import os
+
+    ada = Agent.objects.get(name="ada")
+    ada.stop(reason="person", by=None)
+    ada.resume(by=None)
+    ada.refresh_from_db()
+    Message.objects.create(recipient=ada, subject="spec v3", body="Carts expire.")
+    transcript = tmp_path / "transcript.jsonl"
+    transcript.write_bytes(b"x" * 4 * 130_000)
+    stdin = hook_payload("PostToolUse", transcript_path=str(transcript), tool_name="Edit")
+    command = settings_hook(builder, "PostToolUse")
+    assert "-S -m fleet.agent.quickhook" in command
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "FLEET_"))}
+    settings = json.loads((builder.directory / ".claude/settings.local.json").read_text())
+    env.update(settings["env"])
+    quick = subprocess.run(
+        command, shell=True, cwd=builder.directory, input=stdin, capture_output=True,
+        text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert quick.returncode == 0, quick.stderr
+    full = agent(builder, "hook", "PostToolUse", stdin=stdin)
+    assert json.loads(quick.stdout) == json.loads(full.stdout)
+    context = json.loads(quick.stdout)["hookSpecificOutput"]["additionalContext"]
+    assert "spec v3" in context and "60%" in context
+    ada.refresh_from_db()
+    assert ada.context_pct == 65 and ada.status_line == "Edit done"
+    # A stop reaches the model the same way.
+    ada.stop(reason="budget", by=None)
+    stopped = subprocess.run(
+        command, shell=True, cwd=builder.directory, input=stdin, capture_output=True,
+        text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert json.loads(stopped.stdout)["continue"] is False
+
+
+def test_the_short_hook_never_breaks_the_session(tmp_path):
+    result = subprocess.run(
+        [__import__("sys").executable, "-S", "-m", "fleet.agent.quickhook"],
+        cwd=tmp_path, input=hook_payload("PostToolUse"), capture_output=True, text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+             "FLEET_URL": "http://127.0.0.1:9", "FLEET_TOKEN": "x"},
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout == ""
+    assert "fleet hook" in result.stderr
