@@ -66,20 +66,24 @@ def _post_tool_use(client: Client, payload: dict, stdout: TextIO) -> None:
         context_pct=context_pct(payload),
         status_line=f"{payload.get('tool_name', 'tool')} done",
     )
-    notes = []
-    if beat["inbox"]:
-        for message in ops.inbox(client):
-            notes.append(
-                f"Message #{message['id']} from Fleet: {message['subject']}\n{message['body']}"
-            )
+    output = answer(beat, ops.inbox(client) if beat["inbox"] else [])
+    if output:
+        json.dump(output, stdout)
+
+
+def answer(beat: dict, messages: list[dict]) -> dict[str, Any]:
+    """Claude Code's PostToolUse output for a heartbeat's directives: unread messages,
+    the rotation notice, a stop. Empty when there is nothing to say."""
+    notes = [f"Message #{m['id']} from Fleet: {m['subject']}\n{m['body']}" for m in messages]
+    if messages:
         notes.append("Acknowledge each with `python -m fleet.agent ack ID` once handled.")
-    if beat["rotate"]:
+    if beat.get("rotate"):
         notes.append(
             "Your context is past 60%. Write the journal now (done / learned / next) with "
             "`python -m fleet.agent journal`, then end this session; the next one boots from it."
         )
     output: dict[str, Any] = {}
-    if beat["stop"]:
+    if beat.get("stop"):
         output.update(
             {"continue": False, "stopReason": "Fleet: budget spent or stopped by a person."}
         )
@@ -88,5 +92,4 @@ def _post_tool_use(client: Client, payload: dict, stdout: TextIO) -> None:
             "hookEventName": "PostToolUse",
             "additionalContext": "\n\n".join(notes),
         }
-    if output:
-        json.dump(output, stdout)
+    return output

@@ -2,152 +2,151 @@
 
 Claude Code runs PostToolUse after every tool call and waits for it, so its cost is
 paid on every step an agent takes. This does what ``hooks.run("PostToolUse")`` does
-(heartbeat; unread messages, a rotation notice or a stop handed to the model) with
-as little as Python can start with: no site packages (``-S``), no argparse, urllib
-or ssl; one keep-alive HTTP/1.1 connection on a plain socket. An ``https://`` Fleet,
-or anything unexpected, falls back to the full hook (same answer, slower start).
-A hook never breaks the session: on failure it says so on stderr and exits 0.
+(heartbeat; unread messages, a rotation notice or a stop handed to the model) with as
+little as Python can start with: no site packages (``-S``), and on the common path
+(nothing to hand the model) only ``_socket``: no json, re, socket, urllib or ssl
+module is imported. The few fields it needs are read from JSON Fleet wrote (the
+identity file, the heartbeat's answer) and from the hook's input; anything it cannot
+read that simply (an escaped string, an ``https://`` Fleet, a surprise in the answer)
+goes the full hook's way, with the same answer, only slower to start. A hook never
+breaks the session: on failure it says so on stderr and exits 0.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 
 BYTES_PER_TOKEN = 4
 TIMEOUT = 10.0
 
 
-def _identity() -> dict:
+class Slow(Exception):
+    """Not for the short path: take the full hook's."""
+
+
+def _string(text: str, name: str) -> str | None:
+    """The value of the first ``"name": "…"`` in JSON text (None when absent or null);
+    a value with escapes is for the full parser."""
+    at = text.find(f'"{name}"')
+    if at < 0:
+        return None
+    rest = text[text.find(":", at + len(name) + 2) + 1 :].lstrip()
+    if rest.startswith("null"):
+        return None
+    end = rest.find('"', 1)
+    if not rest.startswith('"') or end < 0 or "\\" in rest[1:end]:
+        raise Slow(f"{name} is not a plain string")
+    return rest[1:end]
+
+
+def _token(text: str, name: str) -> str:
+    """The raw JSON token after ``"name":`` (a number, true, false, null)."""
+    at = text.find(f'"{name}"')
+    if at < 0:
+        raise Slow(f"no {name}")
+    rest = text[text.find(":", at) + 1 :].lstrip()
+    end = min((i for i in (rest.find(","), rest.find("}")) if i >= 0), default=-1)
+    if end < 0:
+        raise Slow(f"no end of {name}")
+    return rest[:end].strip()
+
+
+def _identity() -> str:
     here = os.getcwd()
     while True:
-        path = os.path.join(here, ".fleet", "identity.json")
-        if os.path.isfile(path):
+        path = here + "/.fleet/identity.json"
+        try:
             with open(path) as f:
-                return json.load(f)
-        parent = os.path.dirname(here)
-        if parent == here:
-            return {}
-        here = parent
+                return f.read()
+        except FileNotFoundError:
+            parent = os.path.dirname(here)
+            if parent == here:
+                raise Slow("no identity file") from None
+            here = parent
 
 
-class _Http:
-    """HTTP/1.1 over one socket: JSON requests, Content-Length responses."""
+def _request(url: str, token: str, method: str, path: str, body: str = "") -> str:
+    import _socket
 
-    def __init__(self, url: str, token: str) -> None:
-        rest = url[len("http://") :]
-        hostport, _, prefix = rest.partition("/")
-        host, _, port = hostport.partition(":")
-        self.host, self.prefix, self.token = hostport, "/" + prefix.rstrip("/"), token
-        self.sock = socket.create_connection((host, int(port or 80)), timeout=TIMEOUT)
-        self.buf = b""
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict | list:
-        data = json.dumps(body).encode() if body is not None else b""
-        head = (
-            f"{method} {self.prefix.rstrip('/')}/api/v1/{path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Authorization: Bearer {self.token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
-        )
-        self.sock.sendall(head.encode() + data)
-        while b"\r\n\r\n" not in self.buf:
-            self._more()
-        header, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = header.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        length = None
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
-            elif name.strip().lower() == "transfer-encoding":
-                raise OSError("chunked answer")  # the full client handles it
-        if length is None:
-            raise OSError("answer without a length")
-        while len(self.buf) < length:
-            self._more()
-        payload, self.buf = self.buf[:length], self.buf[length:]
-        answer = json.loads(payload or b"null")
-        if status >= 400:
-            detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
-            raise RuntimeError(f"HTTP {status}: {detail}")
-        return answer
-
-    def _more(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise OSError("connection closed")
-        self.buf += chunk
-
-
-def context_pct(payload: dict) -> int:
-    window = int(os.environ.get("FLEET_CONTEXT_TOKENS", "200000"))
-    path = payload.get("transcript_path") or ""
+    if not url.startswith("http://"):
+        raise Slow("not plain http")
+    hostport, _, prefix = url[len("http://") :].partition("/")
+    host, _, port = hostport.partition(":")
+    data = body.encode()
+    head = (
+        f"{method} /{prefix.strip('/') + '/' if prefix.strip('/') else ''}api/v1/{path} "
+        f"HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     try:
-        size = os.stat(path).st_size if path else 0
+        sock.settimeout(TIMEOUT)
+        sock.connect((host or "127.0.0.1", int(port or 80)))
+        sock.sendall(head + data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    raw = b"".join(chunks).decode("utf-8", "replace")
+    header, _, payload = raw.partition("\r\n\r\n")
+    status = int(header.split(" ", 2)[1])
+    if "transfer-encoding" in header.lower():
+        raise Slow("chunked")
+    if status >= 400:
+        raise RuntimeError(f"HTTP {status}: {payload[:300]}")
+    return payload
+
+
+def context_pct(transcript: str | None) -> int:
+    window = int(os.environ.get("FLEET_CONTEXT_TOKENS", "200000"))
+    try:
+        size = os.stat(transcript).st_size if transcript else 0
     except OSError:
         size = 0
     return min(100, round(100 * size / BYTES_PER_TOKEN / window))
 
 
-def answer(beat: dict, messages: list) -> dict:
-    """Claude Code's hook output for a heartbeat's directives (as ``fleet.agent.hooks``)."""
-    notes = [f"Message #{m['id']} from Fleet: {m['subject']}\n{m['body']}" for m in messages]
-    if messages:
-        notes.append("Acknowledge each with `python -m fleet.agent ack ID` once handled.")
-    if beat.get("rotate"):
-        notes.append(
-            "Your context is past 60%. Write the journal now (done / learned / next) with "
-            "`python -m fleet.agent journal`, then end this session; the next one boots from it."
-        )
-    output: dict = {}
-    if beat.get("stop"):
-        output.update(
-            {"continue": False, "stopReason": "Fleet: budget spent or stopped by a person."}
-        )
-    if notes:
-        output["hookSpecificOutput"] = {
-            "hookEventName": "PostToolUse",
-            "additionalContext": "\n\n".join(notes),
-        }
-    return output
-
-
 def main() -> int:
     raw = sys.stdin.read()
     try:
-        payload = json.loads(raw) if raw.strip() else {}
         identity = _identity()
-        url = os.environ.get("FLEET_URL") or identity.get("url") or ""
-        token = os.environ.get("FLEET_TOKEN") or identity.get("token") or ""
-    except (ValueError, OSError) as exc:
-        print(f"fleet hook PostToolUse: {exc}", file=sys.stderr)
-        return 0
-    if not url.startswith("http://") or not token:
-        return _full(raw)
-    try:
-        http = _Http(url, token)
-        beat = http.call(
-            "POST",
-            "heartbeat",
-            {
-                "context_pct": context_pct(payload),
-                "status_line": f"{payload.get('tool_name', 'tool')} done",
-            },
+        url = os.environ.get("FLEET_URL") or _string(identity, "url") or ""
+        token = os.environ.get("FLEET_TOKEN") or _string(identity, "token") or ""
+        # The hook's own fields come before the tool's input and answer (which may
+        # hold anything): read them there.
+        head = raw.split('"tool_input"', 1)[0]
+        tool = _string(head, "tool_name") or "tool"
+        if not tool.replace("_", "").isalnum():
+            raise Slow("unusual tool name")
+        body = (
+            f'{{"context_pct": {context_pct(_string(head, "transcript_path"))}, '
+            f'"status_line": "{tool} done"}}'
         )
-        messages = http.call("GET", "inbox") if beat.get("inbox") else []
-        http.sock.close()
-    except RuntimeError as exc:  # Fleet answered with an error: say so, as the full hook does
+        answer = _request(url, token, "POST", "heartbeat", body)
+        inbox, rotate, stop = (_token(answer, k) for k in ("inbox", "rotate", "stop"))
+        if not inbox.isdigit() or {rotate, stop} - {"true", "false"}:
+            raise Slow("unexpected answer")
+        if inbox == "0" and rotate == stop == "false":
+            return 0  # the common case: nothing for the model
+        import json
+
+        from fleet.agent.hooks import answer as hook_answer
+
+        messages = json.loads(_request(url, token, "GET", "inbox")) if inbox != "0" else []
+        beat = {"rotate": rotate == "true", "stop": stop == "true"}
+        json.dump(hook_answer(beat, messages), sys.stdout)
+        return 0
+    except RuntimeError as exc:  # Fleet answered with an error: said, as the full hook does
         print(f"fleet hook PostToolUse: {exc}", file=sys.stderr)
         return 0
-    except (OSError, ValueError, KeyError, IndexError):
+    except (Slow, OSError, ValueError, IndexError):
         return _full(raw)
-    output = answer(beat, messages)
-    if output:
-        json.dump(output, sys.stdout)
-    return 0
 
 
 def _full(raw: str) -> int:

@@ -246,3 +246,23 @@ def test_the_short_hook_never_breaks_the_session(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0 and result.stdout == ""
     assert "fleet hook" in result.stderr
+
+
+def test_the_short_hook_imports_no_json_or_http_library_when_nothing_is_for_the_model(
+    builder, tmp_path
+):
+    import os
+
+    command = settings_hook(builder, "PostToolUse") + " -X importtime"
+    command = command.replace(" -S -m", " -S -X importtime -m").removesuffix(" -X importtime")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "FLEET_"))}
+    env.update(json.loads((builder.directory / ".claude/settings.local.json").read_text())["env"])
+    done = subprocess.run(
+        command, shell=True, cwd=builder.directory, input=hook_payload("PostToolUse"),
+        capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == ""
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "fleet.agent" in imported  # (the hook itself runs as __main__)
+    assert not imported & {"json", "socket", "urllib.request", "http.client", "ssl"}
+    assert Agent.objects.get(name="ada").last_heartbeat_at is not None

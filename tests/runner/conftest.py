@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.bench import fakecli
 from fleet.models import Agent, Runner, Runtime
 from fleet.runner.client import Fleet
 from fleet.runner.supervisor import Supervisor
@@ -19,7 +20,7 @@ from tests.agent.conftest import live_fleet  # noqa: F401 - the session's live F
 
 from ..conftest import make_repository
 
-FAKECLI = Path(__file__).with_name("fakecli.py")
+FAKECLI = Path(fakecli.__file__)
 
 
 @pytest.fixture

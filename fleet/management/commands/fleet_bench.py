@@ -1,4 +1,5 @@
-"""``manage.py fleet_bench {heartbeat,git,plan,live,sim,soak,all}``: measure Fleet on this machine.
+"""``manage.py fleet_bench {heartbeat,git,plan,live,sim,soak,runtime,all}``: measure Fleet
+on this machine.
 
 Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
 SQLite database, or a fresh PostgreSQL database when --database-url names one; a
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from fleet.bench import everything, gitbench, heartbeat, live, plan, simbench, soak
+from fleet.bench import runtime as runtimebench
 from fleet.bench.heartbeat import INHERIT
 
 
@@ -112,6 +114,14 @@ class Command(BaseCommand):
         _database_option(lb)
         lb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
+        rb = sub.add_parser(
+            "runtime", help="runner: hook overhead, wake latency, dead CLIs, N agents' cost"
+        )
+        rb.add_argument("--agents", type=int, default=20)
+        rb.add_argument("--samples", type=int, default=30)
+        _database_option(rb)
+        rb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
     def handle(self, *args, **options) -> None:
         progress = lambda line: self.stderr.write(line)  # noqa: E731
         try:
@@ -121,6 +131,9 @@ class Command(BaseCommand):
             elif options["bench"] == "live":
                 results = self._live(options, progress)
                 text = live.table(results)
+            elif options["bench"] == "runtime":
+                results = self._runtime(options, progress)
+                text = runtimebench.table(results)
             elif options["bench"] == "soak":
                 results = self._soak(options, progress)
                 text = soak.table(results)
@@ -221,6 +234,16 @@ class Command(BaseCommand):
             database_url=options["database_url"] or None,
             progress=progress,
             redis_url=_redis(options),
+        )
+
+    def _runtime(self, options, progress) -> dict:
+        if not 1 <= options["agents"] <= 100 or not 5 <= options["samples"] <= 500:
+            raise CommandError("--agents must be 1-100 and --samples 5-500")
+        return runtimebench.run(
+            agents=options["agents"],
+            samples=options["samples"],
+            database_url=options["database_url"] or None,
+            progress=progress,
         )
 
     def _sim(self, options, progress) -> dict:

@@ -1,9 +1,11 @@
-"""A stand-in agent CLI for the runner's tests (the command harness runs it in tmux).
+"""A stand-in agent CLI for the runner's tests and benchmark (the command harness
+runs it in tmux).
 
 It boots for a moment, then shows the prompt ``fleet>`` and reads lines: each line
 is appended to ``received.log`` in its directory. ``work N`` keeps it busy for N
 seconds (``... working`` on screen), ``crash N`` exits with code N, end of input
-(Ctrl-D, the harness's exit key) exits 0.
+(Ctrl-D, the harness's exit key) exits 0. ``received.times`` has each line with the
+time it arrived (the benchmark's wake latency).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main() -> int:
         line = line.rstrip("\n")
         with log.open("a") as out:
             out.write(line + "\n")
+        with Path("received.times").open("a") as out:
+            out.write(f"{time.time():.4f}\t{line}\n")
         word, _, arg = line.partition(" ")
         if word == "crash":
             return int(arg or 7)
