@@ -63,7 +63,9 @@ run: venv
 	  --url http://$(HOST):$(PORT) --token-file "$$token" 2>>$${FLEET_DATA_DIR:-data}/runner.log & runner=$$!; \
 	echo "(the local runner's log: $${FLEET_DATA_DIR:-data}/runner.log)"; \
 	sim=; if [ "$(FLEET_DEMO)" != 0 ]; then \
-	  $(PY) manage.py fleet_simulate --url http://$(HOST):$(PORT) --speed $(DEMO_SPEED) & sim=$$!; \
+	  under=; if command -v tmux >/dev/null; then under=--under-runner; \
+	  else echo "tmux is not installed: the demo's agents run as plain processes, not under the runner."; fi; \
+	  $(PY) manage.py fleet_simulate --url http://$(HOST):$(PORT) --speed $(DEMO_SPEED) $$under & sim=$$!; \
 	fi; \
 	trap 'kill -TERM $$worker $$web $$sim $$runner 2>/dev/null' INT TERM; \
 	wait $$web; kill -TERM $$worker $$sim $$runner 2>/dev/null; wait $$worker $$sim $$runner; \

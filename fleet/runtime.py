@@ -206,7 +206,7 @@ def _exited(runtime: Runtime, seen: Report, fields: set[str]) -> None:
     if agent.status == Agent.STOPPED:
         return
     if agent.status == Agent.ROTATING:
-        _bump(runtime, fields, reason="rotated")
+        _rotation(runtime, fields)  # it ended its session itself, as asked
         return
     runtime.restarts += 1
     fields.add("restarts")
@@ -239,18 +239,25 @@ def _bump(runtime: Runtime, fields: set[str], *, reason: str, by=None) -> None:
     )
 
 
+def _rotation(runtime: Runtime, fields: set[str]) -> None:
+    """One fresh session per rotation asked for (per session that rotates)."""
+    agent = runtime.agent
+    open_session = agent.sessions.filter(ended_at__isnull=True).values_list("pk", flat=True).first()
+    if runtime.rotated_session != open_session or open_session is None:
+        runtime.rotated_session = open_session
+        fields.add("rotated_session")
+        _bump(runtime, fields, reason="rotation")
+
+
 def _desired(runtime: Runtime, now) -> dict[str, Any]:
     """What the runner should do with one agent's CLI."""
     agent = runtime.agent
     fields: set[str] = set()
-    open_session = agent.sessions.filter(ended_at__isnull=True).values_list("pk", flat=True).first()
     patience = 0.0
-    if agent.status == Agent.ROTATING and runtime.rotated_session != open_session:
+    if agent.status == Agent.ROTATING:
         # The heartbeat asked for a rotation: a fresh session, once the CLI has
         # finished its turn (its journal written).
-        runtime.rotated_session = open_session
-        fields.add("rotated_session")
-        _bump(runtime, fields, reason="rotation")
+        _rotation(runtime, fields)
     if agent.role == Agent.REVIEWER:
         if agent.status == Agent.REVIEWING and agent.current_task_id:
             if runtime.review_task_id != agent.current_task_id:

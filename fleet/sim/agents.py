@@ -28,14 +28,27 @@ MODEL = "sim-model"
 
 
 class Clock:
-    """Simulated seconds, ``speed`` times faster than real ones; stops with ``stop``."""
+    """Simulated seconds, ``speed`` times faster than real ones; stops with ``stop``.
+    Under a runner, a ``nudge`` (typed into the agent's terminal) cuts a wait short."""
 
-    def __init__(self, speed: float, stop: threading.Event) -> None:
-        self.speed, self.stop = speed, stop
+    def __init__(
+        self, speed: float, stop: threading.Event, nudge: threading.Event | None = None
+    ) -> None:
+        self.speed, self.stop, self.nudge = speed, stop, nudge
 
     def sleep(self, seconds: float) -> bool:
         """False when the simulation is stopping."""
-        return not self.stop.wait(seconds / self.speed)
+        if self.nudge is None:
+            return not self.stop.wait(seconds / self.speed)
+        deadline = time.monotonic() + seconds / self.speed
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if self.nudge.wait(min(left, 0.2)):
+                self.nudge.clear()
+                return True
+        return False
 
     @property
     def running(self) -> bool:
@@ -95,6 +108,10 @@ class SimAgent:
         self.errors: list[str] = []
         self.crashed = False
         self.sessions = 0
+        # Under a runner (a CLI in tmux): idle shows a prompt, rotation ends the process
+        # and the runner starts a fresh one that boots from the journal.
+        self.interactive = False
+        self.progress_file: Path | None = None  # steps done per task, across sessions
 
     def say(self, text: str) -> None:
         self.say_(f"[{self.persona.name}] {text}")
@@ -196,7 +213,31 @@ class SimAgent:
         self.say(f"context {directive['context_pct']}% ≥ {directive['rotate_at_pct']}%: rotating")
         self.journal("learned", "Context fills fast on this task: keep steps small.")
         self.journal("next", "Resume from the journal in a fresh session.")
+        if self.interactive:
+            self.say("ending this session; the runner starts a fresh one")
+            raise SystemExit(0)
         self.boot()
+
+    def progress(self, key: str, done: int | None = None) -> int:
+        """Steps of ``key`` done, kept on disk under a runner: a rotation ends the
+        process, and the next session carries on where this one stopped."""
+        if self.progress_file is None:
+            return 0
+        import json
+
+        try:
+            known = json.loads(self.progress_file.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if done is not None:
+            known[key] = done
+            self.progress_file.write_text(json.dumps(known))
+        return known.get(key, 0)
+
+    def idle(self) -> None:
+        """Under a runner: the prompt a nudge is typed into."""
+        if self.interactive:
+            self.say_("fleet> ")
 
     def journal(self, kind: str, body: str, task: str | None = None) -> None:
         payload = {"kind": kind, "body": body}
@@ -233,6 +274,7 @@ class Builder(SimAgent):
                 raise
             if work["kind"] != "task" or not work.get("task"):
                 self.beat("idle: no ready task", spend=False)
+                self.idle()
                 self.clock.sleep(self.beat_every)
                 continue
             try:
@@ -270,7 +312,7 @@ class Builder(SimAgent):
         for message in notes:
             self.say(f"{key} came back: {message['subject']}")
         steps = 2 if returned else (plan.steps if plan else 5)
-        for step in range(steps):
+        for step in range(self.progress(key) if not returned else 0, steps):
             self.context += self.persona.context_step + self.rng.randint(0, 2)
             self.beat(f"{key}: {'fixing' if returned else 'working'} ({step + 1}/{steps})")
             if self.stopped:
@@ -283,6 +325,7 @@ class Builder(SimAgent):
                 raise Stopped
             if not self.clock.sleep(self.step_seconds):
                 raise Stopped
+            self.progress(key, step + 1)
         if returned and any("rebase" in m["body"] for m in notes):
             self.rebase(worktree)
         files = dict(plan.files if plan else {f"{task['declared_paths'][0]}": f"# {title}\n"})
@@ -298,6 +341,7 @@ class Builder(SimAgent):
         result = self.client.post(f"tasks/{key}/submit", {"commit": head, "epoch": self.epoch})
         self.epoch = None
         self.say(f"submitted {key} at {head[:10]} ({result['status']})")
+        self.progress(key, 0)
         for message in notes:  # read and acted on: only now acknowledged
             self.client.post(f"inbox/{message['id']}/ack")
         self.beat(f"{key} submitted", spend=False)
@@ -370,6 +414,7 @@ class Reviewer(SimAgent):
                 raise
             if work["kind"] != "review" or not work.get("review_id"):
                 self.beat("idle: nothing to review", spend=False)
+                self.idle()
                 self.clock.sleep(self.beat_every)
                 continue
             self.review(work["review_id"])
@@ -423,3 +468,47 @@ def in_process(persona: Persona, url: str, speed: float, seed: int, stop, out) -
                 },
             )
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fleet.sim.agents PERSONA_FILE``: one simulated agent as a CLI of its
+    own, for a runner to start in tmux (the living demo under ``make run``). It says
+    what it does on its terminal, shows ``fleet>`` while idle, takes any line typed
+    there as a nudge to look for work now, ends on end of input (the runner's exit),
+    and ends its process to rotate (the runner starts a fresh session)."""
+    import json
+    import sys
+
+    path = Path(argv[0] if argv else sys.argv[1])
+    spec = json.loads(path.read_text())
+    stop, nudge = threading.Event(), threading.Event()
+
+    def read_terminal() -> None:
+        for line in sys.stdin:
+            if line.strip():
+                nudge.set()
+        stop.set()  # end of input: the runner ends this session
+
+    threading.Thread(target=read_terminal, daemon=True).start()
+    persona = Persona(**spec["persona"])
+    kind = Builder if persona.role == "builder" else Reviewer
+
+    def say(line: str) -> None:
+        print(line if line.endswith("> ") else f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    agent = kind(
+        persona,
+        url=spec["url"],
+        clock=Clock(spec["speed"], stop, nudge),
+        seed=spec["seed"],
+        say=say,
+    )
+    agent.interactive = True
+    agent.progress_file = path.with_name("sim-progress.json")
+    say(f"[{persona.name}] simulated {persona.role} starting (session of a runner)")
+    agent.run()
+    return 1 if agent.crashed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

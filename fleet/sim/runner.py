@@ -27,7 +27,10 @@ def play(
     lead: bool = True,
     say: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    under_runner: bool = False,
 ) -> dict[str, Any]:
+    """``under_runner``: each agent is a CLI a runner starts in tmux (as real agents
+    are), not a child process of this one; the run's figures then cover the lead only."""
     stop = stop or threading.Event()
     context = multiprocessing.get_context("spawn")
     halt, out = context.Event(), context.Queue()
@@ -40,6 +43,10 @@ def play(
         )
         for persona in stage.personas
     ]
+    if under_runner:
+        agents = []
+        hand_to_runner(stage, url=url.rstrip("/"), speed=speed, seed=seed)
+        say("the agents run under the runner, each in tmux: see their pages' terminals")
     person = director.Lead(stage, patience=40 / speed if patience is None else patience, say=say)
     for agent in agents:
         agent.start()
@@ -81,6 +88,11 @@ def play(
             agent.join(timeout=5)
             if agent.is_alive():
                 agent.kill()
+        if under_runner:
+            from fleet.models import Runtime
+
+            # Nobody wants these sessions any more: the runner ends them.
+            Runtime.objects.filter(agent_id__in=stage.agent_ids).delete()
     calls = [tuple(call) for item in finished.values() for call in item["calls"]]
     return {
         "run": stage.run,
@@ -97,6 +109,42 @@ def play(
         "agent_errors": {name: item["errors"] for name, item in finished.items() if item["errors"]},
         "api": api_figures(calls, time.monotonic() - started),
     }
+
+
+def hand_to_runner(stage: director.Stage, *, url: str, speed: float, seed: int) -> None:
+    """Give each simulated agent a runtime: the runner starts ``python -m
+    fleet.sim.agents`` (the command harness) in its own directory, reading its persona
+    and token from a 0600 file there (never the command line)."""
+    import dataclasses
+    import json
+    import os
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from fleet import runtime
+    from fleet.models import Agent
+
+    for persona in stage.personas:
+        directory = Path(settings.FLEET_DATA_DIR) / "agents" / persona.name
+        (directory / ".fleet").mkdir(parents=True, exist_ok=True, mode=0o700)
+        spec = directory / ".fleet" / "persona.json"
+        fd = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(
+                {"persona": dataclasses.asdict(persona), "url": url, "speed": speed, "seed": seed},
+                f,
+            )
+        command = f"{shlex.quote(sys.executable)} -m fleet.sim.agents {shlex.quote(str(spec))}"
+        runtime.attach(
+            Agent.objects.get(name=persona.name),
+            harness="command",
+            model="sim-model",
+            command=command,
+            directory=directory,
+        )
 
 
 def api_figures(calls: list[tuple[str, float, bool]], seconds: float) -> dict[str, Any]:

@@ -45,6 +45,11 @@ class Command(BaseCommand):
             help="real seconds the simulated lead leaves a decision to people (default 40 / speed)",
         )
         parser.add_argument("--no-lead", action="store_true", help="people play the lead")
+        parser.add_argument(
+            "--under-runner",
+            action="store_true",
+            help="the agents run as CLIs a runner starts in tmux (as `make run` does)",
+        )
         parser.add_argument("--wait", type=float, default=60, help="seconds to wait for --url")
         parser.add_argument("--json", dest="json_path", help="where to write the step report")
 
@@ -86,6 +91,7 @@ class Command(BaseCommand):
             lead=not options["no_lead"],
             say=say,
             stop=stop,
+            under_runner=options["under_runner"],
         )
         self.stdout.write(self.table(results))
         path = options["json_path"] or (
