@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from fleet.models import Agent, Event, Message, Review, Runner, Runtime, Task, TransitionError
@@ -385,15 +385,6 @@ def message(agent: Agent, *, by, subject: str, body: str) -> Message:
             "agent.message", by=by, agent=agent, payload={"message": sent.pk, "subject": subject}
         )
     return sent
-
-
-def silent_runners(now=None) -> list[Runner]:
-    cutoff = (now or timezone.now()) - timedelta(seconds=settings.FLEET_RUNNER_SILENT)
-    return list(
-        Runner.objects.filter(token_revoked_at__isnull=True, last_seen_at__lt=cutoff)
-        .filter(Q(runtimes__isnull=False))
-        .distinct()
-    )
 
 
 def held_by_silent_runner(agent_id: int, now=None) -> bool:

@@ -27,10 +27,17 @@ log = logging.getLogger("fleet.worker")
 def expire_leases(now) -> int:
     """Return tasks whose lease lapsed to ``ready``, keeping branch and worktree, so
     the next agent resumes; a task that used up its attempts fails instead (the
-    circuit breaker: a lead looks at it)."""
+    circuit breaker: a lead looks at it). Never a task whose agent's CLI is under a
+    silent runner (its process may still run)."""
+    from fleet import runtime
+
     count = 0
     for task in Task.objects.lease_expired(now).select_related("assignee"):
         agent_id = task.assignee_id
+        if agent_id and runtime.held_by_silent_runner(agent_id, now):
+            # Its CLI is under a runner that stopped reporting: it may still be working.
+            # The page shows it as unknown; a person decides (stop it, or wait).
+            continue
         try:
             if task.attempt >= settings.FLEET_TASK_MAX_ATTEMPTS:
                 task.fail(

@@ -183,3 +183,26 @@ def test_sessions_the_runner_ended_are_recorded(api):
         "session": "fleet-ghost",
         "reason": "no agent wants it",
     }
+
+
+def test_a_silent_runners_agent_keeps_its_task(api, runner, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from fleet import worker
+    from fleet.models import Task
+
+    from ..conftest import make_working_task
+
+    agent = with_runtime()
+    task = make_working_task(agent, key="T-7")
+    sync(api, session(state="busy"))
+    later = timezone.now() + timedelta(seconds=settings.FLEET_LEASE_TTL + 60)
+    assert Runtime.objects.get().shown_state(later) == "unknown"
+    assert worker.expire_leases(later) == 0
+    task.refresh_from_db()
+    assert task.status in Task.LEASED_STATES and task.assignee == agent
+    # Once its runner reports again without the session, the lease may lapse as usual.
+    sync(api)
+    assert worker.expire_leases(later) == 1
