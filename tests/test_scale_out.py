@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -78,7 +79,8 @@ def two_webs(tmp_path):
 
 
 def test_the_procfile_names_workers_that_run(tmp_path):
-    workers = [argv for name, argv in procfile().items() if not name.startswith("web")]
+    lines = procfile()
+    workers = [argv for argv in lines.values() if "fleet_worker" in argv]
     assert len(workers) >= 2
     assert any("--only" in argv and "merges" in argv for argv in workers)
     from django.core.management import call_command
@@ -86,6 +88,13 @@ def test_the_procfile_names_workers_that_run(tmp_path):
     for argv in workers:
         options = argv[argv.index("fleet_worker") + 1 :]
         call_command("fleet_worker", "--once", *options, stdout=(tmp_path / "w.log").open("w"))
+    # The runner line starts the runner module (its token comes from the environment).
+    runner = lines["runner"]
+    assert runner[-2:] == ["-m", "fleet.runner"], runner
+    shown = subprocess.run(
+        [sys.executable, *runner[1:], "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and "--token-file" in shown.stdout, shown
 
 
 def test_a_dashboard_on_one_process_follows_a_heartbeat_on_the_other(two_webs):

@@ -96,7 +96,7 @@ class SyncOut(Schema):
 
 
 router = Router(auth=RunnerToken(), tags=["runners"])
-ERRORS = dict.fromkeys((400, 401, 413, 422, 503), ErrorOut)
+ERRORS = dict.fromkeys((400, 401, 409, 413, 422, 503), ErrorOut)
 
 
 @router.post(

@@ -76,6 +76,8 @@ ROUTES = [
         {"key": "N-1", "title": "New", "repository": "{repo}"},
         {"orchestrator"},
     ),
+    # A runner's route: no agent token opens it (401: not a runner token at all).
+    ("post", "runner/sync", {"sessions": []}, set()),
 ]
 
 
@@ -172,6 +174,8 @@ def test_role_and_ownership(world, as_agent, caller, method, path, body, allowed
     else:
         # Another agent's message or claim, named by its id: not found, for them.
         expected = {404} if path.startswith(("inbox/", "claims/{")) else {403}
+        if path.startswith("runner/"):
+            expected = {401}
         assert response.status_code in expected, (response.status_code, response.content)
         assert response.json()["error"], response.content
         # A refused call changes nothing (an event would say it did).
