@@ -24,11 +24,17 @@ FIND_PYTHON = \
   fi; \
   echo "Fleet needs Python >= 3.12; none found (set PYTHON=/path/to/python3.12)." >&2; exit 1
 
-.PHONY: help venv run test lint format clean-data bench
+# The agent CLIs a runner can start, pinned, installed into .tools/ (make clis): the
+# real-CLI tests drive them against scripted model servers; make run's runner finds them.
+CLIS ?= @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0
+TOOLS := .tools
+
+.PHONY: help venv clis run test lint format clean-data bench
 
 help:
 	@echo "make run    - set up, seed the demo, serve http://$(HOST):$(PORT) with the worker"
 	@echo "make test   - run the whole test suite (SQLite, in-memory channel layer)"
+	@echo "make clis   - install the pinned agent CLIs (Claude Code, Codex) into $(TOOLS)/ (npm)"
 	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make bench  - every benchmark and a 10-minute soak (fleet_bench all)"
 
@@ -42,6 +48,14 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 venv: $(VENV)/.installed
+
+$(TOOLS)/.installed: Makefile
+	@command -v npm >/dev/null || { echo "make clis needs Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error $(CLIS)
+	@$(TOOLS)/node_modules/.bin/claude --version && $(TOOLS)/node_modules/.bin/codex --version
+	@touch $@
+
+clis: $(TOOLS)/.installed
 
 run: venv
 	$(PY) manage.py migrate --noinput

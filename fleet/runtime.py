@@ -67,7 +67,9 @@ def attach(agent: Agent, *, harness: str, model: str = "", command: str = "", di
     if harness == "command" and not command.strip():
         raise RuntimeRefused("the command harness needs a command")
     runner = Runner.objects.online().order_by("last_seen_at").last()
+    closed = Review.objects.filter(reviewer=agent, status=Review.CLOSED).aggregate(last=Max("pk"))
     runtime = Runtime.objects.create(
+        reviewed_through=closed["last"] or 0,
         agent=agent,
         harness=harness,
         model=model,
@@ -259,15 +261,7 @@ def _desired(runtime: Runtime, now) -> dict[str, Any]:
         # finished its turn (its journal written).
         _rotation(runtime, fields)
     if agent.role == Agent.REVIEWER:
-        if agent.status == Agent.REVIEWING and agent.current_task_id:
-            if runtime.review_task_id != agent.current_task_id:
-                runtime.review_task_id = agent.current_task_id
-                fields.add("review_task_id")
-        elif runtime.review_task_id is not None:
-            # Its review is done: the next one in a fresh session.
-            runtime.review_task_id = None
-            fields.add("review_task_id")
-            _bump(runtime, fields, reason="review done")
+        _fresh_review_session(runtime, agent, fields)
     if agent.status == Agent.ROTATING:
         patience = ROTATE_PATIENCE
     if fields:
@@ -291,6 +285,29 @@ def _desired(runtime: Runtime, now) -> dict[str, Any]:
         "prompt": opening(agent.role, harness.hooks),
         "nudge": _nudge(runtime, agent),
     }
+
+
+def _fresh_review_session(runtime: Runtime, agent: Agent, fields: set[str]) -> None:
+    """A reviewer gets a fresh CLI session once each review is done, so the next review
+    starts with nothing of the last one in its context. Seen either way: the runtime
+    saw it reviewing and now it is not, or a review of it closed since the last fresh
+    session (a review taken and finished between two syncs)."""
+    if agent.status == Agent.REVIEWING and agent.current_task_id:
+        if runtime.review_task_id != agent.current_task_id:
+            runtime.review_task_id = agent.current_task_id
+            fields.add("review_task_id")
+        return
+    closed = (
+        Review.objects.filter(reviewer=agent, status=Review.CLOSED).aggregate(last=Max("pk"))[
+            "last"
+        ]
+        or 0
+    )
+    if runtime.review_task_id is None and closed <= runtime.reviewed_through:
+        return
+    runtime.review_task_id, runtime.reviewed_through = None, max(closed, runtime.reviewed_through)
+    fields |= {"review_task_id", "reviewed_through"}
+    _bump(runtime, fields, reason="review done")
 
 
 def _nudge(runtime: Runtime, agent: Agent) -> dict[str, Any] | None:

@@ -140,6 +140,12 @@ class Migration(migrations.Migration):
                     "review_task_id",
                     models.BigIntegerField(blank=True, help_text="task in review", null=True),
                 ),
+                (
+                    "reviewed_through",
+                    models.BigIntegerField(
+                        default=0, help_text="the last closed review a fresh session followed"
+                    ),
+                ),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
                 (
                     "agent",

@@ -113,6 +113,9 @@ class Runtime(models.Model):
     nudged_at = models.DateTimeField(null=True, blank=True)
     rotated_session = models.BigIntegerField(null=True, blank=True, help_text="session rotated")
     review_task_id = models.BigIntegerField(null=True, blank=True, help_text="task in review")
+    reviewed_through = models.BigIntegerField(
+        default=0, help_text="the last closed review a fresh session followed"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -74,9 +74,16 @@ class Harness:
     interrupt: tuple[str, ...] = ("C-c",)
     busy_lines: int = 8  # how far up from the bottom the busy marker is looked for
     typed_prompt: bool = False  # the opening prompt is typed at the first ready prompt
+    input_line: str = r"^\s*(?:[❯>›▌]|fleet>)"  # regex: a line where typed text is echoed
 
     def ready_at(self, screen: str) -> bool:
         return bool(re.search(self.ready, _tail(screen), re.M)) and not self.busy_at(screen)
+
+    def unsent(self, screen: str, text: str) -> bool:
+        """``text`` still sits in the input line (typed, its Enter not taken): the last
+        line that starts like the CLI's prompt holds it."""
+        lines = [row for row in screen.splitlines() if re.search(self.input_line, row)]
+        return bool(lines) and text[:24].strip() in lines[-1]
 
     def busy_at(self, screen: str) -> bool:
         return bool(self.busy) and bool(re.search(self.busy, _tail(screen, self.busy_lines), re.M))

@@ -49,6 +49,9 @@ class Seen:
     nudged_through: int = 0
     work_nudged: bool = False
     prompt_typed: bool = False
+    typed: str = ""  # the last text typed, until its Enter was seen taken
+    typed_at: float = 0.0
+    enters: int = 0
     launched_at: float = field(default_factory=time.monotonic)
 
 
@@ -248,6 +251,8 @@ class Supervisor:
         agent = item["name"]
         seen = self.seen.setdefault(agent, Seen(generation=pane.generation))
         harness = self._harness(agent, pane)
+        if seen.typed and self._resend_enter(agent, pane, harness, seen):
+            return
         nudge = item.get("nudge")
         text = None
         if harness.typed_prompt and not seen.prompt_typed and item.get("prompt"):
@@ -265,12 +270,32 @@ class Supervisor:
             return
         log.info("%s: typing %r", agent, text)
         self.tmux.type(pane.session, text)
+        seen.typed, seen.typed_at, seen.enters = text, self.clock(), 0
         if harness.typed_prompt and not seen.prompt_typed and item.get("prompt"):
             seen.prompt_typed = True
         elif nudge is not None and nudge["through"]:
             seen.nudged_through = nudge["through"]
         elif nudge is not None:
             seen.work_nudged = True
+
+    def _resend_enter(self, agent: str, pane: Pane, harness: Harness, seen: Seen) -> bool:
+        """A CLI finishing its turn can drop the Enter after typed text (the text stays
+        in its input line and nothing happens): seen a second later, Enter again, up to
+        three times. True while that text is still being sent."""
+        if self.clock() - seen.typed_at < 1.0:
+            return True
+        screen = self.tmux.capture(pane.session)
+        if not harness.unsent(screen, seen.typed) or harness.busy_at(screen):
+            seen.typed = ""
+            return False
+        if seen.enters >= 3:
+            log.warning("%s: %r stays in its input line after 3 Enters", agent, seen.typed)
+            seen.typed = ""
+            return False
+        log.info("%s: the typed text is still in its input line: Enter again", agent)
+        self.tmux.keys(pane.session, "Enter")
+        seen.enters, seen.typed_at = seen.enters + 1, self.clock()
+        return True
 
     def _launch(self, item: dict) -> None:
         agent, generation = item["name"], item["generation"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 PREFIX = "fleet-"
@@ -127,6 +128,7 @@ class Tmux:
         """Type ``text`` literally, then Enter (a separate key: some CLIs read a pasted
         newline as part of the text)."""
         self._run("send-keys", "-t", f"={session}:", "-l", text)
+        time.sleep(0.15)  # an Enter in the same burst reads as part of a paste
         self._run("send-keys", "-t", f"={session}:", "Enter")
 
     def keys(self, session: str, *keys: str) -> None:

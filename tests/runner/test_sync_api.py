@@ -150,6 +150,19 @@ def test_a_reviewer_gets_a_fresh_session_per_review(api):
     assert sync(api, session("rev"))["rev"]["generation"] == 2
 
 
+def test_a_review_taken_and_finished_between_two_syncs_still_ends_the_session(api):
+    from fleet.models import Review
+
+    from ..conftest import make_task
+
+    agent = with_runtime("rev", role=Agent.REVIEWER)
+    assert sync(api, session("rev"))["rev"]["generation"] == 1
+    task = make_task(key="T-1")
+    Review.objects.create(task=task, commit_sha="a" * 40, reviewer=agent, status=Review.CLOSED)
+    assert sync(api, session("rev"))["rev"]["generation"] == 2
+    assert sync(api, session("rev", generation=2))["rev"]["generation"] == 2  # once
+
+
 def test_messages_are_nudged_once(api):
     agent = with_runtime()
     first = Message.objects.create(recipient=agent, subject="a")
