@@ -355,3 +355,15 @@ def test_others_cannot_set_agent_permissions(onlooker):
     assert onlooker.post(url, {"agent_permissions": "full"}).status_code == 403
     repository.refresh_from_db()
     assert repository.agent_permissions == "worktree"
+
+
+def test_the_runners_page_keeps_its_query_count_as_runners_grow(
+    lead, django_assert_num_queries
+):
+    for n in range(8):
+        make_runtime(make_agent(name=f"a{n}"), make_runner(f"r{n}"))
+    make_runtime(make_agent(name="waiting"))
+    # session, user, roles, runners, their agents' runtimes, the agents waiting
+    with django_assert_num_queries(6):
+        page = lead.get(reverse("fleet-runners")).content.decode()
+    assert "a7" in page and "1 agent waits for a runner" in page

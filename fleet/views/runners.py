@@ -64,6 +64,7 @@ def _runners_page(request: HttpRequest, form: RegisterRunnerForm, status: int = 
     )
     for runner in runners:
         runner.shown = runner.state(now)
+        runner.age = (now - runner.last_seen_at).total_seconds() if runner.last_seen_at else None
     return render(
         request,
         "fleet/runners.html",
