@@ -357,9 +357,7 @@ def test_others_cannot_set_agent_permissions(onlooker):
     assert repository.agent_permissions == "worktree"
 
 
-def test_the_runners_page_keeps_its_query_count_as_runners_grow(
-    lead, django_assert_num_queries
-):
+def test_the_runners_page_keeps_its_query_count_as_runners_grow(lead, django_assert_num_queries):
     for n in range(8):
         make_runtime(make_agent(name=f"a{n}"), make_runner(f"r{n}"))
     make_runtime(make_agent(name="waiting"))
