@@ -49,6 +49,7 @@ from fleet.models import (
     Event,
     MergeRequest,
     Repository,
+    Runtime,
     Task,
     Wave,
 )
@@ -387,7 +388,7 @@ PAGES: dict[str, Page] = {
     ),
     "agent": Page(
         "fleet/agent.html",
-        ("agent-card", "sessions", "journal", "inbox", "spend"),
+        ("runtime", "agent-card", "sessions", "journal", "inbox", "spend"),
         _agent,
         lambda row: _keys(row["agent_id"], row["actor_agent_id"], row["task__assignee_id"]),
     ),
@@ -586,6 +587,7 @@ class Pump:
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
         self.beat_rows: dict[int, dict] = {}
+        self.screen_seen: dict[int, Any] = {}
         self.last_full = self.last_pulses = 0.0
         # Changed on the event loop, copied by the pump's worker thread: hence the lock.
         self.lock = threading.Lock()
@@ -620,6 +622,7 @@ class Pump:
                 return
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
+        self.screen_seen = {}
         self.wake = asyncio.Event()
         self.task = loop.create_task(self._run())
 
@@ -701,6 +704,7 @@ class Pump:
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
         at, watched, rows, beats = self._read()
         touched = set(watched) if rows is None else self._touched(rows, watched)
+        touched |= self._screens(watched)
         frames = self._render(touched)
         if rows is None or beats == []:
             return at, frames
@@ -750,6 +754,26 @@ class Pump:
             except Exception:  # one broken page must not starve the others
                 log.exception("rendering the live page %s %s failed", view, key)
         return frames
+
+    def _screens(self, watched: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
+        """Watched agent pages whose terminal view changed: a runner reports screens
+        up to once a second without an event (one query a tick, only while an agent
+        page is watched; a page watched since the last tick has its snapshot)."""
+        pages = {_int_key(key): (view, key) for view, key in watched if view == "agent"}
+        pages.pop(None, None)
+        if not pages:
+            self.screen_seen = {}
+            return set()
+        current = dict(
+            Runtime.objects.filter(agent_id__in=pages).values_list("agent_id", "screen_at")
+        )
+        changed = {
+            pages[pk]
+            for pk, at in current.items()
+            if pk in self.screen_seen and self.screen_seen[pk] != at
+        }
+        self.screen_seen = current
+        return changed
 
     def _beats(self) -> list[int]:
         """Agents whose heartbeat time changed since we last looked (their pulse rows

@@ -30,6 +30,10 @@ urlpatterns = [
                 path("<slug:name>/", views.agent_detail, name="fleet-agent"),
                 path("<slug:name>/revoke/", views.agent_revoke, name="fleet-agent-revoke"),
                 path("<slug:name>/resume/", views.agent_resume, name="fleet-agent-resume"),
+                path("<slug:name>/stop/", views.agent_stop, name="fleet-agent-stop"),
+                path("<slug:name>/kill/", views.agent_kill, name="fleet-agent-kill"),
+                path("<slug:name>/restart/", views.agent_restart, name="fleet-agent-restart"),
+                path("<slug:name>/message/", views.agent_message, name="fleet-agent-message"),
             ]
         ),
     ),
@@ -77,8 +81,24 @@ urlpatterns = [
             ]
         ),
     ),
+    # runners/
+    path(
+        "runners/",
+        include(
+            [
+                path("", views.runner_list, name="fleet-runners"),
+                path("register/", views.runner_register, name="fleet-runner-register"),
+                path("<slug:name>/revoke/", views.runner_revoke, name="fleet-runner-revoke"),
+            ]
+        ),
+    ),
     path("repositories/", views.repository_list, name="fleet-repositories"),
     path("repositories/<slug:slug>/", views.repository_detail, name="fleet-repository"),
+    path(
+        "repositories/<slug:slug>/agent-permissions/",
+        views.repository_agent_permissions,
+        name="fleet-repository-agent-permissions",
+    ),
     path(
         "repositories/<slug:slug>/auto-merge/",
         views.repository_auto_merge,

@@ -73,7 +73,7 @@ PINNED = [
     ("fleet-merges", None, 5),  # + queue, recent
     ("fleet-plans", None, 4),  # + plans with their wave counts
     ("fleet-reviews", None, 5),  # + findings waiting, their tasks' last submits
-    ("fleet-agent", "agent", 11),  # + pk, agent, sessions, checkpoints, journal, inbox...
+    ("fleet-agent", "agent", 12),  # + pk, agent, runtime, sessions, checkpoints, journal...
     ("fleet-repository", "repository", 10),  # + repo twice, open, merged, claims, queue, trees
 ]
 
@@ -98,7 +98,7 @@ def test_the_agent_page_shows_sessions_journal_inbox_and_spend(lead):
     Budget.objects.create(scope="agent", agent=agent, limit_usd=Decimal("1.00"))
     dispatch.boot(agent)
     html = lead.get(reverse("fleet-agent", args=[agent.name])).content.decode()
-    for region in ("agent-page-card", "agent-sessions", "agent-journal", "agent-inbox"):
+    for region in ("agent-runtime", "agent-page-card", "agent-sessions", "agent-journal"):
         assert f'id="{region}"' in html
     assert "step 0" in html and "note 0" in html and "of a $1.00 budget" in html
     assert lead.get(reverse("fleet-agent", args=["nobody"])).status_code == 404

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from fleet.views.agents import agent_detail, agent_list, agent_resume, agent_revoke, agent_spawn
+from fleet.views.agents import (
+    agent_detail,
+    agent_kill,
+    agent_list,
+    agent_message,
+    agent_restart,
+    agent_resume,
+    agent_revoke,
+    agent_spawn,
+    agent_stop,
+)
 from fleet.views.budget import budget_page, spend_csv
 from fleet.views.fleet import activity, healthz, navigation, overview
 from fleet.views.plans import (
@@ -17,8 +27,10 @@ from fleet.views.plans import (
     wave_detail,
 )
 from fleet.views.reviews import finding_resolve, finding_verdict, review_queue
+from fleet.views.runners import runner_list, runner_register, runner_revoke
 from fleet.views.tasks import (
     merge_queue,
+    repository_agent_permissions,
     repository_auto_merge,
     repository_detail,
     repository_list,
@@ -31,6 +43,14 @@ from fleet.views.tasks import (
 )
 
 __all__ = [
+    "runner_revoke",
+    "runner_register",
+    "runner_list",
+    "repository_agent_permissions",
+    "agent_stop",
+    "agent_restart",
+    "agent_message",
+    "agent_kill",
     "activity",
     "agent_detail",
     "agent_list",

@@ -23,6 +23,7 @@ NAVIGATION = [
     ("Plans", "fleet-plans", None),
     ("Agents", "fleet-agents", None),
     ("Repositories", "fleet-repositories", None),
+    ("Runners", "fleet-runners", None),
     ("Reviews", "fleet-reviews", None),
     ("Merge queue", "fleet-merges", None),
     ("Budget", "fleet-budget", None),

@@ -34,6 +34,7 @@ from fleet.models import (
     Wave,
 )
 from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
+from fleet.runner import harnesses
 from fleet.views.live import live_snapshot
 from fleet.views.reviews import can_adjudicate
 
@@ -264,6 +265,34 @@ def _set_auto_merge(request: HttpRequest, target: Repository | Wave, where: str)
 def repository_auto_merge(request: HttpRequest, slug: str) -> HttpResponse:
     repository = get_object_or_404(Repository, slug=slug)
     return _set_auto_merge(request, repository, reverse("fleet-repository", args=[slug]))
+
+
+@require_POST
+@role_required(LEAD)
+def repository_agent_permissions(request: HttpRequest, slug: str) -> HttpResponse:
+    """What agent CLIs a runner starts in this repository may do without asking
+    (audited); they take effect at each CLI's next start."""
+    repository = get_object_or_404(Repository, slug=slug)
+    chosen = request.POST.get("agent_permissions", "")
+    if chosen not in dict(harnesses.PERMISSIONS):
+        messages.error(request, f"Unknown agent permissions {chosen!r}; nothing changed.")
+    elif chosen != repository.agent_permissions:
+        with transaction.atomic():
+            before = repository.agent_permissions
+            repository.agent_permissions = chosen
+            repository.save(update_fields=["agent_permissions"])
+            Event.objects.record(
+                "repository.agent_permissions",
+                by=request.user,
+                repository=repository,
+                payload={"from": before, "to": chosen},
+            )
+        messages.success(
+            request,
+            f"Agents in {repository} now run with {chosen!r} permissions, from each CLI's "
+            "next start (restart an agent to apply it now).",
+        )
+    return redirect("fleet-repository", slug=repository.slug)
 
 
 @require_POST
