@@ -52,6 +52,7 @@ class Seen:
     typed: str = ""  # the last text typed, until its Enter was seen taken
     typed_at: float = 0.0
     enters: int = 0
+    dead_since: float | None = None
     launched_at: float = field(default_factory=time.monotonic)
 
 
@@ -129,18 +130,26 @@ class Supervisor:
             screen = seen.screen
         seen.screen = screen
         harness = self._harness(agent, pane)
-        state = "exited" if pane.dead else self._classify(agent, pane, harness, seen, screen)
+        dead = pane.dead
+        if dead and pane.exit_code is None:
+            # tmux can show a pane dead a moment before its exit status: the status is
+            # what a person reads first, so wait for it (a second or two at most).
+            seen.dead_since = seen.dead_since or self.clock()
+            dead = self.clock() - seen.dead_since >= 2.0
+        state = "exited" if dead else seen.state or "booting"
+        if not pane.dead:
+            state = self._classify(agent, pane, harness, seen, screen)
         report: dict[str, Any] = {
             "agent": agent,
             "generation": pane.generation,
             "state": state,
-            "exit_code": pane.exit_code if pane.dead else None,
+            "exit_code": pane.exit_code if dead else None,
             "nudged_through": seen.nudged_through,
             "alive_seconds": max(0.0, time.time() - pane.created) if pane.created else 0.0,
         }
         now = self.clock()
         # A changed screen goes with a changed state at once, else at most once a second.
-        due = pane.dead or state != seen.state or now - seen.screen_at >= SCREEN_EVERY
+        due = dead or state != seen.state or now - seen.screen_at >= SCREEN_EVERY
         if screen != seen.screen_sent and due:
             report["screen"] = screen
             seen.screen_sent, seen.screen_at = screen, now

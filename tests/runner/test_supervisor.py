@@ -60,8 +60,8 @@ def test_a_crash_is_reported_with_its_screen_and_restarted_up_to_the_limit(
     live_fleet, tmux, data_dir, settings
 ):
     runner = make_runner(live_fleet.url, tmux)
-    spawn_fake("bo")
-    until(runner, lambda: ready("bo"), what="bo ready")
+    agent = spawn_fake("bo")
+    until(runner, lambda: received(agent), what="the opening typed (nothing types over it)")
     tmux.type("fleet-bo", "crash 7")
     until(runner, lambda: runtime_of("bo").generation == 2, what="a restart")
     crash = Event.objects.get(kind="agent.crashed", agent__name="bo")
@@ -103,7 +103,7 @@ def test_stop_ends_the_cli_cleanly_and_resume_starts_it(live_fleet, tmux, data_d
 def test_kill_ends_it_at_once(live_fleet, tmux, data_dir, lead):
     runner = make_runner(live_fleet.url, tmux)
     agent = spawn_fake("ed")
-    until(runner, lambda: ready("ed"), what="ed ready")
+    until(runner, lambda: received(agent), what="the opening typed (nothing types over it)")
     tmux.type("fleet-ed", "work 30")  # busy: a clean exit would wait
     runtime.stop(agent, by=lead, kill=True)
     runner.tick()
