@@ -124,10 +124,11 @@ class StaleBase:
                 f"merging would delete {len(self.lost)} hunk(s) main gained ({where}){keys}"
             )
         if self.resurrected:
-            files = [h for h in self.resurrected if h.kind != "lines"]
-            what = f"{self.resurrected_lines} line(s)" if self.resurrected_lines else ""
+            files = len([h for h in self.resurrected if h.kind != "lines"])
+            lines = self.resurrected_lines
+            what = f"{lines} line{'s' if lines != 1 else ''}" if lines else ""
             if files:
-                what += f"{' and ' if what else ''}{len(files)} file(s)"
+                what += f"{' and ' if what else ''}{files} file{'s' if files != 1 else ''}"
             keys = f" in {', '.join(self.resurrected_keys)}" if self.resurrected_keys else ""
             parts.append(f"merging would bring back {what} main removed{keys}")
         return "; ".join(parts)
@@ -373,22 +374,30 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def _cached(key: tuple[str, str, str]) -> StaleBase | None:
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    return None
+
+
 def stale_base(repo_path: str | Path, *, main: str, head: str) -> StaleBase:
     """What merging ``head``'s tree over ``main`` would undo of main's work since the
     fork (see the module). Both kinds are empty when main has not moved. The hunks
     of a cached report are shared: read them, do not change them."""
     where = str(Path(repo_path).resolve())
+    if SHA.match(main) and SHA.match(head):  # commits: a cached report needs no git
+        cached = _cached((where, main, head))
+        if cached is not None:
+            return cached
     with open_repo(repo_path, "building the stale-base report") as repo:
         git = repo.git
-        if SHA.match(main) and SHA.match(head):
-            main_sha, head_sha = main, head
-        else:
-            main_sha, head_sha = git.rev_parse(main, head).split()
+        main_sha, head_sha = git.rev_parse(main, head).split()
         key = (where, main_sha, head_sha)
-        with _cache_lock:
-            if key in _cache:
-                _cache.move_to_end(key)
-                return _cache[key]
+        cached = _cached(key)
+        if cached is not None:
+            return cached
         report = _build(git, main_sha, head_sha)
     with _cache_lock:
         _cache[key] = report
