@@ -78,11 +78,18 @@ def branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
             return {"branch_error": f"{task.branch} does not exist yet"}
         allowed = planning.allowed_paths(task)
         branch = facts.branch_facts(repository.path, main=main, head=head, allowed=allowed)
-        lost = facts.stale_base_report(repository.path, main=main, head=head)
+        stale = facts.stale_base(repository.path, main=main, head=head)
         message = facts.commit_message(repository.path, head)
     except GitError as exc:
         return {"branch_error": str(exc)}
-    return {"facts": branch, "lost": lost, "declared": allowed, "head_message": message}
+    return {
+        "facts": branch,
+        "stale": stale,
+        "lost": stale.lost,
+        "resurrected": stale.resurrected,
+        "declared": allowed,
+        "head_message": message,
+    }
 
 
 def ownership_report(task: Task, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -166,10 +173,9 @@ def _stale_base(task: Task, state: dict[str, Any]) -> Gate:
     if "branch_error" in state:
         gate.reason = state["branch_error"]
         return gate
-    lost = state["lost"]
-    if lost:
-        where = ", ".join(f"{h.path}:{h.start}" for h in lost[:3])
-        gate.reason = f"merging would delete {len(lost)} hunk(s) main gained ({where})"
+    stale = state["stale"]
+    if stale.red:
+        gate.reason = stale.reason()
         return gate
     gate.ok = True
     gate.reason = "the stale-base report is empty"

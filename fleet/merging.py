@@ -263,8 +263,8 @@ def _advance(mr: MergeRequest) -> None:
 def _stale_base_gate(mr: MergeRequest, task: Task, *, tip: str, head: str) -> str | None:
     """The head to merge once the stale-base report is empty, or None (sent back)."""
     path = mr.repository.path
-    lost = facts.stale_base_report(path, main=tip, head=head)
-    if not lost:
+    stale = facts.stale_base(path, main=tip, head=head)
+    if not stale.red:
         return head
     worktree = Path(task.worktree_path) if task.worktree_path else None
     why_not = "the task has no worktree"
@@ -275,21 +275,32 @@ def _stale_base_gate(mr: MergeRequest, task: Task, *, tip: str, head: str) -> st
             conflicts = [str(exc)]
         if not conflicts:
             rebased = head_sha(worktree)
-            if not facts.stale_base_report(path, main=tip, head=rebased):
+            if not facts.stale_base(path, main=tip, head=rebased).red:
                 Task.objects.filter(pk=task.pk).update(head_sha=rebased)
                 task.head_sha = rebased
                 log.info("rebased %s onto %s for its merge", task.key, tip[:10])
                 return rebased
-            why_not = "the rebased branch still loses lines"
+            why_not = "the rebased branch still undoes main's work"
         else:
             why_not = ", ".join(conflicts).strip("()")
-    where = ", ".join(f"{h.path}:{h.start}-{h.end}" for h in lost[:10])
-    keys = sorted({c.task_key for h in lost for c in h.commits if c.task_key})
+    parts = []
+    if stale.lost:
+        where = ", ".join(f"{h.path}:{h.start}-{h.end}" for h in stale.lost[:10])
+        keys = stale.lost_keys
+        parts.append(
+            f"would delete lines main gained ({where}{'; from ' + ', '.join(keys) if keys else ''})"
+        )
+    if stale.resurrected:
+        where = ", ".join(f"{h.path}:{h.start}-{h.end}" for h in stale.resurrected[:10])
+        keys = stale.resurrected_keys
+        parts.append(
+            f"would bring back lines main removed ({where}"
+            f"{'; removed in ' + ', '.join(keys) if keys else ''})"
+        )
     _send_back(
         mr,
-        f"stale base: merging {task.branch} as it is would delete lines main gained "
-        f"({where}{'; from ' + ', '.join(keys) if keys else ''}); rebase onto fresh main "
-        f"(the queue did not: {why_not})",
+        f"stale base: merging {task.branch} as it is {' and '.join(parts)}; rebase onto "
+        f"fresh main (the queue did not: {why_not})",
     )
     return None
 

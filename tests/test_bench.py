@@ -68,7 +68,9 @@ def test_git_bench_runs_on_a_small_generated_repository(tmp_path, capsys):
     assert "stale-base report" in capsys.readouterr().out
     figures = json.loads(out.read_text())
     assert figures["merged"] == figures["merges"] == 2
-    assert figures["stale_report_hunks"] > 0  # the branch forked 200 commits back
+    assert figures["stale_report_hunks"] > 0  # the branch forked 248 commits back
+    assert figures["stale_resurrected_hunks"] > 0 and figures["met"]["stale_named_after_fork"]
+    assert figures["stale_ratio"] > 0 and figures["stale_cached_shas_ms"] < 50
     assert figures["worktree_ratio"] > 0 and set(figures["met"]) >= {"worktree_ratio"}
 
 

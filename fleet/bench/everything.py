@@ -179,6 +179,7 @@ def table(r: dict) -> str:
         "git: worktree vs raw git (ratio)", g["worktree_ratio"], "≤ 1.3", g["met"]["worktree_ratio"]
     )
     row("git: stale-base report s", g["stale_report_s"], "≤ 1.0", g["met"]["stale_report_s"])
+    row("git: stale-base report vs raw git", g["stale_ratio"], "≤ 3.0", g["met"]["stale_ratio"])
     row("git: merge p95 s", g["merge_p95_s"], "≤ 3.0", g["met"]["merge_p95_s"])
     sim = r["sim"]
     row(

@@ -318,7 +318,8 @@ class Lead:
             attempt = ("rebase", task.pk, task.head_sha)
             if not red or attempt in self.failed or not self.waited(*attempt):
                 continue
-            if not gates.branch_state(task, fetch=True).get("lost"):
+            stale = gates.branch_state(task, fetch=True).get("stale")
+            if stale is None or not stale.red:
                 continue  # rebased meanwhile (by a person, or by us): the sweep will see it
             ok, message = gates.rebase(task, by=self.stage.lead)
             if not ok:

@@ -67,6 +67,9 @@ class Command(BaseCommand):
         gb.add_argument("--commits", type=int, default=10_000)
         gb.add_argument("--worktrees", type=int, default=100)
         gb.add_argument("--merges", type=int, default=20)
+        gb.add_argument(
+            "--behind", type=int, default=400, help="commits main is past the stale fork"
+        )
         gb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
         pb = sub.add_parser("plan", help="shared-file matrix of a large wave; claims under a race")
@@ -184,7 +187,12 @@ class Command(BaseCommand):
         )
 
     def _git(self, options, progress) -> dict:
-        bounds = {"files": (10, 200_000), "commits": (2, 100_000), "worktrees": (1, 500)}
+        bounds = {
+            "files": (10, 200_000),
+            "commits": (2, 100_000),
+            "worktrees": (1, 500),
+            "behind": (1, 10_000),
+        }
         for name, (low, high) in {**bounds, "merges": (1, 200)}.items():
             if not low <= options[name] <= high:
                 raise CommandError(f"--{name} must be between {low} and {high}")
@@ -193,6 +201,7 @@ class Command(BaseCommand):
             commits=options["commits"],
             worktree_count=options["worktrees"],
             merges=options["merges"],
+            behind=options["behind"],
             progress=progress,
         )
 
