@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -131,7 +130,8 @@ def run(
                 pane = panes.get(f"fleet-{name}")
                 if pane and pane.pid:
                     killed[name] = time.time()
-                    os.kill(pane.pid, signal.SIGKILL)
+                    # The CLI: launch.sh (the pane's process) waits for it.
+                    subprocess.run(["pkill", "-KILL", "-P", str(pane.pid)], check=False)
                     time.sleep(0.3)
             time.sleep(7)
             crashes = json.loads(

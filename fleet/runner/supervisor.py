@@ -130,12 +130,14 @@ class Supervisor:
             screen = seen.screen
         seen.screen = screen
         harness = self._harness(agent, pane)
-        dead = pane.dead
-        if dead and pane.exit_code is None:
-            # tmux can show a pane dead a moment before its exit status: the status is
-            # what a person reads first, so wait for it (a second or two at most).
+        dead, exit_code = pane.dead, pane.exit_code
+        if dead and exit_code is None:
+            # tmux (3.3) often loses a pane's exit status: launch.sh wrote it. Until
+            # either says, wait (a second or two at most): the code is what a person
+            # reads first.
+            exit_code = _exit_status(pane)
             seen.dead_since = seen.dead_since or self.clock()
-            dead = self.clock() - seen.dead_since >= 2.0
+            dead = exit_code is not None or self.clock() - seen.dead_since >= 2.0
         state = "exited" if dead else seen.state or "booting"
         if not pane.dead:
             state = self._classify(agent, pane, harness, seen, screen)
@@ -143,7 +145,7 @@ class Supervisor:
             "agent": agent,
             "generation": pane.generation,
             "state": state,
-            "exit_code": pane.exit_code if dead else None,
+            "exit_code": exit_code if dead else None,
             "nudged_through": seen.nudged_through,
             "alive_seconds": max(0.0, time.time() - pane.created) if pane.created else 0.0,
         }
@@ -363,6 +365,17 @@ class Supervisor:
         self.failed[agent] = (generation, why)
 
 
+def _exit_status(pane: Pane) -> int | None:
+    """The exit code launch.sh recorded for the pane's generation, if it did."""
+    if not pane.directory:
+        return None
+    try:
+        text = (Path(pane.directory) / ".fleet" / f"exit-{pane.generation}").read_text()
+    except OSError:
+        return None
+    return int(text) if text.strip().lstrip("-").isdigit() else None
+
+
 def _search(pattern: str, screen: str) -> bool:
     import re
 
@@ -373,16 +386,24 @@ def _write_script(
     directory: Path, *, agent: str, argv: list[str], env: dict, generation: int
 ) -> Path:
     """``.fleet/launch.sh`` (0700, untracked): the environment and the CLI's command
-    line. Tokens are not in it: hooks and the MCP bridge read ``identity.json``."""
+    line. Tokens are not in it: hooks and the MCP bridge read ``identity.json``. It
+    records the CLI's exit code in ``.fleet/exit-<generation>`` (tmux 3.3 often loses
+    a pane's exit status)."""
     folder = directory / ".fleet"
     folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("exit-*"):
+        old.unlink(missing_ok=True)
     script = folder / "launch.sh"
+    status = shlex.quote(str(folder / f"exit-{generation}"))
     lines = [
         "#!/bin/sh",
         f"# Written by Fleet's runner: {agent}, generation {generation}.",
         *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
         f"cd {shlex.quote(str(directory))} || exit 97",
-        "exec " + " ".join(shlex.quote(a) for a in argv),
+        " ".join(shlex.quote(a) for a in argv),
+        "code=$?",
+        f'echo "$code" > {status}',
+        'exit "$code"',
         "",
     ]
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)

@@ -23,6 +23,7 @@ FIELDS = (
     "#{@fleet_runner}",
     "#{@fleet_harness}",
     "#{session_created}",
+    "#{@fleet_directory}",
 )
 
 
@@ -40,6 +41,7 @@ class Pane:
     runner: str
     harness: str
     created: int
+    directory: str = ""
 
     @property
     def agent(self) -> str:
@@ -86,7 +88,7 @@ class Tmux:
             parts = line.split("\t")
             if len(parts) != len(FIELDS) or not parts[0].startswith(PREFIX):
                 continue
-            name, dead, status, pid, generation, runner, harness, created = parts
+            name, dead, status, pid, generation, runner, harness, created, directory = parts
             found.setdefault(
                 name,
                 Pane(
@@ -98,6 +100,7 @@ class Tmux:
                     runner=runner,
                     harness=harness,
                     created=int(created) if created.isdigit() else 0,
+                    directory=directory,
                 ),
             )
         return found
@@ -119,6 +122,7 @@ class Tmux:
             ";", "set-option", "-t", session, "@fleet_generation", str(generation),
             ";", "set-option", "-t", session, "@fleet_runner", runner,
             ";", "set-option", "-t", session, "@fleet_harness", harness,
+            ";", "set-option", "-t", session, "@fleet_directory", directory,
         )  # fmt: skip
 
     def capture(self, session: str, lines: int = 40) -> str:

@@ -288,7 +288,8 @@ def test_claude_code_does_a_task_end_to_end_under_the_runner(world):
     # A CLI that dies is reported and restarted.
     wait_for(idle, timeout=60, what="ada idle after rotation", log=log)
     generation = Runtime.objects.get(agent=ada).generation
-    subprocess.run(["kill", "-9", pane_pid(tmux, "ada")], check=True)
+    # The CLI itself (launch.sh, the pane's process, waits for it and records its code).
+    subprocess.run(["pkill", "-9", "-P", pane_pid(tmux, "ada")], check=True)
     wait_for(
         lambda: Event.objects.filter(kind="agent.crashed", agent=ada).exists(),
         timeout=30,
