@@ -315,6 +315,7 @@ class Supervisor:
             permissions=item.get("permissions", "worktree"),
             prompt="" if harness.typed_prompt else item.get("prompt", ""),
             command=item.get("command", ""),
+            environ={k: os.environ[k] for k in harness.env if k in os.environ},
         )
         argv = harness.argv(launch)
         if not argv:
@@ -329,8 +330,7 @@ class Supervisor:
                 "PATH or FLEET_RUNNER_PATH)",
             )
         argv[0] = binary
-        env = {k: os.environ[k] for k in harness.env if k in os.environ}
-        env |= harness.env_set(launch)
+        env = dict(launch.environ) | harness.env_set(launch)
         env |= {"PATH": path, "FLEET_AGENT": agent, "PYTHONPATH": PACKAGE_ROOT}
         script = _write_script(directory, agent=agent, argv=argv, env=env, generation=generation)
         session = PREFIX + agent
