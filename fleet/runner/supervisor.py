@@ -232,6 +232,9 @@ class Supervisor:
                 return
         if not ready:
             self.tmux.keys(pane.session, *harness.interrupt)
+            # Let the CLI take the interrupt first: an Escape with text right behind it
+            # reads as Alt+key (Codex took "Escape /quit" as Alt-/ and sent "quit").
+            time.sleep(0.5)
         log.info("%s: ending it (%s)", agent, " ".join(k or "Enter" for k in harness.exit_keys))
         self._keys(pane.session, harness.exit_keys)
         seen.ending_since = now

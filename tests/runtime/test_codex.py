@@ -181,8 +181,17 @@ def test_codex_is_launched_woken_and_stopped_by_the_runner(world):
     sent = Event.objects.get(kind="agent.message", payload__subject="the plan").created_at
     assert sent.timestamp() < turn_done < second.created_at.timestamp()
 
-    # Stopped: the runner types /quit at the idle prompt; the process and its session end.
+    # Stopped while it works: the runner interrupts the turn (Escape), types /quit, and
+    # the process and its session end (cleanly: no kill, and "/quit" never reached the
+    # model as a message).
     wait_for(idle, timeout=60, what="olga idle again", log=log)
+    runtime.message(olga, by=lead, subject="take a while again", body="and again")
+    wait_for(
+        lambda: sum("done, 4000" in s for _, s in story.served) == 2,
+        timeout=60,
+        what="busy on the third message",
+        log=log,
+    )
     runtime.stop(olga, by=lead)
     wait_for(
         lambda: "fleet-olga" not in [p.session for p in tmux.panes().values()],
@@ -199,6 +208,7 @@ def test_codex_is_launched_woken_and_stopped_by_the_runner(world):
     assert not Event.objects.filter(kind="agent.crashed", agent=olga).exists()
     assert "ending it (/quit Enter)" in log.read_text()
     assert "did not exit within" not in log.read_text()  # it quit, it was not killed
+    assert not any("quit" in Conversation(r).last for r in model.requests)
     wait_for(
         lambda: not codex_processes(directory),
         timeout=10,
