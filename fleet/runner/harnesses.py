@@ -237,10 +237,11 @@ def _codex_argv(launch: Launch) -> list[str]:
     # --no-daemon: else the TUI starts a shared app-server daemon that outlives its tmux
     # session (and every agent's CLI would share it).
     argv = ["codex", "--no-daemon"]
-    if launch.environ.get("OPENAI_BASE_URL"):
+    url = launch.environ.get("OPENAI_BASE_URL")
+    if url:
         # A custom provider ignores OPENAI_BASE_URL: the runner's value goes in as an
         # override (an address, never a key: the key stays in the environment).
-        argv += ["-c", f"model_providers.fleet.base_url={_toml(launch.environ['OPENAI_BASE_URL'])}"]
+        argv += ["-c", f"model_providers.fleet.base_url={_toml(url)}"]
     if launch.model:
         argv += ["--model", launch.model]
     if launch.permissions == FULL:
