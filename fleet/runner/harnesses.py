@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 # What an agent may do without asking, per repository setting.
 WORKTREE, FULL = "worktree", "full"
@@ -55,6 +55,8 @@ class Launch:
     permissions: str = WORKTREE
     prompt: str = ""  # the opening instruction, passed on the command line
     command: str = ""  # the plain-command harness's command line
+    # The runner's environment passed through to the CLI (the harness's ``env``).
+    environ: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,11 +198,28 @@ def _toml(value) -> str:
     return json.dumps(value)  # TOML basic strings and arrays of them are JSON-compatible
 
 
+OPENAI_URL = "https://api.openai.com/v1"
+
+
 def _codex_files(launch: Launch) -> dict[str, str]:
+    """``CODEX_HOME/config.toml``: a provider of our own (the built-in ``openai`` one
+    opens a login onboarding that stores the key in ``auth.json``; this one reads
+    ``OPENAI_API_KEY`` from the environment and asks nothing), the worktree trusted, and
+    the fleet MCP server with its tools approved (``--ask-for-approval never`` refuses
+    any MCP call that would need asking)."""
     server = _mcp_server(launch)
     env = ", ".join(f"{k} = {_toml(v)}" for k, v in server["env"].items())
     lines = [
         "# Written by Fleet: this agent's Codex configuration (CODEX_HOME).",
+        'model_provider = "fleet"',
+        "",
+        "[model_providers.fleet]",
+        'name = "OpenAI"',
+        f"base_url = {_toml(OPENAI_URL)}  # the runner's OPENAI_BASE_URL overrides it",
+        'env_key = "OPENAI_API_KEY"',
+        'wire_api = "responses"',
+        "requires_openai_auth = false",
+        "",
         f"[projects.{_toml(launch.directory)}]",
         'trust_level = "trusted"',
         "",
@@ -208,13 +227,21 @@ def _codex_files(launch: Launch) -> dict[str, str]:
         f"command = {_toml(server['command'])}",
         f"args = {_toml(server['args'])}",
         f"env = {{ {env} }}",
+        'default_tools_approval_mode = "approve"',
         "",
     ]
     return {".fleet/codex/config.toml": "\n".join(lines)}
 
 
 def _codex_argv(launch: Launch) -> list[str]:
-    argv = ["codex"]
+    # --no-daemon: else the TUI starts a shared app-server daemon that outlives its tmux
+    # session (and every agent's CLI would share it).
+    argv = ["codex", "--no-daemon"]
+    url = launch.environ.get("OPENAI_BASE_URL")
+    if url:
+        # A custom provider ignores OPENAI_BASE_URL: the runner's value goes in as an
+        # override (an address, never a key: the key stays in the environment).
+        argv += ["-c", f"model_providers.fleet.base_url={_toml(url)}"]
     if launch.model:
         argv += ["--model", launch.model]
     if launch.permissions == FULL:
@@ -230,13 +257,17 @@ CODEX = Harness(
     name="codex",
     title="Codex CLI",
     binary="codex",
-    ready=r"^\s*›|^\s*▌",
-    busy=r"Esc to interrupt|esc to interrupt|Working \(",
+    # The input line, its status line (model · directory) and the footer: the prompt
+    # shows alone for a second at start, before the session is configured.
+    ready=r"^› .*\n.+ · .+\n.*\? for shortcuts",
+    busy=r"esc to interrupt",
     exit_keys=("/quit", ""),
     argv=_codex_argv,
     files=_codex_files,
     env=("OPENAI_API_KEY", "OPENAI_BASE_URL"),
     env_set=lambda launch: {"CODEX_HOME": f"{launch.directory}/.fleet/codex"},
+    interrupt=("Escape",),
+    input_line=r"^›",
 )
 
 # --- Gemini CLI -------------------------------------------------------------

@@ -243,6 +243,9 @@ class Supervisor:
                 return
         if not ready:
             self.tmux.keys(pane.session, *harness.interrupt)
+            # Let the CLI take the interrupt first: an Escape with text right behind it
+            # reads as Alt+key (Codex took "Escape /quit" as Alt-/ and sent "quit").
+            time.sleep(0.5)
         log.info("%s: ending it (%s)", agent, " ".join(k or "Enter" for k in harness.exit_keys))
         self._keys(pane.session, harness.exit_keys)
         seen.ending_since = now
@@ -326,6 +329,7 @@ class Supervisor:
             permissions=item.get("permissions", "worktree"),
             prompt="" if harness.typed_prompt else item.get("prompt", ""),
             command=item.get("command", ""),
+            environ={k: os.environ[k] for k in harness.env if k in os.environ},
         )
         argv = harness.argv(launch)
         if not argv:
@@ -340,8 +344,7 @@ class Supervisor:
                 "PATH or FLEET_RUNNER_PATH)",
             )
         argv[0] = binary
-        env = {k: os.environ[k] for k in harness.env if k in os.environ}
-        env |= harness.env_set(launch)
+        env = dict(launch.environ) | harness.env_set(launch)
         env |= {"PATH": path, "FLEET_AGENT": agent, "PYTHONPATH": PACKAGE_ROOT}
         script = _write_script(directory, agent=agent, argv=argv, env=env, generation=generation)
         session = PREFIX + agent
