@@ -144,7 +144,8 @@ def test_codex_is_launched_woken_and_stopped_by_the_runner(world):
     # The key came from the runner's environment, to the runner's base URL.
     assert all(h.get("authorization") == f"Bearer {API_KEY}" for h in model.headers)
     script = (directory / ".fleet" / "launch.sh").read_text()
-    assert API_KEY not in script.split("exec ", 1)[1]  # not on the command line
+    command = next(line for line in script.splitlines() if "codex" in line and "--" in line)
+    assert API_KEY not in command  # not on the command line (an export, 0700)
     assert "--no-daemon" in script
 
     # Woken: a message while it idles is typed in as a nudge and read with `inbox`.
