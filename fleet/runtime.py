@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from fleet.models import Agent, Event, Message, Review, Runner, Runtime, Task, TransitionError
@@ -66,7 +67,12 @@ def attach(agent: Agent, *, harness: str, model: str = "", command: str = "", di
         raise RuntimeRefused(f"unknown harness {harness!r}")
     if harness == "command" and not command.strip():
         raise RuntimeRefused("the command harness needs a command")
-    runner = Runner.objects.online().order_by("last_seen_at").last()
+    if harness == "command":
+        try:
+            shlex.split(command)
+        except ValueError as exc:
+            raise RuntimeRefused(f"the command cannot be read: {exc}") from None
+    runner = Runner.objects.online().filter(error="").order_by("last_seen_at").last()
     closed = Review.objects.filter(reviewer=agent, status=Review.CLOSED).aggregate(last=Max("pk"))
     runtime = Runtime.objects.create(
         reviewed_through=closed["last"] or 0,
@@ -119,8 +125,16 @@ def sync(
         runner.host, runner.pid, runner.version = host[:200], pid, version[:60]
         runner.tmux, runner.error, runner.last_seen_at = tmux[:200], error[:500], now
         runner.save(update_fields=["host", "pid", "version", "tmux", "error", "last_seen_at"])
-        # Agents nobody runs yet go to the first runner that asks.
-        Runtime.objects.filter(runner__isnull=True).update(runner=runner)
+        # Agents nobody runs yet go to the first runner that asks and can start them; a
+        # runner that cannot (no tmux) holds them only while no other one can, so its
+        # error shows on their pages, and gives up those it never started.
+        if not error:
+            broken = Runner.objects.exclude(error="").exclude(pk=runner.pk)
+            Runtime.objects.filter(
+                Q(runner__isnull=True) | Q(state=Runtime.PENDING, runner__in=broken)
+            ).update(runner=runner)
+        elif not Runner.objects.online().filter(error="").exclude(pk=runner.pk).exists():
+            Runtime.objects.filter(runner__isnull=True).update(runner=runner)
         runtimes = {
             r.agent.name: r
             for r in Runtime.objects.select_for_update(of=("self",))
@@ -280,7 +294,7 @@ def _desired(runtime: Runtime, now) -> dict[str, Any]:
         "permissions": agent.repository.agent_permissions if agent.repository else "worktree",
         "generation": runtime.generation,
         "run": run,
-        "kill": runtime.kill,
+        "kill": runtime.kill and agent.status == Agent.STOPPED,  # a resume clears it
         "patience": patience,
         "prompt": opening(agent.role, harness.hooks),
         "nudge": _nudge(runtime, agent),
@@ -292,17 +306,23 @@ def _fresh_review_session(runtime: Runtime, agent: Agent, fields: set[str]) -> N
     starts with nothing of the last one in its context. Seen either way: the runtime
     saw it reviewing and now it is not, or a review of it closed since the last fresh
     session (a review taken and finished between two syncs)."""
-    if agent.status == Agent.REVIEWING and agent.current_task_id:
-        if runtime.review_task_id != agent.current_task_id:
-            runtime.review_task_id = agent.current_task_id
-            fields.add("review_task_id")
-        return
     closed = (
         Review.objects.filter(reviewer=agent, status=Review.CLOSED).aggregate(last=Max("pk"))[
             "last"
         ]
         or 0
     )
+    if agent.status == Agent.REVIEWING and agent.current_task_id:
+        if runtime.review_task_id != agent.current_task_id:
+            earlier = closed > runtime.reviewed_through
+            runtime.review_task_id = agent.current_task_id
+            runtime.reviewed_through = max(closed, runtime.reviewed_through)
+            fields |= {"review_task_id", "reviewed_through"}
+            if earlier:
+                # It finished one review and took the next between two syncs: the next
+                # one in a fresh session (which boots into it), not in the last's context.
+                _bump(runtime, fields, reason="review done")
+        return
     if runtime.review_task_id is None and closed <= runtime.reviewed_through:
         return
     runtime.review_task_id, runtime.reviewed_through = None, max(closed, runtime.reviewed_through)
@@ -372,8 +392,8 @@ def stop(agent: Agent, *, by, kill: bool = False) -> None:
                 agent.stop(reason="person", by=by)
             except TransitionError as exc:
                 raise RuntimeRefused(exc.message) from exc
-        if kill:
-            runtime.kill = True
+        if runtime.kill != kill:
+            runtime.kill = kill
             runtime.save(update_fields=["kill"])
         Event.objects.record("agent.killed" if kill else "agent.stopped", by=by, agent=agent)
 

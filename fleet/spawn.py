@@ -214,9 +214,12 @@ def spawn(
             payload={"task": task.key if task else None, "harness": harness or None},
         )
         if harness:
-            runtimes.attach(
-                agent, harness=harness, model=model, command=command, directory=directory
-            )
+            try:
+                runtimes.attach(
+                    agent, harness=harness, model=model, command=command, directory=directory
+                )
+            except runtimes.RuntimeRefused as exc:
+                raise SpawnError(str(exc)) from exc
     directory.mkdir(parents=True, exist_ok=True)
     for rel, text in identity_files(
         agent=agent, token=token, task=task, directory=directory, harness=harness

@@ -315,6 +315,7 @@ def test_a_spawn_without_a_runner_online_says_how_to_start_one(lead, data_dir):
         ({"harness": "command"}, "needs a command"),
         ({"harness": "claude", "command": "make agent"}, "only for the"),
         ({"harness": "vim"}, "Select a valid choice"),
+        ({"harness": "command", "command": "echo 'unbalanced"}, "cannot be read"),
     ],
 )
 def test_bad_harness_input_is_a_form_error_and_spawns_nothing(lead, data_dir, fields, error):

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("FLEET_RUNNER_LOG", "INFO"),
         format="%(asctime)s fleet-runner %(levelname)s %(message)s",
     )
-    token = os.environ.get("FLEET_RUNNER_TOKEN", "")
+    # Not passed on: the tmux server (and every agent's CLI) inherits this environment.
+    token = os.environ.pop("FLEET_RUNNER_TOKEN", "")
+    os.environ.pop("FLEET_RUNNER_TOKEN_FILE", None)
     if args.token_file:
         try:
             token = args.token_file.read_text().strip()

@@ -248,9 +248,31 @@ def _codex_argv(launch: Launch) -> list[str]:
         argv += ["--dangerously-bypass-approvals-and-sandbox"]
     else:
         argv += ["--sandbox", "workspace-write", "--ask-for-approval", "never"]
+        # A linked worktree's index, refs and objects live in the repository's .git:
+        # writable too, or `git commit` fails on index.lock inside the sandbox.
+        common = git_common_dir(launch.directory)
+        if common:
+            argv += ["-c", f"sandbox_workspace_write.writable_roots={_toml([common])}"]
     if launch.prompt:
         argv.append(launch.prompt)
     return argv
+
+
+def git_common_dir(directory: str) -> str:
+    """The repository's .git of a linked worktree (its ``.git`` is a file naming
+    ``<repo>/.git/worktrees/<name>``); "" for anything else."""
+    try:
+        with open(f"{directory}/.git") as f:
+            line = f.read().strip()
+    except OSError:
+        return ""
+    if not line.startswith("gitdir:"):
+        return ""
+    gitdir = line.removeprefix("gitdir:").strip()
+    if not gitdir.startswith("/"):
+        gitdir = f"{directory}/{gitdir}"
+    parts = gitdir.rstrip("/").split("/")
+    return "/".join(parts[:-2]) if len(parts) > 2 and parts[-2] == "worktrees" else ""
 
 
 CODEX = Harness(
@@ -278,6 +300,9 @@ def _gemini_files(launch: Launch) -> dict[str, str]:
         "mcpServers": {"fleet": {**_mcp_server(launch), "trust": True}},
         "hooks": {},
     }
+    if launch.permissions != FULL:
+        # Edits are approved by --approval-mode auto_edit; these shell commands too.
+        settings["tools"] = {"allowed": [f"run_shell_command({c})" for c in ALLOWED_COMMANDS]}
     return {".gemini/settings.json": json.dumps(settings, indent=2) + "\n"}
 
 
@@ -318,7 +343,12 @@ def _opencode_files(launch: Launch) -> dict[str, str]:
                 "enabled": True,
             }
         },
-        "permission": {"edit": "allow", "bash": "allow" if launch.permissions == FULL else "ask"},
+        "permission": {
+            "edit": "allow",
+            "bash": "allow"
+            if launch.permissions == FULL
+            else {**{f"{c} *": "allow" for c in ALLOWED_COMMANDS}, "*": "ask"},
+        },
     }
     return {"opencode.json": json.dumps(config, indent=2) + "\n"}
 

@@ -75,6 +75,7 @@ class Supervisor:
         self.ended: list[dict] = []
         self.harness_of: dict[str, str] = {}
         self.interval = 1.0
+        self.started = time.time()
 
     # --- one tick ------------------------------------------------------------
 
@@ -83,15 +84,23 @@ class Supervisor:
         panes: dict[str, Pane] = {}
         try:
             tmux_version = self.tmux.available()
+            # Only sessions a runner started (tagged): a person's own ``fleet-…`` session
+            # is never reported nor ended. Before the first answer names this runner,
+            # every runner's are reported (Fleet reads only its own); none is ended.
             panes = {
                 p.agent: p
                 for p in self.tmux.panes().values()
-                if p.runner == self.name or not self.name
+                if p.runner and (p.runner == self.name or not self.name)
             }
         except TmuxError as exc:
             error = f"{exc} on {socket.gethostname()}"
             log.error("%s: no agent can start here until it is fixed", error)
-        reports = [self._observe(agent, pane) for agent, pane in panes.items()]
+        reports = []
+        for agent, pane in panes.items():
+            try:
+                reports.append(self._observe(agent, pane))
+            except Exception as exc:  # e.g. the pane went away while it was read
+                log.warning("%s: not observed this tick: %s", agent, exc)
         for agent, (generation, why) in self.failed.items():
             if agent not in panes:
                 reports.append(
@@ -124,6 +133,9 @@ class Supervisor:
         seen = self.seen.get(agent)
         if seen is None or seen.generation != pane.generation:
             seen = self.seen[agent] = Seen(generation=pane.generation)  # adopted, or new
+            if pane.created and pane.created < self.started - 1:
+                # Adopted from an earlier runner: it was given its opening already.
+                seen.prompt_typed = seen.ready_once = True
         try:
             screen = self.tmux.capture(pane.session)
         except TmuxError:
@@ -178,6 +190,8 @@ class Supervisor:
     def _reconcile(self, wanted: list[dict], panes: dict[str, Pane]) -> None:
         names = {item["name"] for item in wanted}
         for agent, pane in panes.items():
+            if pane.runner != self.name:
+                continue  # another runner's (reported before this one knew its name)
             if agent not in names:
                 log.warning("%s: no agent in Fleet wants this session; ending it", pane.session)
                 self.tmux.kill(pane.session)
@@ -188,9 +202,9 @@ class Supervisor:
         for item in wanted:
             try:
                 self._one(item, panes.get(item["name"]))
-            except TmuxError as exc:
-                log.error("%s: %s", item["name"], exc)
-                self.failed[item["name"]] = (item["generation"], str(exc)[:500])
+            except Exception as exc:  # one agent's trouble never stops the others
+                log.exception("%s: %s", item["name"], exc)
+                self.failed[item["name"]] = (item["generation"], str(exc)[:500] or repr(exc))
 
     def _one(self, item: dict, pane: Pane | None) -> None:
         agent = item["name"]

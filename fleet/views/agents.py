@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from django import forms
@@ -68,6 +69,11 @@ class SpawnForm(forms.Form):
             self.add_error("command", 'The "command" harness needs a command to run.')
         elif command and harness != "command":
             self.add_error("command", 'A command is only for the "command" harness.')
+        elif command:
+            try:
+                shlex.split(command)
+            except ValueError as exc:
+                self.add_error("command", f"This command cannot be read: {exc}.")
         data["command"] = command
         return data
 

@@ -78,7 +78,9 @@ def test_a_lead_spawns_an_agent_from_the_ui_and_revokes_it(page, live_server, de
     page.click("main button[type=submit]")
     token = page.locator("#agent-token").inner_text()
     assert token.startswith("flt_") and Agent.objects.by_token(token).get().name == "ui-rev"
-    assert "-m fleet.agent boot" in page.locator("#agent-command").inner_text()
+    # Claude Code by default: a runner starts it (none is online in this test).
+    assert "No runner is online" in page.locator("#agent-start").inner_text()
+    assert Agent.objects.get(name="ui-rev").runtime.harness == "claude"
     screenshot(page, "agent-spawned")
     page.click("text=Back to agents")
     row = page.locator("#agents tr", has_text="ui-rev")

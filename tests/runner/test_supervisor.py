@@ -173,6 +173,36 @@ def test_a_silent_runner_shows_its_agents_as_unknown(live_fleet, tmux, data_dir,
     assert runtime_of("ka").shown_state() == "unknown"
 
 
+def test_sessions_a_runner_did_not_start_are_never_touched(live_fleet, tmux, data_dir):
+    """A person's own ``fleet-…`` session, and another runner's, on the same tmux server:
+    a runner that does not know its name yet (its first tick) ends neither."""
+    from fleet.models import Runner
+    from fleet.runner.client import Fleet
+    from fleet.runner.supervisor import Supervisor
+
+    tmux._run("new-session", "-d", "-s", "fleet-notes", "sleep 60")
+    tmux._run("new-session", "-d", "-s", "fleet-WIP", "sleep 60")  # not an agent's name
+    tmux._run("new-session", "-d", "-s", "fleet-other", "sleep 60")
+    tmux._run("set-option", "-t", "fleet-other", "@fleet_runner", "elsewhere")
+    token = Runner.objects.create(name="here").issue_token()
+    runner = Supervisor(Fleet(live_fleet.url, token), tmux)  # as python -m fleet.runner
+    for _ in range(3):
+        runner.tick()
+    assert runner.name == "here"
+    sessions = set(tmux._run("list-sessions", "-F", "#{session_name}").split())
+    assert {"fleet-notes", "fleet-WIP", "fleet-other"} <= sessions
+    assert not Event.objects.filter(kind="runner.session_ended").exists()
+
+
+def test_one_agent_that_cannot_start_never_stops_the_others(live_fleet, tmux, data_dir):
+    runner = make_runner(live_fleet.url, tmux)
+    spawn_fake("ma")
+    bad = spawn_fake("mo")
+    Runtime.objects.filter(agent=bad).update(command="echo 'unbalanced")  # from before
+    until(runner, lambda: ready("ma"), what="ma started though mo cannot be")
+    until(runner, lambda: "quotation" in runtime_of("mo").error, what="mo's reason shown")
+
+
 def start_runner(url: str, token: str, socket: str, log: Path):
     import subprocess
     import sys
@@ -204,12 +234,18 @@ def test_the_runner_process_killed_with_9_is_adopted_and_a_revoked_token_stops_i
 
     runner = Runner.objects.create(name="proc")
     token = runner.issue_token()
-    spawn_fake("la")
+    agent = spawn_fake("la")
     log = tmp_path / "runner.log"
     first = start_runner(live_fleet.url, token, tmux.socket, log)
     try:
         wait_for(lambda: runtime_of("la").state == Runtime.READY, what="la ready")
         pane = tmux.panes()["fleet-la"]
+        wait_for(lambda: received(agent), what="the opening typed")
+        # The runner's token is not passed on to the agents' CLIs (the tmux server
+        # inherits the environment of the runner that started it).
+        assert token not in Path(f"/proc/{pane.pid}/environ").read_bytes().decode(
+            "utf-8", "replace"
+        )
         first.kill()  # -9: no cleanup at all
         first.wait(10)
         second = start_runner(live_fleet.url, token, tmux.socket, log)
@@ -217,6 +253,8 @@ def test_the_runner_process_killed_with_9_is_adopted_and_a_revoked_token_stops_i
             time.sleep(3)
             assert tmux.panes()["fleet-la"].pid == pane.pid  # adopted, not restarted
             assert list(tmux.panes()) == ["fleet-la"]
+            # Adopted: its opening is not typed a second time.
+            assert received(agent) == [runtime.opening(Agent.ORCHESTRATOR, hooks=False)]
             runner.revoke_token(by=None)
             assert second.wait(15) == 3
         finally:

@@ -163,6 +163,46 @@ def test_a_review_taken_and_finished_between_two_syncs_still_ends_the_session(ap
     assert sync(api, session("rev", generation=2))["rev"]["generation"] == 2  # once
 
 
+def test_the_next_review_taken_between_two_syncs_starts_fresh(api):
+    from fleet.models import Review
+
+    from ..conftest import make_task
+
+    agent = with_runtime("rev", role=Agent.REVIEWER)
+    first, second = make_task(key="T-1"), make_task(key="T-2")
+    agent.start_review(task=first)
+    assert sync(api, session("rev"))["rev"]["generation"] == 1
+    # Between two syncs: review 1 closed, review 2 taken (in the same session).
+    Review.objects.create(task=first, commit_sha="a" * 40, reviewer=agent, status=Review.CLOSED)
+    agent.finish()
+    agent.start_review(task=second)
+    assert sync(api, session("rev"))["rev"]["generation"] == 2
+    assert sync(api, session("rev", generation=2))["rev"]["generation"] == 2  # once
+
+
+def test_kill_holds_only_while_stopped(api, runner):
+    lead = make_user("lee", "lead")
+    agent = with_runtime("ada")
+    runtime.stop(agent, by=lead, kill=True)
+    assert sync(api, session("ada"))["ada"]["kill"] is True
+    agent.refresh_from_db()
+    agent.resume(by=lead)
+    wanted = sync(api)["ada"]
+    assert wanted["run"] is True and wanted["kill"] is False  # not started and killed again
+
+
+def test_a_runner_that_cannot_start_agents_leaves_them_to_one_that_can(client, runner):
+    from django.utils import timezone
+
+    healthy = Runner.objects.create(name="ok", last_seen_at=timezone.now())
+    with_runtime("ada")
+    broken = AgentClient(client, runner.token)
+    sync(broken, error="tmux is not installed on box")
+    assert Runtime.objects.get(agent__name="ada").runner is None
+    sync(AgentClient(client, healthy.issue_token()))
+    assert Runtime.objects.get(agent__name="ada").runner == healthy
+
+
 def test_messages_are_nudged_once(api):
     agent = with_runtime()
     first = Message.objects.create(recipient=agent, subject="a")
