@@ -76,6 +76,7 @@ class Supervisor:
         self.harness_of: dict[str, str] = {}
         self.interval = 1.0
         self.started = time.time()
+        self.enters: list[str] = []
 
     # --- one tick ------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class Supervisor:
         self.interval = float(answer.get("interval", self.interval))
         if not error:
             self._reconcile(answer["agents"], panes)
+            self._press_enters()
         return answer
 
     # --- observing -------------------------------------------------------------
@@ -297,7 +299,8 @@ class Supervisor:
         if not harness.ready_at(screen):
             return
         log.info("%s: typing %r", agent, text)
-        self.tmux.type(pane.session, text)
+        self.tmux.keys(pane.session, "-l", text)
+        self.enters.append(pane.session)  # Enter after a pause, once for all (see below)
         seen.typed, seen.typed_at, seen.enters = text, self.clock(), 0
         if harness.typed_prompt and not seen.prompt_typed and item.get("prompt"):
             seen.prompt_typed = True
@@ -306,12 +309,27 @@ class Supervisor:
         elif nudge is not None:
             seen.work_nudged = True
 
+    def _press_enters(self) -> None:
+        """Enter for every text typed this tick, after one short pause: an Enter in the
+        same burst as the text reads as part of a paste to some CLIs, and one pause per
+        tick (not per agent) keeps twenty wakes as quick as one."""
+        if not self.enters:
+            return
+        time.sleep(0.15)
+        for session in self.enters:
+            try:
+                self.tmux.keys(session, "Enter")
+            except TmuxError as exc:
+                log.warning("%s: Enter not sent: %s", session, exc)
+        self.enters = []
+
     def _resend_enter(self, agent: str, pane: Pane, harness: Harness, seen: Seen) -> bool:
         """A CLI finishing its turn can drop the Enter after typed text (the text stays
         in its input line and nothing happens): seen a second later, Enter again, up to
-        three times. True while that text is still being sent."""
+        three times. True while that text is still being sent. (Nothing new is typed
+        over it meanwhile: a prompt holding text is not an idle prompt.)"""
         if self.clock() - seen.typed_at < 1.0:
-            return True
+            return False
         screen = self.tmux.capture(pane.session)
         if not harness.unsent(screen, seen.typed) or harness.busy_at(screen):
             seen.typed = ""
