@@ -36,15 +36,16 @@ class RunnerToken(HttpBearer):
         return runner
 
 
+INT_MAX = 2**31 - 1  # the columns' range (PostgreSQL's integer)
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=60)]
 Short = Annotated[Text, Field(max_length=200)]
 
 
 class SessionIn(Schema):
     agent: Name
-    generation: int = Field(ge=0, le=2**31)
+    generation: int = Field(ge=0, le=INT_MAX)
     state: Literal["starting", "booting", "ready", "busy", "exited", "failed"]
-    exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
+    exit_code: int | None = Field(None, ge=-INT_MAX - 1, le=INT_MAX)
     screen: Annotated[Text, Field(max_length=64_000)] | None = Field(
         None, description="the pane's last lines; null when unchanged since the last sync"
     )
@@ -60,7 +61,7 @@ class EndedIn(Schema):
 
 class SyncIn(ObjectIn):
     host: Short = ""
-    pid: int = Field(0, ge=0, le=2**31)
+    pid: int = Field(0, ge=0, le=INT_MAX)
     version: Annotated[Text, Field(max_length=60)] = ""
     tmux: Short = Field("", description="tmux's version; empty with an error when it has none")
     error: Annotated[Text, Field(max_length=500)] = ""

@@ -67,6 +67,10 @@ def test_only_a_runner_token_syncs(client, runner):
         {"sessions": [session(generation=-1)]},
         {"sessions": [session(screen="a\x00b")]},
         {"host": "h" * 201},
+        # Past the columns' range (a 500 on PostgreSQL before they were bounded):
+        {"pid": 2**31},
+        {"sessions": [session(generation=2**31)]},
+        {"sessions": [session(exit_code=2**31)]},
     ],
 )
 def test_bad_reports_get_422_and_change_nothing(api, body):
