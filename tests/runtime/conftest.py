@@ -119,3 +119,19 @@ def wait_for(check: Callable[[], object], *, timeout: float, what: str, log: Pat
             tail = log.read_text()[-3000:] if log and log.exists() else ""
             pytest.fail(f"timed out waiting for {what}; runtimes: {states}\nrunner log:\n{tail}")
         time.sleep(0.3)
+
+
+def wait_until_ended(tmux: Tmux, agent: str, *, log: Path, timeout: float = 60) -> None:
+    """The agent's CLI and its tmux session are gone, and Fleet recorded it ended."""
+    wait_for(
+        lambda: f"fleet-{agent}" not in tmux.panes(),
+        timeout=timeout,
+        what=f"{agent}'s CLI ended",
+        log=log,
+    )
+    wait_for(
+        lambda: Runtime.objects.get(agent__name=agent).state == Runtime.ENDED,
+        timeout=20,
+        what=f"{agent}'s runtime ended",
+        log=log,
+    )

@@ -9,12 +9,11 @@ own ``messages``, so a retried request gets the same answer. Requests that carry
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .server import Handler, ScriptedServer
 
 Block = dict[str, Any]
 Script = Callable[["Conversation"], list[Block]]
@@ -114,96 +113,33 @@ def _texts(content: Any) -> list[str]:
     return found
 
 
-class ScriptedModel:
+class ScriptedModel(ScriptedServer):
     """``ANTHROPIC_BASE_URL=model.url``: answers ``POST /v1/messages`` from ``script``."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[dict] = []  # every main-conversation request, in order
-        self.side: list[dict] = []  # the rest (no tools)
-        self.errors: list[str] = []  # the script's own failures, with tracebacks
-        self.lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    listing = {"data": [], "has_more": False}
 
-    def __enter__(self) -> ScriptedModel:
-        self.thread.start()
-        return self
+    def is_side(self, body: dict) -> bool:
+        return not body.get("tools")  # titles and other calls the CLI makes on its own
 
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def side_answer(self, body: dict) -> list[Block]:
+        return [text("Fleet task")]
 
-    def answer(self, body: dict) -> list[Block]:
-        if not body.get("tools"):
-            with self.lock:
-                self.side.append(body)
-            return [text("Fleet task")]
-        with self.lock:
-            self.requests.append(body)
-        try:
-            return self.script(Conversation(body))
-        except Exception as exc:  # a broken script says so in the CLI, not in a hang
-            import traceback
+    def conversation(self, body: dict) -> Conversation:
+        return Conversation(body)
 
-            last = json.dumps(body.get("messages", [])[-1:])[:2000]
-            self.errors.append(f"{traceback.format_exc()}\nthe last message: {last}")
-            return [text(f"(scripted model error: {exc!r})")]
+    def last_input(self, body: dict) -> Any:
+        return body.get("messages", [])[-1:]
 
-    def _handler(self):
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                self._json(200, {"data": [], "has_more": False})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                path = self.path.split("?")[0]
-                if path.endswith("/count_tokens"):
-                    return self._json(200, {"input_tokens": 1000})
-                if not path.endswith("/v1/messages"):
-                    return self._json(404, {"type": "error", "error": {"type": "not_found"}})
-                blocks = model.answer(body)
-                if body.get("stream"):
-                    self._stream(body, blocks)
-                else:
-                    self._json(200, model.message(body, blocks))
-
-            def _json(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _stream(self, body: dict, blocks: list[Block]) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-cache")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for event, data in model.events(body, blocks):
-                    self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
-                self.wfile.flush()
-                self.close_connection = True
-
-        return Handler
+    def post(self, handler: Handler, path: str, body: dict) -> None:
+        if path.endswith("/count_tokens"):
+            return handler.json(200, {"input_tokens": 1000})
+        if not path.endswith("/v1/messages"):
+            return handler.json(404, {"type": "error", "error": {"type": "not_found"}})
+        blocks = self.answer(body)
+        if body.get("stream"):
+            handler.stream(self.events(body, blocks))
+        else:
+            handler.json(200, self.message(body, blocks))
 
     def _blocks(self, blocks: list[Block]) -> list[Block]:
         return [
@@ -227,7 +163,7 @@ class ScriptedModel:
     def events(self, body: dict, blocks: list[Block]):
         message = self.message(body, blocks)
         content = message.pop("content")
-        yield "message_start", {"type": "message_start", "message": {**message, "content": []}}
+        yield {"type": "message_start", "message": {**message, "content": []}}
         for index, block in enumerate(content):
             if block["type"] == "text":
                 start = {"type": "text", "text": ""}
@@ -235,28 +171,15 @@ class ScriptedModel:
             else:
                 start = {**block, "input": {}}
                 delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
-            yield (
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": start,
-                },
-            )
-            yield (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
-            )
-            yield "content_block_stop", {"type": "content_block_stop", "index": index}
-        yield (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": 20},
-            },
-        )
-        yield "message_stop", {"type": "message_stop"}
+            yield {"type": "content_block_start", "index": index, "content_block": start}
+            yield {"type": "content_block_delta", "index": index, "delta": delta}
+            yield {"type": "content_block_stop", "index": index}
+        yield {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": 20},
+        }
+        yield {"type": "message_stop"}
 
 
 def _stop(blocks: list[Block]) -> str:

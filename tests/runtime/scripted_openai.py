@@ -15,13 +15,12 @@ get a short answer of that shape.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .server import Handler, ScriptedServer
 
 Item = dict[str, Any]
 Script = Callable[["Conversation"], list[Item]]
@@ -152,94 +151,28 @@ class Conversation:
         return found
 
 
-class ScriptedModel:
+class ScriptedModel(ScriptedServer):
     """A custom Codex provider's ``base_url = model.url + "/v1"``: answers
     ``POST /v1/responses`` from ``script``."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[dict] = []  # every main-conversation request, in order
-        self.side: list[dict] = []  # the rest (thread titles)
-        self.headers: list[dict] = []  # each request's headers (lowercase names), in order
-        self.errors: list[str] = []  # the script's own failures, with tracebacks
-        self.lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    listing = {"object": "list", "data": [], "models": []}
 
-    def __enter__(self) -> ScriptedModel:
-        self.thread.start()
-        return self
+    def is_side(self, body: dict) -> bool:
+        return bool((body.get("text") or {}).get("format"))  # a title, with a JSON schema
 
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def side_answer(self, body: dict) -> list[Item]:
+        return [text(json.dumps({"title": "Fleet task"}))]
 
-    def answer(self, body: dict) -> list[Item]:
-        if (body.get("text") or {}).get("format"):  # a side request with a JSON schema
-            with self.lock:
-                self.side.append(body)
-            return [text(json.dumps({"title": "Fleet task"}))]
-        with self.lock:
-            self.requests.append(body)
-        try:
-            return self.script(Conversation(body))
-        except Exception as exc:  # a broken script says so in the CLI, not in a hang
-            import traceback
+    def conversation(self, body: dict) -> Conversation:
+        return Conversation(body)
 
-            last = json.dumps(body.get("input", [])[-1:])[:2000]
-            self.errors.append(f"{traceback.format_exc()}\nthe last item: {last}")
-            return [text(f"(scripted model error: {exc!r})")]
+    def last_input(self, body: dict) -> Any:
+        return body.get("input", [])[-1:]
 
-    def _handler(self):
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._json(200, {"object": "list", "data": [], "models": []})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                with model.lock:
-                    model.headers.append({k.lower(): v for k, v in self.headers.items()})
-                if self.headers.get("Content-Encoding"):
-                    model.errors.append(f"a compressed body: {self.headers['Content-Encoding']}")
-                    return self._json(415, {"error": {"message": "compressed body"}})
-                body = json.loads(raw or b"{}")
-                if not self.path.split("?")[0].endswith("/responses"):
-                    return self._json(404, {"error": {"message": f"no {self.path}"}})
-                self._stream(model.events(body, model.answer(body)))
-
-            def _json(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _stream(self, events) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-cache")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for data in events:
-                    self.wfile.write(
-                        f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
-                    )
-                self.wfile.flush()
-                self.close_connection = True
-
-        return Handler
+    def post(self, handler: Handler, path: str, body: dict) -> None:
+        if not path.endswith("/responses"):
+            return handler.json(404, {"error": {"message": f"no {path}"}})
+        handler.stream(self.events(body, self.answer(body)))
 
     def output(self, items: list[Item]) -> list[Item]:
         """The Responses API output items for a script's answer."""

@@ -21,7 +21,7 @@ from fleet.models import Agent, Budget, Event, Finding, Review, Runtime, Task, W
 from fleet.spawn import spawn
 
 from ..conftest import make_repository, make_task, make_user, make_wave
-from .conftest import API_KEY, RunnerProcess, claude_config, cli, wait_for
+from .conftest import API_KEY, RunnerProcess, claude_config, cli, wait_for, wait_until_ended
 from .scripted import Conversation, ScriptedModel, text, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.cli, pytest.mark.django_db(transaction=True)]
@@ -313,16 +313,5 @@ def test_claude_code_does_a_task_end_to_end_under_the_runner(world):
         what="ada stopped at its cap",
         log=log,
     )
-    wait_for(
-        lambda: "fleet-ada" not in [p.session for p in tmux.panes().values()],
-        timeout=60,
-        what="ada's CLI ended",
-        log=log,
-    )
-    wait_for(
-        lambda: Runtime.objects.get(agent=ada).state == Runtime.ENDED,
-        timeout=10,
-        what="ada's runtime ended",
-        log=log,
-    )
+    wait_until_ended(tmux, "ada", log=log)
     assert not Event.objects.filter(kind="agent.crashed", agent=ada, created_at__gt=stop_at)

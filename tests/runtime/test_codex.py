@@ -16,7 +16,7 @@ from fleet.models import Agent, Event, Runtime
 from fleet.spawn import spawn
 
 from ..conftest import make_repository, make_user
-from .conftest import RunnerProcess, cli, wait_for
+from .conftest import RunnerProcess, cli, wait_for, wait_until_ended
 from .scripted_openai import Conversation, ScriptedModel, call, pause, text
 
 pytestmark = [pytest.mark.slow, pytest.mark.cli, pytest.mark.django_db(transaction=True)]
@@ -194,18 +194,7 @@ def test_codex_is_launched_woken_and_stopped_by_the_runner(world):
         log=log,
     )
     runtime.stop(olga, by=lead)
-    wait_for(
-        lambda: "fleet-olga" not in [p.session for p in tmux.panes().values()],
-        timeout=60,
-        what="olga's Codex ended",
-        log=log,
-    )
-    wait_for(
-        lambda: Runtime.objects.get(agent=olga).state == Runtime.ENDED,
-        timeout=20,
-        what="olga's runtime ended",
-        log=log,
-    )
+    wait_until_ended(tmux, "olga", log=log)
     assert not Event.objects.filter(kind="agent.crashed", agent=olga).exists()
     assert "ending it (/quit Enter)" in log.read_text()
     assert "did not exit within" not in log.read_text()  # it quit, it was not killed
