@@ -1,4 +1,4 @@
-"""Fleet settings: one file, driven by the environment (see README "Configuration")."""
+"""Fleet settings: one file, driven by the environment (see docs/operating.md, "Configuration")."""
 
 from __future__ import annotations
 
