@@ -300,6 +300,7 @@ def _land(batch: MergeBatch, chain: list[MergeRequest], size: int, *, remote: st
         return False
     merging._fault("after-update")
     for mr in landing:
-        merging._finish(mr, mr.candidate_sha, remote=bool(remote))
+        # Fleet's local main follows the remote's once, to the top, not once per task.
+        merging._finish(mr, mr.candidate_sha, remote=bool(remote) and mr is landing[-1])
     _save_batch(batch, step="bisecting" if size < len(chain) else "done", landed=size)
     return True

@@ -40,6 +40,8 @@ def run(
         "batched_s": round(batched["seconds"], 2),
         "batched_checks": batched["checks"],
         "ratio": round(ratio, 3),
+        "serial_cleanup_s": round(serial["cleanup_seconds"], 2),
+        "batched_cleanup_s": round(batched["cleanup_seconds"], 2),
         "merged": {size: r["merged"] for size, r in runs.items()},
         "problems": [p for r in runs.values() for p in r["problems"]],
         "met": {"ratio": ratio <= TARGETS["ratio"], "correct": correct},
@@ -75,9 +77,11 @@ def table(results: dict) -> str:
             f"fleet_bench merges: {results['tasks']} tasks, {results['failing']} failing "
             f"({', '.join(results['failing_keys'])}), a {results['check_seconds']:g} s check",
             f"batch size 1        {results['serial_s']} s to drain the queue, "
-            f"{results['serial_checks']} checks",
+            f"{results['serial_checks']} checks (worktree cleanup after: "
+            f"{results['serial_cleanup_s']} s)",
             f"batch size {results['batch']:<8} {results['batched_s']} s to drain the queue, "
-            f"{results['batched_checks']} checks",
+            f"{results['batched_checks']} checks (worktree cleanup after: "
+            f"{results['batched_cleanup_s']} s)",
             f"ratio               {results['ratio']}x (target <= {TARGETS['ratio']}x) "
             f"{mark[met['ratio']]}",
             f"correctness         every merged task on main exactly once, no failing one: "

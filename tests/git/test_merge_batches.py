@@ -81,6 +81,7 @@ def test_a_green_batch_lands_every_task_as_its_own_commit_on_one_check(
         "initial",
     ]
     assert git(shop["origin"], "rev-parse", "main~3") == old
+    assert git(repository.path, "rev-parse", "refs/heads/main") == origin_main(shop)  # follows
     batch = MergeBatch.objects.get()
     assert batch.step == "done" and batch.landed == 3
     assert batch.trials == [
