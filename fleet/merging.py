@@ -31,7 +31,7 @@ from fleet.correlation import correlated
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha, repo_flock
-from fleet.models import CheckRun, Event, MergeRequest, Message, Repository, Task
+from fleet.models import CheckRun, Event, MergeBatch, MergeRequest, Message, Repository, Task
 
 log = logging.getLogger("fleet.merge")
 
@@ -125,12 +125,14 @@ def merge_lock(repository: Repository) -> Iterator[bool]:
 def process_queues() -> int:
     """Advance the head of every repository's queue; the number of merges settled."""
     settled = 0
-    repo_ids = (
+    repo_ids = set(
         MergeRequest.objects.filter(result=MergeRequest.PENDING)
         .values_list("repository_id", flat=True)
         .distinct()
     )
-    for repository in Repository.objects.filter(pk__in=list(repo_ids)):
+    # A batch a killed worker left open is settled even when nothing else waits.
+    repo_ids |= set(MergeBatch.objects.exclude(step="done").values_list("repository_id", flat=True))
+    for repository in Repository.objects.filter(pk__in=repo_ids):
         try:
             merge_request = process(repository)
         except GitError as exc:

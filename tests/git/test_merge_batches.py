@@ -208,3 +208,20 @@ def test_main_moving_during_a_batch_check_rebuilds_the_batch_on_the_new_tip(
     assert first.landed == 0 and "main moved" in first.note
     assert second.landed == 2 and second.trials[0]["top"] == origin_main(shop)
     assert_tested_when_merged(repository, tasks)
+
+
+def test_a_batch_left_open_after_its_tasks_merged_is_closed_by_the_next_run(repository, shop, lead):
+    """The worker died after merging the batch's last task but before closing it:
+    nothing waits in the queue, and the next run still settles the batch."""
+    repository.merge_batch_size = 2
+    repository.save()
+    queue(repository, shop, lead, [("T-1", {"shop/a.py": "A\n"}), ("T-2", {"shop/b.py": "B\n"})])
+    merging.process_queues()
+    batch = MergeBatch.objects.get()
+    MergeBatch.objects.filter(pk=batch.pk).update(step="updating")
+    tip = origin_main(shop)
+    merging.process_queues()
+    batch.refresh_from_db()
+    assert batch.step == "done" and "restarted" in batch.note
+    assert origin_main(shop) == tip
+    assert set(MergeRequest.objects.values_list("result", flat=True)) == {"merged"}
