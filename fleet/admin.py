@@ -173,7 +173,32 @@ class MergeRequestAdmin(admin.ModelAdmin):
     list_display = ["task", "repository", "position", "step", "result", "updated_at"]
     list_filter = ["step", "result", "repository"]
     search_fields = ["task__key", "candidate_sha"]
-    readonly_fields = ["candidate_sha", "step", "result", "log", "created_at", "updated_at"]
+    readonly_fields = [
+        "candidate_sha",
+        "step",
+        "result",
+        "log",
+        "batch",
+        "created_at",
+        "updated_at",
+    ]
+
+
+@admin.register(m.MergeBatch)
+class MergeBatchAdmin(admin.ModelAdmin):
+    list_display = ["pk", "repository", "step", "landed", "updated_at"]
+    list_filter = ["step", "repository"]
+    readonly_fields = [
+        "base_sha",
+        "step",
+        "trials",
+        "landed",
+        "landing",
+        "target_sha",
+        "note",
+        "created_at",
+        "updated_at",
+    ]
 
 
 @admin.register(m.WebhookDelivery)

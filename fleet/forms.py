@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from fleet.git import paths
 from fleet.models import Budget, Plan, Repository, SharedFile, Task, Wave
+from fleet.models.work import MAX_MERGE_BATCH
 
 MAX_DECLARED = 500
 
@@ -155,6 +156,14 @@ class BudgetForm(forms.Form):
             budget.updated_at = timezone.now()
             budget.save()
         return budget
+
+
+class MergeBatchForm(forms.Form):
+    """How many queued tasks a repository's merge queue tests together."""
+
+    merge_batch_size = forms.IntegerField(
+        label="Batch size", min_value=1, max_value=MAX_MERGE_BATCH
+    )
 
 
 class ApproveForm(forms.Form):

@@ -413,7 +413,7 @@ PAGES: dict[str, Page] = {
     ),
     "merges": Page(
         "fleet/merges.html",
-        ("queue", "recent"),
+        ("queue", "batches", "recent"),
         _merges,
         lambda row: {""} if row["kind"].startswith(("merge.", "task.")) else set(),
     ),

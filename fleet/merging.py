@@ -31,7 +31,7 @@ from fleet.correlation import correlated
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
 from fleet.git.repo import head_sha, repo_flock
-from fleet.models import CheckRun, Event, MergeRequest, Message, Repository, Task
+from fleet.models import CheckRun, Event, MergeBatch, MergeRequest, Message, Repository, Task
 
 log = logging.getLogger("fleet.merge")
 
@@ -125,12 +125,14 @@ def merge_lock(repository: Repository) -> Iterator[bool]:
 def process_queues() -> int:
     """Advance the head of every repository's queue; the number of merges settled."""
     settled = 0
-    repo_ids = (
+    repo_ids = set(
         MergeRequest.objects.filter(result=MergeRequest.PENDING)
         .values_list("repository_id", flat=True)
         .distinct()
     )
-    for repository in Repository.objects.filter(pk__in=list(repo_ids)):
+    # A batch a killed worker left open is settled even when nothing else waits.
+    repo_ids |= set(MergeBatch.objects.exclude(step="done").values_list("repository_id", flat=True))
+    for repository in Repository.objects.filter(pk__in=repo_ids):
         try:
             merge_request = process(repository)
         except GitError as exc:
@@ -147,7 +149,11 @@ def process_queues() -> int:
 
 def process(repository: Repository) -> MergeRequest | None:
     """Advance the head of the repository's queue (read under the lock, so a second
-    worker never acts on a head the first one already settled)."""
+    worker never acts on a head the first one already settled): one task, or with a
+    batch size above 1 up to that many as one batch (``fleet.merge_batches``), after
+    reconciling a batch a killed worker left open."""
+    from fleet import merge_batches as batches
+
     with merge_lock(repository) as acquired:
         if not acquired:
             return None
@@ -157,14 +163,27 @@ def process(repository: Repository) -> MergeRequest | None:
             .order_by("position")
             .first()
         )
-        if head is None:
+        if head is None and not batches.open_batch(repository):
             return None
         try:
-            with correlated(f"merge-{head.pk}"):
-                _advance(head)
+            with correlated(f"merge-{head.pk if head else 'batch'}"):
+                batches.reconcile(repository)
+                heads = list(
+                    MergeRequest.objects.filter(repository=repository, result=MergeRequest.PENDING)
+                    .select_related("task", "repository")
+                    .order_by("position")[: max(1, repository.merge_batch_size)]
+                )
+                if not heads:
+                    return None
+                head = heads[0]
+                if len(heads) > 1:
+                    batches.advance(repository, heads)
+                else:
+                    _advance(head)
         except GitError as exc:
             # Fetching main failed (remote down, missing): say so where people look.
-            _save(head, log=f"waiting: {exc}")
+            if head is not None:
+                _save(head, log=f"waiting: {exc}")
             raise
     head.refresh_from_db()
     return head

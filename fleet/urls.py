@@ -104,6 +104,11 @@ urlpatterns = [
         views.repository_auto_merge,
         name="fleet-repository-auto-merge",
     ),
+    path(
+        "repositories/<slug:slug>/merge-batch/",
+        views.repository_merge_batch,
+        name="fleet-repository-merge-batch",
+    ),
     path("merges/", views.merge_queue, name="fleet-merges"),
     path("budget/", views.budget_page, name="fleet-budget"),
     path("budget/spend.csv", views.spend_csv, name="fleet-spend-csv"),

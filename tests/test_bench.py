@@ -74,6 +74,33 @@ def test_git_bench_runs_on_a_small_generated_repository(tmp_path, capsys):
     assert figures["worktree_ratio"] > 0 and set(figures["met"]) >= {"worktree_ratio"}
 
 
+def test_merges_bench_drains_serial_and_batched_and_checks_what_landed(tmp_path, capsys):
+    out = tmp_path / "merges.json"
+    call_command(
+        "fleet_bench",
+        "merges",
+        "--tasks",
+        "4",
+        "--check-seconds",
+        "0",
+        "--failing",
+        "1",
+        "--batch",
+        "3",
+        "--json",
+        str(out),
+    )
+    assert "ratio" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["met"]["correct"] and figures["problems"] == []
+    assert figures["merged"] == {"1": 3, "3": 3} and figures["failing_keys"] == ["M-2"]
+    # Serial: one check per task. Batched: [M-1..M-3] red, [M-1, M-2] red, [M-1] green
+    # (M-2 found), then M-3 and M-4 together.
+    assert figures["serial_checks"] == 4 and figures["batched_checks"] == 4
+    with pytest.raises(CommandError, match="--failing"):
+        call_command("fleet_bench", "merges", "--tasks", "2", "--failing", "2")
+
+
 def test_plan_bench_measures_the_matrix_and_a_claim_race(tmp_path, capsys):
     out = tmp_path / "plan.json"
     call_command(

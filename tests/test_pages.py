@@ -19,6 +19,7 @@ from fleet.models import (
     Event,
     Finding,
     JournalEntry,
+    MergeBatch,
     MergeRequest,
     Message,
     Review,
@@ -58,8 +59,19 @@ def grow(n: int, repository=None) -> list[Agent]:
         CheckRun.objects.create(repository=repository, task=task, name="ci", commit_sha="a" * 40)
         review = Review.objects.create(task=task, commit_sha="a" * 40, status=Review.CLOSED)
         Finding.objects.create(review=review, path="x.py", severity="minor", title=f"f{i}")
+        batch = MergeBatch.objects.create(
+            repository=repository,
+            base_sha="b" * 40,
+            step="done",
+            landed=1,
+            trials=[{"tasks": [task.key], "top": "a" * 40, "passed": True}],
+        )
         MergeRequest.objects.create(
-            task=task, repository=repository, position=next(_positions), result="merged"
+            task=task,
+            repository=repository,
+            position=next(_positions),
+            result="merged",
+            batch=batch,
         )
         agents.append(agent)
     return agents
@@ -70,7 +82,7 @@ PINNED = [
     ("fleet-agents", None, 4),  # session, user, groups; agents
     ("fleet-activity", None, 6),  # + repositories (filter), count, page
     ("fleet-repositories", None, 8),  # + repositories, tasks, claims, queue, kept
-    ("fleet-merges", None, 5),  # + queue, recent
+    ("fleet-merges", None, 7),  # + queue, batches, their tasks, recent
     ("fleet-plans", None, 4),  # + plans with their wave counts
     ("fleet-reviews", None, 5),  # + findings waiting, their tasks' last submits
     ("fleet-agent", "agent", 12),  # + pk, agent, runtime, sessions, checkpoints, journal...

@@ -90,6 +90,98 @@ def seed_and_merge(repo: str, count: int) -> dict:
     return {"seconds": seconds, "cleanup": cleanup, "merged": merged}
 
 
+def seed_and_drain(repo: str, count: int, check_seconds: float, failing: int, batch: int) -> dict:
+    """``count`` approved tasks (``failing`` of them, spread over the queue, break the
+    check) drained through the real merge queue with batch size ``batch``: the
+    seconds it took, the checks run, and whether main holds exactly what it should."""
+    import time
+    from pathlib import Path
+
+    from fleet import merging
+    from fleet.git import merge, worktrees
+    from fleet.git import repo as gitrepo
+    from fleet.models import Agent, CheckRun, MergeRequest, Plan, Repository, Task, Wave
+
+    repository = Repository.objects.create(
+        name="Bench",
+        slug="bench",
+        path=repo,
+        check_command=f"sleep {check_seconds:g}; test ! -e src/broken.py",
+        merge_batch_size=batch,
+    )
+    plan = Plan.objects.create(name="Bench", slug="bench")
+    wave = Wave.objects.create(plan=plan, number=1, status=Wave.RUNNING)
+    builder = Agent.objects.create(name="bench-builder", role=Agent.BUILDER)
+    # Spread over the queue: one failing task of ten is the fifth.
+    breaking = {round((j + 1) * count / (failing + 1)) - 1 for j in range(failing)}
+    root = Path(repo).parent / "queue"
+    tasks = []
+    for n in range(count):
+        key = f"M-{n + 1}"
+        wt = root / key
+        worktrees.create(repo, worktree=wt, branch=f"feat/{key}", remote="origin", default="main")
+        files = {f"src/m{n}.py": f"M = {n}\n"}
+        if n in breaking:
+            files["src/broken.py"] = "raise SystemExit(1)\n"
+        head = gitrepo.commit_files(path=wt, files=files, message=f"work on {key}")
+        task = Task.objects.create(
+            key=key,
+            wave=wave,
+            repository=repository,
+            title=f"Merge {n + 1}",
+            status=Task.APPROVED,
+            head_sha=head,
+            worktree_path=str(wt),
+            assignee=builder,
+        )
+        merging.enqueue(task, by=None)
+        tasks.append(task)
+    # The queue is drained when no task waits: removing merged tasks' worktrees is the
+    # worker's next sweep (it never holds up the queue), timed on its own.
+    seconds = cleanup = 0.0
+    for _ in range(3 * count):
+        if not MergeRequest.objects.filter(result=MergeRequest.PENDING).exists():
+            break
+        started = time.perf_counter()
+        merging.process(repository)
+        seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        merging.collect_merged()
+        cleanup += time.perf_counter() - started
+
+    merge.tip(repo, remote="origin", branch="main")  # fetched: what origin holds
+    subjects = gitrepo.log_subjects(repo, "origin/main")
+    problems = []
+    merged = 0
+    for n, task in enumerate(tasks):
+        task.refresh_from_db()
+        on_main = subjects.count(f"{task.key}: {task.title}")
+        if n in breaking:
+            if on_main or task.status != Task.CHANGES_REQUESTED:
+                problems.append(f"{task.key} breaks the check but is {task.status}, {on_main}x")
+            continue
+        if task.status != Task.MERGED or on_main != 1:
+            problems.append(f"{task.key} is {task.status}, {on_main}x on main")
+            continue
+        merged += 1
+        landed = MergeRequest.objects.get(task=task, result=MergeRequest.MERGED).candidate_sha
+        tops = CheckRun.objects.filter(task=task, status="passed").values_list(
+            "commit_sha", flat=True
+        )
+        if not any(merge.is_ancestor(repo, landed, top) for top in tops):
+            problems.append(f"{task.key} merged without a passed check that included it")
+    checks = CheckRun.objects.filter(name="merge check").values("commit_sha").distinct().count()
+    return {
+        "seconds": seconds,
+        "cleanup_seconds": cleanup,
+        "checks": checks,
+        "merged": merged,
+        "failing": [tasks[n].key for n in sorted(breaking)],
+        "problems": [f"batch size {batch}: {p}" for p in problems],
+        "correct": not problems,
+    }
+
+
 def declared(t: int, per_task: int) -> list[str]:
     """Task ``t``'s declared paths in the plan benchmark: its own files, five of its
     neighbour's (the overlaps), and globs over ten more files each."""
@@ -191,11 +283,16 @@ def counts() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.bench.seed")
-    parser.add_argument("what", choices=["heartbeat", "counts", "merges", "matrix", "session"])
+    parser.add_argument(
+        "what", choices=["heartbeat", "counts", "merges", "drain", "matrix", "session"]
+    )
     parser.add_argument("--paths", type=int, default=200)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--repo", default="")
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--check-seconds", type=float, default=5)
+    parser.add_argument("--failing", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
     import django
@@ -205,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         result = seed_heartbeat(args.agents)
     elif args.what == "merges":
         result = seed_and_merge(args.repo, args.count)
+    elif args.what == "drain":
+        result = seed_and_drain(args.repo, args.count, args.check_seconds, args.failing, args.batch)
     elif args.what == "session":
         result = seed_session()
     elif args.what == "matrix":

@@ -17,7 +17,14 @@ from fleet.models.agents import (
     hash_token,
 )
 from fleet.models.base import Event, StateMachine, TransitionError
-from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
+from fleet.models.review import (
+    CheckRun,
+    Finding,
+    MergeBatch,
+    MergeRequest,
+    Review,
+    WebhookDelivery,
+)
 from fleet.models.runtime import Runner, Runtime
 from fleet.models.spend import Budget, Caps, Checkpoint, ModelPrice, SpendEvent
 from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
@@ -35,6 +42,7 @@ __all__ = [
     "JournalEntry",
     "Learning",
     "Message",
+    "MergeBatch",
     "MergeRequest",
     "ModelPrice",
     "Replay",

@@ -114,6 +114,39 @@ class CheckRun(models.Model):
         return f"{self.name} {self.status} @ {self.commit_sha[:8]}"
 
 
+class MergeBatch(models.Model):
+    """Several queued tasks tested together: their squashed commits chained on main's
+    tip, one check on the chain's top, and on red a bisection that finds the task
+    that broke it. ``trials`` is the bisection's record, one entry per check:
+    ``{"size": tasks in the tested prefix, "top": sha, "passed": bool | None}``.
+    Every step is written before it is taken: ``landing`` and ``target_sha`` name the
+    prefix main is about to move to, so a restarted worker knows what landed."""
+
+    STEPS = ["building", "testing", "bisecting", "updating", "done"]
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="batches")
+    base_sha = models.CharField(max_length=40, help_text="main's tip the chain was built on")
+    step = models.CharField(max_length=10, choices=[(s, s) for s in STEPS], default="building")
+    trials = models.JSONField(default=list, blank=True)
+    landed = models.PositiveSmallIntegerField(default=0, help_text="chain tasks on main")
+    landing = models.PositiveSmallIntegerField(default=0, help_text="chain tasks main moves to")
+    target_sha = models.CharField(max_length=40, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository"], condition=~Q(step="done"), name="merge_one_open_batch"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} of {self.repository_id} ({self.step})"
+
+
 class MergeRequest(models.Model):
     STEPS = ["queued", "candidate", "testing", "updating", "pushing", "cleanup", "done"]
     RESULTS = ["pending", "merged", "failed"]
@@ -127,6 +160,10 @@ class MergeRequest(models.Model):
     step = models.CharField(max_length=10, choices=[(s, s) for s in STEPS], default="queued")
     result = models.CharField(max_length=10, choices=[(r, r) for r in RESULTS], default="pending")
     log = models.TextField(blank=True)
+    # In a batch, candidate_sha is this task's commit in the chain.
+    batch = models.ForeignKey(
+        MergeBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -34,6 +34,9 @@ def drafted_by_field() -> models.ForeignKey:
     )
 
 
+MAX_MERGE_BATCH = 20
+
+
 class Repository(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=60, unique=True, validators=[slug_validator])
@@ -72,6 +75,11 @@ class Repository(models.Model):
     )
     webhook_url = models.URLField(
         blank=True, help_text="Tasks that need a person are POSTed here as JSON (with retries)"
+    )
+    merge_batch_size = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_MERGE_BATCH)],
+        help_text="Queued tasks the merge queue tests together as one chain (1: one at a time)",
     )
     created_at = models.DateTimeField(default=timezone.now)
 

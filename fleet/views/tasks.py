@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import transaction
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,12 +22,14 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
 from fleet import adjudication, gates
+from fleet.forms import MergeBatchForm
 from fleet.git import facts, worktrees
 from fleet.git.errors import GitError
 from fleet.models import (
     Event,
     FileClaim,
     Finding,
+    MergeBatch,
     MergeRequest,
     Repository,
     Task,
@@ -297,6 +300,36 @@ def repository_agent_permissions(request: HttpRequest, slug: str) -> HttpRespons
 
 @require_POST
 @role_required(LEAD)
+def repository_merge_batch(request: HttpRequest, slug: str) -> HttpResponse:
+    """How many queued tasks the merge queue tests as one batch (audited); the next
+    batch the worker builds uses it."""
+    repository = get_object_or_404(Repository, slug=slug)
+    before = repository.merge_batch_size
+    form = MergeBatchForm(request.POST)
+    if not form.is_valid():
+        errors = " ".join(form.errors.get("merge_batch_size", ["Enter a whole number."]))
+        messages.error(request, f"Batch size not changed: {errors}")
+    elif form.cleaned_data["merge_batch_size"] != before:
+        with transaction.atomic():
+            repository.merge_batch_size = form.cleaned_data["merge_batch_size"]
+            repository.save(update_fields=["merge_batch_size"])
+            Event.objects.record(
+                "repository.merge_batch_size",
+                by=request.user,
+                repository=repository,
+                payload={"from": before, "to": repository.merge_batch_size},
+            )
+        size = repository.merge_batch_size
+        messages.success(
+            request,
+            f"The merge queue of {repository} now tests "
+            + ("one task at a time." if size == 1 else f"up to {size} tasks together."),
+        )
+    return redirect("fleet-repository", slug=slug)
+
+
+@require_POST
+@role_required(LEAD)
 def wave_auto_merge(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     wave = get_object_or_404(Wave.objects.select_related("plan"), plan__slug=slug, number=number)
     return _set_auto_merge(request, wave, reverse("fleet-wave", args=[slug, number]))
@@ -447,12 +480,32 @@ def repository_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 RECENT_MERGES = 30
+RECENT_BATCHES = 6
+
+
+def _batches() -> list[MergeBatch]:
+    """Open batches and the latest done ones, each with its tasks and its trials."""
+    batches = list(
+        MergeBatch.objects.select_related("repository")
+        .prefetch_related(Prefetch("members", queryset=MergeRequest.objects.select_related("task")))
+        .order_by("-pk")[:RECENT_BATCHES]
+    )
+    for batch in batches:
+        members = {mr.task.key: mr for mr in batch.members.all()}
+        keys = list(dict.fromkeys(k for t in batch.trials for k in t["tasks"]))
+        keys += [key for key in sorted(members) if key not in keys]
+        batch.rows = [{"key": key, "mr": members.get(key)} for key in keys]
+        for number, trial in enumerate(batch.trials, start=1):
+            trial["number"], trial["size"] = number, len(trial["tasks"])
+    return batches
 
 
 def merges_context() -> dict[str, Any]:
-    """The merge queue: pending entries per repository, then the latest results."""
+    """The merge queue: pending entries per repository, the batches being tested (and
+    the latest done), then the latest results."""
     return {
         "queue": _pending(),
+        "batches": _batches(),
         "recent": list(
             MergeRequest.objects.exclude(result=MergeRequest.PENDING)
             .select_related("task", "repository")

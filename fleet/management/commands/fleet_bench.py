@@ -1,4 +1,4 @@
-"""``manage.py fleet_bench {heartbeat,git,plan,live,sim,soak,runtime,all}``: measure Fleet
+"""``manage.py fleet_bench {heartbeat,git,merges,plan,live,sim,soak,runtime,all}``: measure Fleet
 on this machine.
 
 Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet.bench import everything, gitbench, heartbeat, live, plan, simbench, soak
+from fleet.bench import everything, gitbench, heartbeat, live, mergebench, plan, simbench, soak
 from fleet.bench import runtime as runtimebench
 from fleet.bench.heartbeat import INHERIT
 
@@ -44,7 +44,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         sub = parser.add_subparsers(
-            dest="bench", required=True, metavar="{heartbeat,git,plan,live,sim,soak,all}"
+            dest="bench",
+            required=True,
+            metavar="{heartbeat,git,merges,plan,live,sim,soak,runtime,all}",
         )
         hb = sub.add_parser("heartbeat", help="agents posting heartbeats vs a trivial async view")
         hb.add_argument("--agents", type=int, default=20, help="simulated agents (default 20)")
@@ -71,6 +73,15 @@ class Command(BaseCommand):
             "--behind", type=int, default=400, help="commits main is past the stale fork"
         )
         gb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
+        mb = sub.add_parser("merges", help="the merge queue one at a time vs in batches")
+        mb.add_argument("--tasks", type=int, default=10, help="approved tasks queued (default 10)")
+        mb.add_argument(
+            "--check-seconds", type=float, default=5, help="length of the check (default 5)"
+        )
+        mb.add_argument("--failing", type=int, default=1, help="tasks that break the check")
+        mb.add_argument("--batch", type=int, default=5, help="the batched run's size (default 5)")
+        mb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
         pb = sub.add_parser("plan", help="shared-file matrix of a large wave; claims under a race")
         pb.add_argument("--tasks", type=int, default=50)
@@ -146,6 +157,9 @@ class Command(BaseCommand):
             elif options["bench"] == "sim":
                 results = self._sim(options, progress)
                 text = simbench.table(results)
+            elif options["bench"] == "merges":
+                results = self._merges(options, progress)
+                text = mergebench.table(results)
             elif options["bench"] == "plan":
                 results = self._plan(options, progress)
                 text = plan.table(results)
@@ -202,6 +216,22 @@ class Command(BaseCommand):
             worktree_count=options["worktrees"],
             merges=options["merges"],
             behind=options["behind"],
+            progress=progress,
+        )
+
+    def _merges(self, options, progress) -> dict:
+        for name, (low, high) in {"tasks": (2, 200), "batch": (2, 20)}.items():
+            if not low <= options[name] <= high:
+                raise CommandError(f"--{name} must be between {low} and {high}")
+        if not 0 <= options["failing"] < options["tasks"]:
+            raise CommandError("--failing must be between 0 and --tasks - 1")
+        if not 0 <= options["check_seconds"] <= 600:
+            raise CommandError("--check-seconds must be between 0 and 600")
+        return mergebench.run(
+            tasks=options["tasks"],
+            check_seconds=options["check_seconds"],
+            failing=options["failing"],
+            batch=options["batch"],
             progress=progress,
         )
 
