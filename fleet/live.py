@@ -5,13 +5,17 @@ A live page is a view name and a key: ``overview`` (its key is the filter query)
 ``agent``, ``task`` and ``repository`` (their key is the primary key) and
 ``merges``. Each web process runs one pump while any browser of it watches. Every
 tick it reads the events appended since the last tick and the agents that
-heartbeated meanwhile (heartbeats are not events), renders each affected page once
-(the pages an event touches: the overview, its task, agent and repository, the
-merge queue) and sends it as one frame to that page's group, so a browser gets at
-most ``1 / TICK`` frames a second whatever the number of agents. Heartbeats only
-send the agents' pulses (the part of a card a heartbeat changes). A browser that
-(re)connects gets a full snapshot of its page first, so it converges after any
-drop; without a websocket the page polls ``?live=1`` for the same snapshot.
+heartbeated meanwhile (heartbeats are not events), notes what each page they touch
+has due (the overview, the event's task, agent and repository, the merge queue),
+and renders each page whose window is over once, as one frame to that page's group.
+A page's window is the TICK after its last frame: a change to a page that has had
+no frame for TICK goes at once (a heartbeat of this process pokes the pump; other
+processes' changes are polled every TICK), and whatever arrives inside the window
+goes in one frame at its end, so a browser gets at most ``1 / TICK`` frames a
+second whatever the number of agents, and the last state always arrives.
+Heartbeats only send the agents' pulses (the part of a card a heartbeat changes).
+A browser that (re)connects gets a full snapshot of its page first, so it converges
+after any drop; without a websocket the page polls ``?live=1`` for the same snapshot.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from fleet.templatetags.fleet_tags import age
 
 log = logging.getLogger("fleet.live")
 
-TICK = 0.2  # seconds between pump ticks: at most five frames a second per browser
+TICK = 0.2  # a page's window after a frame (and the poll): at most five frames a second
 PULSE_REFRESH = 5.0  # seconds between pulses of every watched agent (ages move on)
 REFRESH = 30.0  # seconds between full snapshots (catches changes that wrote no event)
 WINDOW = 500  # ids re-read behind the newest (PostgreSQL may commit ids out of order)

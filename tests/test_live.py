@@ -297,3 +297,28 @@ async def test_a_steady_stream_gets_at_most_five_frames_a_second_and_its_last_st
     assert max(sum(1 for s in stamps if t <= s < t + 1) for t in stamps) <= 5
     assert any("steady 119" in frame for frame in received)  # nothing lost
     await comm.disconnect()
+
+
+async def test_each_page_has_its_own_window(monkeypatch):
+    monkeypatch.setattr(live, "TICK", 3.0)
+    ada = await sync_to_async(make_agent)(name="ada-own", status_line="start")
+    bob = await sync_to_async(make_agent)(name="bob-own")
+    overview, page = await watcher(), await watcher(f"agent&key={ada.pk}")
+    for comm in (overview, page):
+        await comm.receive_from(timeout=5)  # the snapshot
+        await comm.receive_from(timeout=5)  # the pump's first frame
+    await asyncio.sleep(live.TICK)
+    await drain(overview)
+    await drain(page)
+    await sync_to_async(beat)(bob, "bob first")
+    await frames_until(overview, lambda f: "bob first" in f, timeout=live.TICK / 2)
+    # The overview's window is open; ada's page has had nothing for a window: at once.
+    beaten = time.monotonic()
+    await sync_to_async(beat)(ada, "ada now")
+    frame = await frames_until(page, lambda f: "ada now" in f, timeout=live.TICK / 2)
+    assert time.monotonic() - beaten < live.TICK / 2
+    assert 'id="agent-journal"' in frame  # the agent's page, in full
+    # The overview has it at its window's end.
+    await frames_until(overview, lambda f: "ada now" in f, timeout=2 * live.TICK)
+    for comm in (overview, page):
+        await comm.disconnect()
