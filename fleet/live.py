@@ -623,8 +623,7 @@ class Pump:
             if self.watched[page] <= 0:
                 del self.watched[page]
                 self.sent_at.pop(page, None)
-                self.sent.pop(page, None)
-                self.due.pop(page, None)
+                self.sent.pop(page, None)  # (what it had due goes at the next read)
         if self.watched:
             self.ensure_running()
 
