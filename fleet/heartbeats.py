@@ -238,14 +238,14 @@ def record(pending: list[Pending]) -> list[dict[str, Any] | Exception]:
             for budget_id, kind in batch.crossings:
                 webhooks.notify_budget(budget_id, kind)
         # This process's live pump renders the new pulses now, not at its next poll.
-        transaction.on_commit(_poke_live_pages)
+        transaction.on_commit(functools.partial(_poke_live_pages, list(batch.agents)))
     return results
 
 
-def _poke_live_pages() -> None:
+def _poke_live_pages(agents: list[int]) -> None:
     from fleet.live import PUMP
 
-    PUMP.poke()
+    PUMP.poke(agents)
 
 
 UNAVAILABLE = Refusal(503, "unavailable", "heartbeat not recorded; retry", {"Retry-After": "1"})

@@ -5,13 +5,17 @@ A live page is a view name and a key: ``overview`` (its key is the filter query)
 ``agent``, ``task`` and ``repository`` (their key is the primary key) and
 ``merges``. Each web process runs one pump while any browser of it watches. Every
 tick it reads the events appended since the last tick and the agents that
-heartbeated meanwhile (heartbeats are not events), renders each affected page once
-(the pages an event touches: the overview, its task, agent and repository, the
-merge queue) and sends it as one frame to that page's group, so a browser gets at
-most ``1 / TICK`` frames a second whatever the number of agents. Heartbeats only
-send the agents' pulses (the part of a card a heartbeat changes). A browser that
-(re)connects gets a full snapshot of its page first, so it converges after any
-drop; without a websocket the page polls ``?live=1`` for the same snapshot.
+heartbeated meanwhile (heartbeats are not events), notes what each page they touch
+has due (the overview, the event's task, agent and repository, the merge queue),
+and renders each page whose window is over once, as one frame to that page's group.
+A page's window is the TICK after its last frame: a change to a page that has had
+no frame for TICK goes at once (a heartbeat of this process pokes the pump; other
+processes' changes are polled every TICK), and whatever arrives inside the window
+goes in one frame at its end, so a browser gets at most ``1 / TICK`` frames a
+second whatever the number of agents, and the last state always arrives.
+Heartbeats only send the agents' pulses (the part of a card a heartbeat changes).
+A browser that (re)connects gets a full snapshot of its page first, so it converges
+after any drop; without a websocket the page polls ``?live=1`` for the same snapshot.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -57,7 +61,7 @@ from fleet.templatetags.fleet_tags import age
 
 log = logging.getLogger("fleet.live")
 
-TICK = 0.2  # seconds between pump ticks: at most five frames a second per browser
+TICK = 0.2  # a page's window after a frame (and the poll): at most five frames a second
 PULSE_REFRESH = 5.0  # seconds between pulses of every watched agent (ages move on)
 REFRESH = 30.0  # seconds between full snapshots (catches changes that wrote no event)
 WINDOW = 500  # ids re-read behind the newest (PostgreSQL may commit ids out of order)
@@ -576,6 +580,16 @@ EVENT_FIELDS = (
 )
 
 
+@dataclass
+class Due:
+    """What a page has to be sent at its next frame: all of it (``full``), or the
+    pulses of the agents that beat (``every`` agent's when ages moved on)."""
+
+    full: bool = False
+    every: bool = False
+    beats: set[int] = field(default_factory=set)
+
+
 class Pump:
     """One per process; see the module docstring."""
 
@@ -586,13 +600,17 @@ class Pump:
         self.last_id: int | None = None
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
-        self.beat_rows: dict[int, dict] = {}
+        self.beat_rows: dict[int, dict] = {}  # the newest pulse row of agents with one due
         self.screen_seen: dict[int, Any] = {}
         self.last_full = self.last_pulses = 0.0
+        self.read_at = 0.0  # when the pump last read what changed
         # Changed on the event loop, copied by the pump's worker thread: hence the lock.
         self.lock = threading.Lock()
         self.watched: Counter[tuple[str, str]] = Counter()
         self.sent_at: dict[tuple[str, str], float] = {}  # `at` of the page's last frame
+        self.sent: dict[tuple[str, str], float] = {}  # when that frame went to the layer
+        self.due: dict[tuple[str, str], Due] = {}  # read, waiting for the page's window
+        self.poked: set[int] | None = set()  # agents that beat since the last read (None: any)
 
     def watch(self, view: str, key: str, delta: int) -> None:
         """A browser of this process started (+1) or stopped (-1) watching a page; the
@@ -605,15 +623,23 @@ class Pump:
             if self.watched[page] <= 0:
                 del self.watched[page]
                 self.sent_at.pop(page, None)
+                self.sent.pop(page, None)  # (what it had due goes at the next read)
         if self.watched:
             self.ensure_running()
 
-    def poke(self) -> None:
-        """Something changed in this process (a heartbeat batch was recorded): tick
-        now rather than at the next poll, within the frame-rate cap."""
+    def poke(self, agents: Iterable[int] | None = None) -> None:
+        """Something changed in this process (a heartbeat batch of these agents was
+        recorded; None: anything): a page that may have a frame gets it now rather
+        than at the next poll."""
         if self.wake is not None and self.loop is not None:
+            ids = None if agents is None else frozenset(agents)
             with contextlib.suppress(RuntimeError):  # that loop has closed (tests)
-                self.loop.call_soon_threadsafe(self.wake.set)
+                self.loop.call_soon_threadsafe(self._poked, ids)
+
+    def _poked(self, ids: frozenset[int] | None) -> None:
+        if self.poked is not None:
+            self.poked = None if ids is None else self.poked | ids
+        self.wake.set()
 
     def ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -622,47 +648,85 @@ class Pump:
                 return
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
-        self.screen_seen = {}
+        self.screen_seen, self.due, self.beat_rows, self.poked = {}, {}, {}, set()
         self.wake = asyncio.Event()
         self.task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         layer = get_channel_layer()
-        last_frame = 0.0
         while self.watched:
-            started = time.monotonic()
             self.wake.clear()  # a poke from now on means another tick
+            self.poked = set()
             try:
                 at, frames = await sync_to_async(self.collect, thread_sensitive=False)()
                 for page, html in frames:
+                    # Frames of one page leave at least TICK apart on the wire too
+                    # (renders vary in length): five a second at most.
+                    wait = self.sent.get(page, -TICK) + TICK - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                     self.sent_at[page] = at  # before sending: see shared_snapshot
+                    self.sent[page] = time.monotonic()
                     await layer.group_send(
                         group(*page), {"type": "fleet.fragment", "html": html, "at": at}
                     )
-                if frames:
-                    last_frame = started
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the live pump failed a tick; trying again")
-            # Wait for a poke or the next poll, then keep to the frame-rate cap.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), TICK)
-            await asyncio.sleep(max(0.0, last_frame + TICK - time.monotonic()))
+                await asyncio.sleep(TICK)
+            await self._pause()
         self.task = None  # a browser that comes during the cleanup starts a new pump
         await sync_to_async(close_old_connections, thread_sensitive=False)()
         if self.watched:
             self.ensure_running()
 
+    def _opens(self, page: tuple[str, str]) -> float:
+        """When the page's window ends: it may have its next frame from then on."""
+        return self.sent_at.get(page, -TICK) + TICK
+
+    def _wanted(self) -> float:
+        """When a page the pokes since the last read concern may have its frame (a
+        heartbeat shows on the overview and on its agent's page only)."""
+        poked = self.poked
+        pages = [
+            page
+            for page in self.watched
+            if poked is None
+            or page[0] == "overview"
+            or (page[0] == "agent" and _int_key(page[1]) in poked)
+        ]
+        return min(map(self._opens, pages), default=float("inf"))
+
+    async def _pause(self) -> None:
+        """Until the next tick: the next poll (changes other processes made), the end
+        of the window of a page with a frame due, or — once poked — the moment a page
+        the poke concerns may have a frame: at once when it has had none for TICK
+        (the leading edge), else at its window's end, which then carries everything
+        that arrived inside the window (the trailing frame)."""
+        wanted = float("inf")
+        while self.watched:
+            if self.wake.is_set():  # what the pokes want stays in self.poked
+                self.wake.clear()
+                wanted = min(wanted, self._wanted())
+            until = min([self.read_at + TICK, wanted] + [self._opens(page) for page in self.due])
+            delay = until - time.monotonic()
+            if delay <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+
     def collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
-        """What changed since the last tick, rendered once per watched page: the
-        pages new events touch in full (and every page every REFRESH seconds), else
-        the pulses of agents that heartbeated (of every agent every PULSE_REFRESH).
+        """What changed since the last tick, noted against every watched page it
+        shows on; then the frames of the pages whose window is over, each rendered
+        once: in full when events touched it (and every page every REFRESH seconds),
+        else the pulses of the agents that beat (every agent's every PULSE_REFRESH).
 
         Returns ``at`` with the frames: a moment after the change was read and before
-        anything was rendered, so a frame is never older than what it shows. The
-        pages are those watched once the changes were read: a browser watches before
-        its snapshot starts, so a change its snapshot missed reaches it here."""
+        anything was rendered, so a frame is never older than what it shows (what a
+        page had due from earlier reads was read earlier still). The pages are those
+        watched once the changes were read: a browser watches before its snapshot
+        starts, so a change its snapshot missed reaches it here."""
         close_old_connections()
         try:
             return self._collect()
@@ -672,7 +736,7 @@ class Pump:
     def _read(self) -> tuple[float, dict, list[dict] | None, list[int] | None]:
         """(at, watched pages, new event rows or None for "render everything",
         agents that heartbeated or None for "every agent")."""
-        now = time.monotonic()
+        now = self.read_at = time.monotonic()
         if self.last_id is None:  # first tick: start from here, and send everything
             self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
             self.seen = set(
@@ -703,35 +767,61 @@ class Pump:
 
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
         at, watched, rows, beats = self._read()
-        touched = set(watched) if rows is None else self._touched(rows, watched)
-        touched |= self._screens(watched)
-        frames = self._render(touched)
-        if rows is None or beats == []:
-            return at, frames
-        # Pulses for the rest: the overview gets every agent's that beat; an agent's
-        # own page (small) is rendered again, spend and session included.
-        overview = [page for page in watched if page[0] == "overview" and page not in touched]
-        agents = {
-            page
-            for page in watched
-            if page[0] == "agent"
-            and page not in touched
-            and (beats is None or _int_key(page[1]) in beats)
-        }
-        frames += self._render(agents)
-        if beats is None:
-            # Spend arrives with heartbeats, not events: the budget page follows it at
-            # the pulses' pace (every PULSE_REFRESH seconds).
-            frames += self._render({p for p in watched if p[0] == "budget" and p not in touched})
-        if overview:
-            if beats is None:
-                every = pulses(None)
-            else:
-                now = timezone.now()
-                every = "".join(pulse(self.beat_rows[pk], now) for pk in sorted(beats))
-            if every:
-                frames += [(page, every) for page in overview]
+        self._note(watched, rows, beats)
+        ready = sorted(page for page in self.due if self._opens(page) <= at)
+        if not ready:
+            return at, []
+        now, pulsed = timezone.now(), {}
+        frames = self._render({page for page in ready if self.due[page].full})
+        for page in ready:
+            due = self.due.pop(page)
+            if due.full:
+                continue
+            # The overview's pulses (the same for every overview page: render once).
+            which = None if due.every else tuple(sorted(due.beats & set(self.beat_rows)))
+            if which not in pulsed:
+                pulsed[which] = (
+                    pulses(None)
+                    if which is None
+                    else "".join(pulse(self.beat_rows[pk], now) for pk in which)
+                )
+            if pulsed[which]:
+                frames.append((page, pulsed[which]))
+        frames.sort(key=lambda frame: frame[0])
+        keep = set().union(*(due.beats for due in self.due.values()))
+        self.beat_rows = {pk: row for pk, row in self.beat_rows.items() if pk in keep}
         return at, frames
+
+    def _note(self, watched: Mapping[tuple[str, str], int], rows: list[dict] | None, beats) -> None:
+        """Add what this read found to what each watched page has due."""
+        for page in [page for page in self.due if page not in watched]:
+            del self.due[page]  # nobody watches it any more
+        full = set(watched) if rows is None else self._touched(rows, watched)
+        full |= self._screens(watched)
+        if rows is not None and beats != []:
+            # An agent's own page (small) is rendered again, spend and session included;
+            # the overview gets the pulses of the agents that beat.
+            full |= {
+                page
+                for page in watched
+                if page[0] == "agent" and (beats is None or _int_key(page[1]) in beats)
+            }
+            if beats is None:
+                # Spend arrives with heartbeats, not events: the budget page follows it
+                # at the pulses' pace (every PULSE_REFRESH seconds).
+                full |= {page for page in watched if page[0] == "budget"}
+        for page in full:
+            self.due.setdefault(page, Due()).full = True
+        if rows is None or beats == []:
+            return
+        for page in watched:
+            if page[0] != "overview" or page in full:
+                continue
+            due = self.due.setdefault(page, Due())
+            if beats is None:
+                due.every = True
+            else:
+                due.beats.update(beats)
 
     @staticmethod
     def _touched(rows: list[dict], watched: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
@@ -776,17 +866,17 @@ class Pump:
         return changed
 
     def _beats(self) -> list[int]:
-        """Agents whose heartbeat time changed since we last looked (their pulse rows
-        are kept for the frame: one query a tick). A beat is stamped when its batch
-        starts and may commit a little later, so the query looks a few seconds back
-        and compares with what it saw."""
+        """Agents whose heartbeat time changed since we last looked (their newest
+        pulse rows are kept for the frames due: one query a read). A beat is stamped
+        when its batch starts and may commit a little later, so the query looks a few
+        seconds back and compares with what it saw."""
         since = timezone.now() - timedelta(seconds=5)
         rows = (
             Agent.objects.filter(last_heartbeat_at__gt=since)
             .annotate(budget_usd=_budget_cap())
             .values(*PULSE_FIELDS, "budget_usd")
         )
-        changed, current, self.beat_rows = [], {}, {}
+        changed, current = [], {}
         for row in rows:
             pk, stamp = row["pk"], row["last_heartbeat_at"]
             current[pk] = stamp

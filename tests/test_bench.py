@@ -147,9 +147,11 @@ def test_live_bench_sees_heartbeats_arrive_at_dashboards(tmp_path, capsys):
         str(out),
     )
     assert "heartbeat → dashboard" in capsys.readouterr().out
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text())["layers"]["memory"]
+    assert figures["channel_layer"] == "in-memory"
     assert figures["errors"] == 0 and figures["heartbeats_sent"] > 0
     assert figures["seen"] > 0 and figures["p50_ms"] > 0
+    assert 0 < figures["frames_per_client_s"] <= figures["frames_per_client_s_max"]
 
 
 def test_sim_bench_uses_the_simulator_as_its_load(tmp_path, capsys):

@@ -224,3 +224,100 @@ async def test_a_snapshot_that_fails_gives_its_watch_back(monkeypatch):
         await comm.connect()
         await comm.receive_output(timeout=5)
     assert dict(live.PUMP.watched) == before
+
+
+async def drain(comm, quiet: float = 0.3) -> None:
+    """Read whatever frames are on their way until none comes for ``quiet`` seconds."""
+    while not await comm.receive_nothing(timeout=quiet):
+        await comm.receive_from()
+
+
+async def test_a_change_after_quiet_goes_at_once_and_a_burst_in_its_window_trails(monkeypatch):
+    # A long window, so "at once" and "at the window's end" cannot be confused.
+    monkeypatch.setattr(live, "TICK", 3.0)
+    ada = await sync_to_async(make_agent)(name="ada-lead")
+    bob = await sync_to_async(make_agent)(name="bob-trail")
+    comm = await watcher()
+    await comm.receive_from(timeout=5)  # the snapshot
+    await comm.receive_from(timeout=5)  # the pump's first frame: everything
+    await asyncio.sleep(live.TICK)  # quiet for a whole window
+    await drain(comm)
+    page = ("overview", "")
+
+    beaten = time.monotonic()
+    await sync_to_async(beat)(ada, "first")
+    leading = await frames_until(comm, lambda f: "first" in f, timeout=live.TICK / 2)
+    assert time.monotonic() - beaten < live.TICK / 2  # not held for a window
+    led_at = live.PUMP.sent[page]
+
+    # Inside the window that frame opened: three beats, one frame at its end.
+    for agent, line in ((ada, "second"), (ada, "third"), (bob, "bob beats")):
+        await sync_to_async(beat)(agent, line)
+    trailing = await comm.receive_from(timeout=2 * live.TICK)
+    assert "third" in trailing and "bob beats" in trailing  # the latest state of both
+    assert "second" not in trailing and "first" not in trailing
+    assert trailing.count(f'id="agent-{ada.pk}-pulse"') == 1
+    assert live.PUMP.sent[page] - led_at >= live.TICK  # at the window's end, not before
+    assert f'id="agent-{bob.pk}-pulse"' not in leading
+    await comm.disconnect()
+
+
+async def test_a_steady_stream_gets_at_most_five_frames_a_second_and_its_last_state():
+    from channels.layers import get_channel_layer
+
+    agents = [await sync_to_async(make_agent)(name=f"steady-{i}") for i in range(5)]
+    comm = await watcher()
+    await comm.receive_from(timeout=5)  # the snapshot
+    # What the pump sends the page's group, as the layer carries it to every browser.
+    layer = get_channel_layer()
+    tap = await layer.new_channel()
+    await layer.group_add(live.group("overview", ""), tap)
+    await asyncio.sleep(0.6)
+    await drain(comm)
+
+    def stream():
+        for i in range(120):  # a beat every 20 ms or so, for a few seconds
+            beat(agents[i % 5], f"steady {i}")
+            time.sleep(0.02)
+
+    streaming = asyncio.ensure_future(sync_to_async(stream)())
+    stamps, received = [], []
+    while True:
+        if await comm.receive_nothing(timeout=1.0):
+            if streaming.done():
+                break
+            continue
+        received.append(await comm.receive_from())
+        stamps.append((await asyncio.wait_for(layer.receive(tap), 5))["at"])
+    await streaming
+    await layer.group_discard(live.group("overview", ""), tap)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert len(stamps) >= 3, gaps  # a stream, not one frame
+    assert min(gaps) >= live.TICK, gaps  # so never more than five in any second
+    assert max(sum(1 for s in stamps if t <= s < t + 1) for t in stamps) <= 5
+    assert any("steady 119" in frame for frame in received)  # nothing lost
+    await comm.disconnect()
+
+
+async def test_each_page_has_its_own_window(monkeypatch):
+    monkeypatch.setattr(live, "TICK", 3.0)
+    ada = await sync_to_async(make_agent)(name="ada-own", status_line="start")
+    bob = await sync_to_async(make_agent)(name="bob-own")
+    overview, page = await watcher(), await watcher(f"agent&key={ada.pk}")
+    for comm in (overview, page):
+        await comm.receive_from(timeout=5)  # the snapshot (then maybe the pump's first frame)
+    await asyncio.sleep(live.TICK)
+    await drain(overview)
+    await drain(page)
+    await sync_to_async(beat)(bob, "bob first")
+    await frames_until(overview, lambda f: "bob first" in f, timeout=live.TICK / 2)
+    # The overview's window is open; ada's page has had nothing for a window: at once.
+    beaten = time.monotonic()
+    await sync_to_async(beat)(ada, "ada now")
+    frame = await frames_until(page, lambda f: "ada now" in f, timeout=live.TICK / 2)
+    assert time.monotonic() - beaten < live.TICK / 2
+    assert 'id="agent-journal"' in frame  # the agent's page, in full
+    # The overview has it at its window's end.
+    await frames_until(overview, lambda f: "ada now" in f, timeout=2 * live.TICK)
+    for comm in (overview, page):
+        await comm.disconnect()

@@ -1,7 +1,8 @@
 """``fleet_bench live``: N agents heartbeating once a second and M dashboards watching
 the overview over websockets, against one daphne process: how long from a heartbeat's
-POST to the frame that shows it at each dashboard, frames per dashboard per second,
-and the web process's memory."""
+POST to the frame that shows it at each dashboard, frames per dashboard per second
+(the mean and the busiest dashboard's), and the web process's memory; with the
+in-memory channel layer, then with Redis when one is given."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fleet.bench.heartbeat import INHERIT, _run_module, bench_site
 from fleet.bench.load import encode, json_request, percentile_ms, read_response
 from fleet.bench.servers import Server, free_port
 
-TARGETS = {"p50_ms": 150, "p99_ms": 500, "frames_per_client_s": 5, "rss_mb": 250}
+TARGETS = {"p50_ms": 100, "p99_ms": 300, "frames_per_client_s": 5, "rss_mb": 250, "errors": 0}
 MARK = re.compile(rb"beat:(\d+):(\d+\.\d+)")
 
 
@@ -60,6 +61,7 @@ async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
         await ws.send("ack")
         unacked, acked_at = 0, time.monotonic()
         stats["ready"] += 1
+        frames = 0
         await clock["go"].wait()
         until, measure_from = clock["until"] + 1, clock["measure_from"]
         while time.monotonic() < until:
@@ -77,6 +79,7 @@ async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
                 await ws.send(f"ack:{unacked}")
                 unacked, acked_at = 0, mono
             if measure_from <= mono < clock["until"]:  # the measured seconds only
+                frames += 1
                 stats["frames"] += 1
                 stats["bytes"] += len(frame)
             for match in MARK.finditer(frame):
@@ -86,12 +89,14 @@ async def _dashboard(port: int, cookie: str, clock: dict, stats: dict) -> None:
                 seen.add(key)
                 if mono >= measure_from:
                     stats["latencies"].append(now - float(match.group(2)))
+    stats["per_dashboard"].append(frames)
 
 
 async def _drive(port, agents, cookie, dashboards, seconds, warmup) -> dict:
     """Dashboards connect first (their snapshots are not what is measured); then the
     agents beat for warmup + seconds, and only the last ``seconds`` count."""
     stats = {"sent": 0, "errors": [], "frames": 0, "bytes": 0, "latencies": [], "ready": 0}
+    stats["per_dashboard"] = []
     clock: dict = {"go": asyncio.Event()}
     watchers = [
         asyncio.create_task(_dashboard(port, cookie, clock, stats)) for _ in range(dashboards)
@@ -149,6 +154,7 @@ def run(
             "p99_ms": round(percentile_ms(lat, 99), 1),
             "seen": len(lat),
             "frames_per_client_s": round(stats["frames"] / dashboards / seconds, 2),
+            "frames_per_client_s_max": round(max(stats["per_dashboard"], default=0) / seconds, 2),
             "kib_per_client_s": round(stats["bytes"] / 1024 / dashboards / seconds, 1),
             "rss_mb": round(rss / 1024, 1) if rss else None,
             "targets": TARGETS,
@@ -157,9 +163,21 @@ def run(
     results["met"] = {
         "p50_ms": results["p50_ms"] <= TARGETS["p50_ms"],
         "p99_ms": results["p99_ms"] <= TARGETS["p99_ms"],
-        "frames_per_client_s": results["frames_per_client_s"] <= TARGETS["frames_per_client_s"],
+        "frames_per_client_s": results["frames_per_client_s_max"] <= TARGETS["frames_per_client_s"],
         "rss_mb": (results["rss_mb"] or 0) <= TARGETS["rss_mb"],
+        "errors": results["errors"] <= TARGETS["errors"],
     }
+    return results
+
+
+def run_layers(*, redis_url: str | None = None, progress=print, **options) -> dict:
+    """``run`` with the in-memory channel layer, then with Redis at ``redis_url`` (if
+    given): {"layers": {"memory": figures, "redis": figures}}."""
+    layers = {"memory": None} | ({"redis": redis_url} if redis_url else {})
+    results: dict = {"layers": {}}
+    for name, url in layers.items():
+        progress(f"== {name} channel layer ==")
+        results["layers"][name] = run(redis_url=url, progress=progress, **options)
     return results
 
 
@@ -173,10 +191,15 @@ def table(r: dict) -> str:
             f"  heartbeat → dashboard  p50 {r['p50_ms']} ms ({ok('p50_ms')}, ≤ "
             f"{TARGETS['p50_ms']})   p99 {r['p99_ms']} ms ({ok('p99_ms')}, ≤ {TARGETS['p99_ms']})"
             f"   ({r['seen']} sightings)",
-            f"  frames per dashboard per second {r['frames_per_client_s']} "
-            f"({ok('frames_per_client_s')}, ≤ {TARGETS['frames_per_client_s']}), "
-            f"{r['kib_per_client_s']} KiB/s each",
+            f"  frames per dashboard per second {r['frames_per_client_s']}, busiest "
+            f"{r['frames_per_client_s_max']} ({ok('frames_per_client_s')}, ≤ "
+            f"{TARGETS['frames_per_client_s']}), {r['kib_per_client_s']} KiB/s each",
             f"  web RSS {r['rss_mb']} MB ({ok('rss_mb')}, ≤ {TARGETS['rss_mb']})",
-            f"  heartbeats sent {r['heartbeats_sent']}, errors {r['errors']}",
+            f"  heartbeats sent {r['heartbeats_sent']}, errors {r['errors']} ({ok('errors')})",
         ]
     )
+
+
+def tables(results: dict) -> str:
+    """``table`` for each channel layer of ``run_layers``."""
+    return "\n".join(table(figures) for figures in results["layers"].values())

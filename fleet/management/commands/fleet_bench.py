@@ -144,7 +144,7 @@ class Command(BaseCommand):
                 text = heartbeat.table(results)
             elif options["bench"] == "live":
                 results = self._live(options, progress)
-                text = live.table(results)
+                text = live.tables(results)
             elif options["bench"] == "runtime":
                 results = self._runtime(options, progress)
                 text = runtimebench.table(results)
@@ -266,13 +266,14 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name} must be between {low} and {high}")
         if not 1 <= options["seconds"] <= 600:
             raise CommandError("--seconds must be between 1 and 600")
-        return live.run(
+        # The in-memory layer, then Redis (--redis-url, else REDIS_URL) when there is one.
+        return live.run_layers(
             agents=options["agents"],
             dashboards=options["dashboards"],
             seconds=options["seconds"],
             database_url=options["database_url"] or None,
             progress=progress,
-            redis_url=_redis(options),
+            redis_url=options["redis_url"] or os.environ.get("REDIS_URL") or None,
         )
 
     def _runtime(self, options, progress) -> dict:
