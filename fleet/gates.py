@@ -286,6 +286,30 @@ def _changelog(path: str) -> bool:
     return parts[-1].upper().startswith("CHANGELOG") or "changelog.d" in parts[:-1]
 
 
+def task_patch_id(task: Task, state: dict[str, Any] | None = None) -> str:
+    """The patch id of the task's own change (merge base to its submitted commit),
+    '' when git cannot tell (a tick then holds for its commit only). Kept in
+    ``state`` so one evaluation works it out once."""
+    if state is not None and "patch_id" in state:
+        return state["patch_id"]
+    branch = (state or {}).get("facts")
+    try:
+        main = branch.main if branch is not None else planning.known_base(task.repository)
+        patch = facts.patch_id(task.repository.path, main=main, head=task.head_sha)
+    except GitError:
+        patch = ""
+    if state is not None:
+        state["patch_id"] = patch
+    return patch
+
+
+def _same_change(task: Task, tick: dict[str, Any], state: dict[str, Any]) -> bool:
+    """A tick given on an earlier commit that carries the task's change unchanged."""
+    if not tick.get("patch") or not task.head_sha:
+        return False
+    return task_patch_id(task, state) == tick["patch"]
+
+
 def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
     label = dod_label(item)
     row: dict[str, Any] = {"label": label, "auto": not isinstance(item, str), "ok": False}
@@ -293,6 +317,12 @@ def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
         tick = (task.dod_ticks or {}).get(item)
         if tick and task.head_sha and tick.get("commit") == task.head_sha:
             row.update(ok=True, why=f"ticked by {tick.get('by')}")
+        elif tick and _same_change(task, tick, state):
+            row.update(
+                ok=True,
+                why=f"ticked by {tick.get('by')} on {str(tick.get('commit'))[:10]}, "
+                "the same change before a rebase",
+            )
         elif tick:
             row["why"] = f"ticked by {tick.get('by')} on an earlier commit; tick it again"
         else:
