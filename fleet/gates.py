@@ -65,10 +65,58 @@ class Gate:
 # --- the branch against main ------------------------------------------------
 
 
+def landed_commit(task: Task) -> str:
+    """The squashed commit a merged task landed as on main ('' if not recorded)."""
+    payload = (
+        Event.objects.filter(task=task, kind="task.mark_merged")
+        .order_by("-id")
+        .values_list("payload", flat=True)
+        .first()
+    )
+    if payload and payload.get("commit"):
+        return payload["commit"]
+    return (
+        MergeRequest.objects.filter(task=task, result=MergeRequest.MERGED)
+        .exclude(candidate_sha="")
+        .order_by("-updated_at")
+        .values_list("candidate_sha", flat=True)
+        .first()
+        or ""
+    )
+
+
+def _landed_state(task: Task) -> dict[str, Any]:
+    """A merged task's branch is what it landed as: that commit against its parent on
+    main (main moving on afterwards makes it neither stale nor behind)."""
+    sha = landed_commit(task)
+    if not sha:
+        return {"branch_error": f"{task.key} is merged; the commit it landed as is not recorded"}
+    path = task.repository.path
+    try:
+        branch = facts.branch_facts(path, main=f"{sha}^", head=sha)
+        message = facts.commit_message(path, sha)
+    except GitError as exc:
+        return {"branch_error": f"{task.key} landed as {sha[:10]}, which cannot be read: {exc}"}
+    subject = message.strip().splitlines()[0] if message.strip() else ""
+    return {
+        "facts": branch,
+        "landed": {
+            "sha": branch.head,
+            "subject": subject,
+            "files": len(branch.files),
+            "added": sum(f.added or 0 for f in branch.files),
+            "removed": sum(f.removed or 0 for f in branch.files),
+        },
+        "head_message": message,
+    }
+
+
 def branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
     """Facts and the stale-base report, or the one-line reason there are none. Against
     main freshly fetched, or (``fetch=False``: live updates, the worker's sweep) as
-    last fetched."""
+    last fetched. A merged task's facts are of the commit it landed as."""
+    if task.status == Task.MERGED:
+        return _landed_state(task)
     repository = task.repository
     try:
         main = planning.base_ref(repository) if fetch else planning.known_base(repository)
