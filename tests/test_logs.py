@@ -100,3 +100,42 @@ def test_the_template_tag_keeps_the_end_of_a_huge_log():
     )
     assert "reason" in html and "characters cut" in html and "assert 5 == 6" in html
     assert len(html) < 40_000
+
+
+@pytest.mark.django_db
+def test_a_failed_merge_shows_its_assertion_on_the_task_page_and_the_merge_queue(client):
+    from django.urls import reverse
+
+    from fleet.models import CheckRun, MergeRequest, Task
+
+    from .conftest import make_repository, make_task, make_user
+
+    repository = make_repository(path="/nonexistent/logs")
+    task = make_task(repository=repository, status=Task.CHANGES_REQUESTED)
+    reason = "the merge check failed on 1a2b3c4d5e"
+    MergeRequest.objects.create(
+        task=task,
+        repository=repository,
+        position=1,
+        result=MergeRequest.FAILED,
+        log=f"{reason}\n\n{LOG}",
+    )
+    CheckRun.objects.create(
+        repository=repository,
+        task=task,
+        name="merge check",
+        commit_sha="1a2b3c4d5e",
+        status="failed",
+        log=LOG,
+    )
+    client.force_login(make_user("lena", "lead"))
+    for url, shown_logs in (
+        (reverse("fleet-task", args=[task.key]), 2),
+        (reverse("fleet-merges"), 1),
+    ):
+        html = client.get(url).content.decode()
+        assert reason in html
+        assert html.count("E       assert 5 == 6") == shown_logs
+        # The assertion is on screen, the warnings behind one fold per log.
+        assert html.count("400 lines of warnings and tool output folded") == shown_logs
+        assert html.index("400 lines") < html.index("E       assert 5 == 6")
