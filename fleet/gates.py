@@ -544,15 +544,20 @@ def _sweep_one(task: Task) -> int:
 def _record(task: Task, gates: list[Gate], snapshot: list[dict[str, Any]]) -> None:
     blocking = [g for g in red(gates) if g.needs_person]
     before = {g["key"] for g in task.gates or [] if not g["ok"] and g.get("needs_person", True)}
+    newly = sorted({g.key for g in blocking} - before)  # red gates a person must see now
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(gates=snapshot)
         task.gates = snapshot
         Event.objects.record(
             "task.gates",
             task=task,
-            payload={"red": [g.key for g in red(gates)], "needs_person": bool(blocking)},
+            payload={
+                "red": [g.key for g in red(gates)],
+                "needs_person": bool(blocking),
+                "newly": newly,
+            },
         )
-        if blocking and {g.key for g in blocking} - before:
+        if newly:
             webhooks.notify(
                 task,
                 "gate_red",

@@ -42,6 +42,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import format_html
 
+from fleet import attention
 from fleet.models import (
     Agent,
     Budget,
@@ -136,6 +137,12 @@ def _agents(ids: list[int] | None = None, **filters: Any) -> list[Agent]:
         agent.rotate_due = agent.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
         agent.budget = budget_state(agent.spent_usd, agent.budget_usd)
     return agents
+
+
+def agent_rows(**filters: Any) -> list[Agent]:
+    """Every agent (or those ``filters`` keep) with what its card or row shows: unread
+    inbox, budget cap and state, heartbeat age. A few queries whatever their number."""
+    return _agents(**filters)
 
 
 @dataclass
@@ -369,6 +376,34 @@ def _merges(key: str) -> dict[str, Any]:
     return merges_context()
 
 
+def _reviews(key: str) -> dict[str, Any]:
+    from fleet.views.reviews import reviews_context
+
+    return reviews_context()
+
+
+def _agent_list(key: str) -> dict[str, Any]:
+    from fleet.views.agents import agents_context
+
+    return agents_context()
+
+
+def _moves_agents(row: dict[str, Any]) -> set[str]:
+    """The agents page shows each agent's status, task and token: agents' own events
+    and any that names an agent (an assignment, a review taken) move it."""
+    if row["kind"] == "agent.journal":
+        return set()
+    if row["kind"].startswith("agent.") or row["agent_id"] or row["actor_agent_id"]:
+        return {""}
+    return set()
+
+
+# Events that change what waits in the review queue: findings posted and decided,
+# reviews, and tasks moving (a resubmit makes an accepted finding resolvable; a merge
+# settles its findings).
+REVIEW_KINDS = ("finding.", "review.", "task.")
+
+
 def _budget(key: str) -> dict[str, Any]:
     from fleet.views.budget import budget_context
 
@@ -411,6 +446,18 @@ PAGES: dict[str, Page] = {
         _budget,
         lambda row: {""} if row["kind"].startswith(BUDGET_KINDS) else set(),
     ),
+    "reviews": Page(
+        "fleet/reviews.html",
+        ("review-queue",),
+        _reviews,
+        lambda row: {""} if row["kind"].startswith(REVIEW_KINDS) else set(),
+    ),
+    "agents": Page(
+        "fleet/agents.html",
+        ("agents-table",),
+        _agent_list,
+        _moves_agents,
+    ),
     "merges": Page(
         "fleet/merges.html",
         ("queue", "recent"),
@@ -424,6 +471,9 @@ class NoSuchPage(LookupError):
     pass
 
 
+KEYLESS = ("merges", "reviews", "agents")  # one page for everyone: no key
+
+
 def resolve(view: str, key: str) -> str:
     """The canonical key of a page a browser asks for (NoSuchPage if there is none)."""
     if view not in PAGES:
@@ -432,7 +482,7 @@ def resolve(view: str, key: str) -> str:
         from urllib.parse import parse_qsl
 
         return overview_key(overview_filters(dict(parse_qsl(key))))
-    if view == "merges":
+    if view in KEYLESS:
         return ""
     if view == "budget":
         from fleet.views.budget import budget_key
@@ -563,6 +613,8 @@ def pulses(ids: list[int] | None) -> str:
 
 
 # --- the pump -------------------------------------------------------------
+
+PULSED = ("overview", "agents")  # pages that show agents' pulses
 
 EVENT_FIELDS = (
     "id",
@@ -706,11 +758,14 @@ class Pump:
         touched = set(watched) if rows is None else self._touched(rows, watched)
         touched |= self._screens(watched)
         frames = self._render(touched)
+        if rows:
+            frames += attention.frames(rows)
         if rows is None or beats == []:
             return at, frames
         # Pulses for the rest: the overview gets every agent's that beat; an agent's
         # own page (small) is rendered again, spend and session included.
-        overview = [page for page in watched if page[0] == "overview" and page not in touched]
+        # (The agents list carries the same pulses, one per row.)
+        overview = [page for page in watched if page[0] in PULSED and page not in touched]
         agents = {
             page
             for page in watched
