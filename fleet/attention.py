@@ -47,7 +47,8 @@ def _findings(event: Event) -> Attention | None:
     return Attention(
         event.pk,
         ROLES[event.kind],
-        f"{event.task.key}: {count} finding{'s' if count != 1 else ''} wait for a verdict",
+        f"{event.task.key}: {count} finding{'s' if count != 1 else ''} "
+        f"wait{'' if count != 1 else 's'} for a verdict",
         f"{event.task.title} (from {reviewer})",
         reverse("fleet-reviews"),
     )
