@@ -92,7 +92,15 @@ def fold(log: str, *, head: int = 0, tail: int = TAIL, run: int = RUN) -> list[P
         else:
             parts.append(Part(list(chunk)))
         i = j
-    return parts
+    # Blank lines at the edges of a shown part (the gap under a reason) show as
+    # nothing but an empty box.
+    for part in parts:
+        if not part.folded:
+            while part.lines and not part.lines[-1].strip():
+                part.lines.pop()
+            while part.lines and not part.lines[0].strip():
+                part.lines.pop(0)
+    return [part for part in parts if part.lines]
 
 
 def folded_text(log: str, *, head: int = 0, tail: int = TAIL) -> str:
