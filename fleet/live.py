@@ -7,8 +7,9 @@ A live page is a view name and a key: ``overview`` (its key is the filter query)
 pump while any browser of it watches. Every tick it reads the events appended since
 the last tick and the agents that heartbeated meanwhile (heartbeats are not events),
 renders each affected page once (the pages an event touches: the overview, its task,
-agent and repository, the merge queue, the review queue, the agents list) and sends it as one frame to that page's group, so a browser gets at
-most ``1 / TICK`` frames a second whatever the number of agents. Heartbeats only
+agent and repository, the merge queue, the review queue, the agents list) and
+sends it as one frame to that page's group, so a browser gets at most ``1 / TICK``
+frames a second whatever the number of agents. Heartbeats only
 send the agents' pulses (the part of a card a heartbeat changes) to the overview
 and the agents list. New events that need a person (``fleet.attention``) also go,
 one fragment per role, to the groups of the people in that role. A browser that
