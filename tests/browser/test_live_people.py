@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.models import Agent, Review, Task
+from fleet.models import Agent, Finding, Review, Task
 
 from ..agent.conftest import Server, free_port
 from ..conftest import make_agent, make_task, make_user
@@ -157,5 +157,38 @@ def test_the_agents_page_follows_heartbeats_and_stops_live(browser, server):
         assert page.evaluate("window.__notes[0].title") == "ada was stopped at its budget"
         screenshot(page, "agents-live")
         assert page.js_errors == []
+    finally:
+        context.close()
+
+
+def test_a_reason_being_typed_survives_a_live_update_of_the_queue(browser, server):
+    make_user("rita", "reviewer", password="pw-rita-123")
+    rex = make_agent(Agent.REVIEWER, name="rex")
+    review = a_review_for(rex)
+    first = Finding.objects.create(
+        review=review, path="shop/tax.py", severity="major", title="Rounds the wrong way"
+    )
+    Review.objects.filter(pk=review.pk).update(status=Review.CLOSED)
+    # A second task's review, still open: its findings arrive while rita types.
+    sam = make_agent(Agent.REVIEWER, name="sam")
+    token = sam.issue_token()
+    other = make_task(key="T-32", title="Cart totals", status=Task.IN_REVIEW)
+    later = Review.objects.create(task=other, commit_sha="cd" * 20, reviewer=sam)
+    base = f"http://127.0.0.1:{server.port}"
+    context, page = open_page(browser, base)
+    try:
+        login(page, base, "rita", "pw-rita-123")
+        page.goto(f"{base}/reviews/")
+        page.wait_for_selector('#live-indicator[data-state="live"]', timeout=10_000)
+        reason = page.locator(f"#reason-{first.pk}")
+        reason.click()
+        reason.type("rounding is half-even on")
+        finding = {"path": "shop/cart.py", "severity": "minor", "title": "Totals skip discounts"}
+        post_json(base, token, f"/api/v1/reviews/{later.pk}/findings", {"findings": [finding]})
+        page.locator("#review-queue", has_text="Totals skip discounts").wait_for(timeout=10_000)
+        assert reason.input_value() == "rounding is half-even on"
+        assert page.evaluate("document.activeElement.id") == f"reason-{first.pk}"
+        reason.type(" purpose")
+        assert reason.input_value() == "rounding is half-even on purpose"
     finally:
         context.close()
