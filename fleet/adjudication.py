@@ -269,7 +269,14 @@ def withdraw_rereview(task: Task, *, by: Any) -> str:
 
 def tick(task: Task, *, item: str, ticked: bool, by: Any) -> str:
     """Tick (or untick) a definition-of-done item a person checks, for the commit
-    submitted now (a resubmit needs a new tick)."""
+    submitted now. The tick holds for that commit and for any later one carrying the
+    same change (the same patch id: a rebase that leaves the task's patch alone); a
+    resubmit that changes the patch needs a new tick."""
+    from fleet.gates import task_patch_id
+
+    # Worked out before the lock (a git call); kept only for the commit it is of.
+    submitted = task.head_sha
+    patch = task_patch_id(task) if ticked and submitted else ""
     with transaction.atomic():
         task = (
             Task.objects.select_for_update(no_key=True, of=("self",))
@@ -289,6 +296,7 @@ def tick(task: Task, *, item: str, ticked: bool, by: Any) -> str:
                 "by": by.get_username(),
                 "at": timezone.now().isoformat(),
                 "commit": task.head_sha,
+                "patch": patch if task.head_sha == submitted else "",
             }
         else:
             ticks.pop(item, None)

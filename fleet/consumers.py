@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 
-from fleet import live
+from fleet import attention, live
 from fleet.events import FLEET_GROUP
 from fleet.roles import user_roles
 
@@ -44,7 +44,8 @@ class FleetConsumer(AsyncWebsocketConsumer):
         # The same rule as the pages: a person without a role sees nothing live.
         # (Off the shared sync thread, which records heartbeats: a reconnect storm of
         # dashboards must not delay them.)
-        if not await database_sync_to_async(user_roles, thread_sensitive=False)(user):
+        roles = await database_sync_to_async(user_roles, thread_sensitive=False)(user)
+        if not roles:
             await self.close(code=4403)
             return
         self.user_id, self.checked_at = user.pk, time.monotonic()
@@ -65,6 +66,8 @@ class FleetConsumer(AsyncWebsocketConsumer):
                 return
             self.page = (view, key)
             self.joined.append(live.group(view, key))
+            # What newly needs a person in their roles (the pump runs while they watch).
+            self.joined += [live.group(attention.VIEW, role) for role in sorted(roles)]
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         # Accept before rendering: a storm of reconnecting dashboards must not run

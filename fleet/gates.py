@@ -65,10 +65,58 @@ class Gate:
 # --- the branch against main ------------------------------------------------
 
 
+def landed_commit(task: Task) -> str:
+    """The squashed commit a merged task landed as on main ('' if not recorded)."""
+    payload = (
+        Event.objects.filter(task=task, kind="task.mark_merged")
+        .order_by("-id")
+        .values_list("payload", flat=True)
+        .first()
+    )
+    if payload and payload.get("commit"):
+        return payload["commit"]
+    return (
+        MergeRequest.objects.filter(task=task, result=MergeRequest.MERGED)
+        .exclude(candidate_sha="")
+        .order_by("-updated_at")
+        .values_list("candidate_sha", flat=True)
+        .first()
+        or ""
+    )
+
+
+def _landed_state(task: Task) -> dict[str, Any]:
+    """A merged task's branch is what it landed as: that commit against its parent on
+    main (main moving on afterwards makes it neither stale nor behind)."""
+    sha = landed_commit(task)
+    if not sha:
+        return {"branch_error": f"{task.key} is merged; the commit it landed as is not recorded"}
+    path = task.repository.path
+    try:
+        branch = facts.branch_facts(path, main=f"{sha}^", head=sha)
+        message = facts.commit_message(path, sha)
+    except GitError as exc:
+        return {"branch_error": f"{task.key} landed as {sha[:10]}, which cannot be read: {exc}"}
+    subject = message.strip().splitlines()[0] if message.strip() else ""
+    return {
+        "facts": branch,
+        "landed": {
+            "sha": branch.head,
+            "subject": subject,
+            "files": len(branch.files),
+            "added": sum(f.added or 0 for f in branch.files),
+            "removed": sum(f.removed or 0 for f in branch.files),
+        },
+        "head_message": message,
+    }
+
+
 def branch_state(task: Task, *, fetch: bool = True) -> dict[str, Any]:
     """Facts and the stale-base report, or the one-line reason there are none. Against
     main freshly fetched, or (``fetch=False``: live updates, the worker's sweep) as
-    last fetched."""
+    last fetched. A merged task's facts are of the commit it landed as."""
+    if task.status == Task.MERGED:
+        return _landed_state(task)
     repository = task.repository
     try:
         main = planning.base_ref(repository) if fetch else planning.known_base(repository)
@@ -286,6 +334,30 @@ def _changelog(path: str) -> bool:
     return parts[-1].upper().startswith("CHANGELOG") or "changelog.d" in parts[:-1]
 
 
+def task_patch_id(task: Task, state: dict[str, Any] | None = None) -> str:
+    """The patch id of the task's own change (merge base to its submitted commit),
+    '' when git cannot tell (a tick then holds for its commit only). Kept in
+    ``state`` so one evaluation works it out once."""
+    if state is not None and "patch_id" in state:
+        return state["patch_id"]
+    branch = (state or {}).get("facts")
+    try:
+        main = branch.main if branch is not None else planning.known_base(task.repository)
+        patch = facts.patch_id(task.repository.path, main=main, head=task.head_sha)
+    except GitError:
+        patch = ""
+    if state is not None:
+        state["patch_id"] = patch
+    return patch
+
+
+def _same_change(task: Task, tick: dict[str, Any], state: dict[str, Any]) -> bool:
+    """A tick given on an earlier commit that carries the task's change unchanged."""
+    if not tick.get("patch") or not task.head_sha:
+        return False
+    return task_patch_id(task, state) == tick["patch"]
+
+
 def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
     label = dod_label(item)
     row: dict[str, Any] = {"label": label, "auto": not isinstance(item, str), "ok": False}
@@ -293,6 +365,12 @@ def _dod_item(task: Task, item: Any, state: dict[str, Any]) -> dict[str, Any]:
         tick = (task.dod_ticks or {}).get(item)
         if tick and task.head_sha and tick.get("commit") == task.head_sha:
             row.update(ok=True, why=f"ticked by {tick.get('by')}")
+        elif tick and _same_change(task, tick, state):
+            row.update(
+                ok=True,
+                why=f"ticked by {tick.get('by')} on {str(tick.get('commit'))[:10]}, "
+                "the same change before a rebase",
+            )
         elif tick:
             row["why"] = f"ticked by {tick.get('by')} on an earlier commit; tick it again"
         else:
@@ -466,15 +544,20 @@ def _sweep_one(task: Task) -> int:
 def _record(task: Task, gates: list[Gate], snapshot: list[dict[str, Any]]) -> None:
     blocking = [g for g in red(gates) if g.needs_person]
     before = {g["key"] for g in task.gates or [] if not g["ok"] and g.get("needs_person", True)}
+    newly = sorted({g.key for g in blocking} - before)  # red gates a person must see now
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(gates=snapshot)
         task.gates = snapshot
         Event.objects.record(
             "task.gates",
             task=task,
-            payload={"red": [g.key for g in red(gates)], "needs_person": bool(blocking)},
+            payload={
+                "red": [g.key for g in red(gates)],
+                "needs_person": bool(blocking),
+                "newly": newly,
+            },
         )
-        if blocking and {g.key for g in blocking} - before:
+        if newly:
             webhooks.notify(
                 task,
                 "gate_red",

@@ -2,18 +2,21 @@
 browser watching it, and the pump that notices changes.
 
 A live page is a view name and a key: ``overview`` (its key is the filter query),
-``agent``, ``task`` and ``repository`` (their key is the primary key) and
-``merges``. Each web process runs one pump while any browser of it watches. Every
+``agent``, ``task`` and ``repository`` (their key is the primary key), and the
+``merges``, ``reviews`` and ``agents`` lists (no key). Each web process runs one pump while any browser of it watches. Every
 tick it reads the events appended since the last tick and the agents that
 heartbeated meanwhile (heartbeats are not events), notes what each page they touch
-has due (the overview, the event's task, agent and repository, the merge queue),
+has due (the overview, the event's task, agent and repository, the merge queue,
+the review queue, the agents list),
 and renders each page whose window is over once, as one frame to that page's group.
 A page's window is the TICK after its last frame: a change to a page that has had
 no frame for TICK goes at once (a heartbeat of this process pokes the pump; other
 processes' changes are polled every TICK), and whatever arrives inside the window
 goes in one frame at its end, so a browser gets at most ``1 / TICK`` frames a
 second whatever the number of agents, and the last state always arrives.
-Heartbeats only send the agents' pulses (the part of a card a heartbeat changes).
+Heartbeats only send the agents' pulses (the part of a card a heartbeat changes) to
+the overview and the agents list. New events that need a person (``fleet.attention``)
+also go at once, one fragment per role, to the groups of the people in that role.
 A browser that (re)connects gets a full snapshot of its page first, so it converges
 after any drop; without a websocket the page polls ``?live=1`` for the same snapshot.
 """
@@ -46,6 +49,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import format_html
 
+from fleet import attention
 from fleet.models import (
     Agent,
     Budget,
@@ -140,6 +144,12 @@ def _agents(ids: list[int] | None = None, **filters: Any) -> list[Agent]:
         agent.rotate_due = agent.context_pct >= settings.FLEET_CONTEXT_ROTATE_PCT
         agent.budget = budget_state(agent.spent_usd, agent.budget_usd)
     return agents
+
+
+def agent_rows(**filters: Any) -> list[Agent]:
+    """Every agent (or those ``filters`` keep) with what its card or row shows: unread
+    inbox, budget cap and state, heartbeat age. A few queries whatever their number."""
+    return _agents(**filters)
 
 
 @dataclass
@@ -373,6 +383,34 @@ def _merges(key: str) -> dict[str, Any]:
     return merges_context()
 
 
+def _reviews(key: str) -> dict[str, Any]:
+    from fleet.views.reviews import reviews_context
+
+    return reviews_context()
+
+
+def _agent_list(key: str) -> dict[str, Any]:
+    from fleet.views.agents import agents_context
+
+    return agents_context()
+
+
+def _moves_agents(row: dict[str, Any]) -> set[str]:
+    """The agents page shows each agent's status, task and token: agents' own events
+    and any that names an agent (an assignment, a review taken) move it."""
+    if row["kind"] == "agent.journal":
+        return set()
+    if row["kind"].startswith("agent.") or row["agent_id"] or row["actor_agent_id"]:
+        return {""}
+    return set()
+
+
+# Events that change what waits in the review queue: findings posted and decided,
+# reviews, and tasks moving (a resubmit makes an accepted finding resolvable; a merge
+# settles its findings).
+REVIEW_KINDS = ("finding.", "review.", "task.")
+
+
 def _budget(key: str) -> dict[str, Any]:
     from fleet.views.budget import budget_context
 
@@ -415,6 +453,18 @@ PAGES: dict[str, Page] = {
         _budget,
         lambda row: {""} if row["kind"].startswith(BUDGET_KINDS) else set(),
     ),
+    "reviews": Page(
+        "fleet/reviews.html",
+        ("review-queue",),
+        _reviews,
+        lambda row: {""} if row["kind"].startswith(REVIEW_KINDS) else set(),
+    ),
+    "agents": Page(
+        "fleet/agents.html",
+        ("agents-table",),
+        _agent_list,
+        _moves_agents,
+    ),
     "merges": Page(
         "fleet/merges.html",
         ("queue", "batches", "recent"),
@@ -428,6 +478,9 @@ class NoSuchPage(LookupError):
     pass
 
 
+KEYLESS = ("merges", "reviews", "agents")  # one page for everyone: no key
+
+
 def resolve(view: str, key: str) -> str:
     """The canonical key of a page a browser asks for (NoSuchPage if there is none)."""
     if view not in PAGES:
@@ -436,7 +489,7 @@ def resolve(view: str, key: str) -> str:
         from urllib.parse import parse_qsl
 
         return overview_key(overview_filters(dict(parse_qsl(key))))
-    if view == "merges":
+    if view in KEYLESS:
         return ""
     if view == "budget":
         from fleet.views.budget import budget_key
@@ -567,6 +620,8 @@ def pulses(ids: list[int] | None) -> str:
 
 
 # --- the pump -------------------------------------------------------------
+
+PULSED = ("overview", "agents")  # pages that show agents' pulses
 
 EVENT_FIELDS = (
     "id",
@@ -768,9 +823,11 @@ class Pump:
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
         at, watched, rows, beats = self._read()
         self._note(watched, rows, beats)
+        # What newly needs a person is not held back by any page's window.
+        needs = attention.frames(rows) if rows else []
         ready = sorted(page for page in self.due if self._opens(page) <= at)
         if not ready:
-            return at, []
+            return at, needs
         now, pulsed = timezone.now(), {}
         frames = self._render({page for page in ready if self.due[page].full})
         for page in ready:
@@ -788,6 +845,7 @@ class Pump:
             if pulsed[which]:
                 frames.append((page, pulsed[which]))
         frames.sort(key=lambda frame: frame[0])
+        frames += needs
         keep = set().union(*(due.beats for due in self.due.values()))
         self.beat_rows = {pk: row for pk, row in self.beat_rows.items() if pk in keep}
         return at, frames
@@ -815,7 +873,7 @@ class Pump:
         if rows is None or beats == []:
             return
         for page in watched:
-            if page[0] != "overview" or page in full:
+            if page[0] not in PULSED or page in full:
                 continue
             due = self.due.setdefault(page, Due())
             if beats is None:

@@ -26,7 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from fleet import webhooks
+from fleet import logs, webhooks
 from fleet.correlation import correlated
 from fleet.git import facts, merge, worktrees
 from fleet.git.errors import GitError
@@ -363,7 +363,7 @@ def _send_back(mr: MergeRequest, reason: str, log_text: str = "") -> None:
                 recipient_id=task.assignee_id,
                 task=task,
                 subject=f"{task.key} came back from the merge queue",
-                body=f"{reason}\n\n{log_text[-4000:]}".strip(),
+                body=f"{reason}\n\n{logs.folded_text(log_text)[-4000:]}".strip(),
             )
         webhooks.notify(task, "merge_failed", [reason])
 

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,41 @@ log = logging.getLogger("fleet.webhooks")
 
 BATCH = 50  # deliveries looked at per sweep
 BUDGET = 15  # seconds of sending per sweep
+
+
+# What a task's notification says happened, after "T-12 “title”".
+TASK_SENTENCES = {
+    "findings_waiting": "has review findings waiting for a verdict",
+    "gate_red": "has a red merge gate",
+    "merge_failed": "failed to merge and went back to its builder",
+}
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def task_text(kind: str, task: Task, reasons: list[str], url: str) -> str:
+    """The payload's ``text``: one sentence a chat channel shows as it is (Slack's
+    incoming webhooks and Discord's Slack-compatible ones read ``text``; both link a
+    bare URL)."""
+    what = TASK_SENTENCES.get(kind, "needs a person")
+    why = _clip("; ".join(reasons), 300)
+    return f"{task.key} “{_clip(task.title, 80)}” {what}{': ' + why if why else ''} — {url}"
+
+
+def budget_text(kind: str, payload: dict[str, Any]) -> str:
+    """The same for a budget: what is spent of what, and where to look."""
+    spent = f"${Decimal(payload['spent_usd']):.2f}"
+    if payload["limit_usd"] is not None:
+        spent += f" of ${Decimal(payload['limit_usd']):.2f}"
+    what = (
+        "has spent its budget; its agents are stopped"
+        if kind == "budget_spent"
+        else "is at 80% or more of its budget"
+    )
+    scope = payload["scope"]
+    return f"{scope[:1].upper()}{scope[1:]} {what} ({spent}) — {payload['url']}"
 
 
 def notify(task: Task, kind: str, reasons: list[str]) -> WebhookDelivery | None:
@@ -44,6 +80,7 @@ def notify(task: Task, kind: str, reasons: list[str]) -> WebhookDelivery | None:
         "url": settings.FLEET_PUBLIC_URL + reverse("fleet-task", args=[task.key]),
         "at": timezone.now().isoformat(),
     }
+    payload["text"] = task_text(kind, task, reasons, payload["url"])
     return WebhookDelivery.objects.create(
         repository_id=task.repository_id, task=task, url=url, kind=kind, payload=payload
     )
@@ -83,6 +120,7 @@ def notify_budget(budget_id: int, kind: str) -> list[WebhookDelivery]:
         "url": settings.FLEET_PUBLIC_URL + reverse("fleet-budget"),
         "at": timezone.now().isoformat(),
     }
+    payload["text"] = budget_text(kind, payload)
     # The activity log (and the live pages) say it too, webhook or not.
     Event.objects.record(
         kind.replace("_", "."),

@@ -88,3 +88,40 @@ def test_a_dead_receiver_is_given_up_on_after_the_last_try(settings):
     webhooks.deliver(later + timedelta(days=2))
     delivery.refresh_from_db()
     assert delivery.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "reasons", "says"),
+    [
+        ("findings_waiting", ["2 finding(s) from rev-1 wait for a verdict"], "has review findings"),
+        ("gate_red", ["Checks: unit failed on 1a2b3c4d5e"], "has a red merge gate: Checks"),
+        ("merge_failed", ["the merge check failed on 1a2b3c4d5e"], "failed to merge"),
+    ],
+)
+def test_a_task_notification_carries_a_chat_ready_text_line(
+    receiver, settings, kind, reasons, says
+):
+    settings.FLEET_PUBLIC_URL = "https://fleet.example"
+    repository = make_repository(webhook_url=receiver["url"])
+    task = make_task(repository=repository, key="T-12", title="Add tax to the cart")
+    webhooks.notify(task, kind, reasons)
+    assert webhooks.deliver() == 1
+    text = receiver["bodies"][0][1]["text"]
+    assert "\n" not in text
+    assert text.startswith("T-12 “Add tax to the cart” " + says)
+    assert reasons[0] in text and text.endswith("— https://fleet.example/tasks/T-12/")
+
+
+def test_a_budget_notification_says_what_is_spent_of_what(receiver, settings):
+    from decimal import Decimal
+
+    from fleet.models import Budget
+
+    settings.FLEET_PUBLIC_URL = "https://fleet.example"
+    make_repository(webhook_url=receiver["url"])
+    budget = Budget.objects.create(scope="fleet", limit_usd=Decimal("5.00"))
+    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal("5.00"))
+    (delivery,) = webhooks.notify_budget(budget.pk, "budget_spent")
+    text = delivery.payload["text"]
+    assert "has spent its budget" in text and "($5.00 of $5.00)" in text
+    assert text.endswith("— https://fleet.example/budget/") and text[0].isupper()

@@ -4,11 +4,14 @@ gates need; the stale-base report (what merging the branch's tree would undo) li
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.git import paths
+from fleet.git.errors import GitError
 from fleet.git.repo import FLEET_GIT_ENV, open_repo
 from fleet.git.stale import (  # noqa: F401 - the stale-base report's public names
     Introduced,
@@ -120,3 +123,28 @@ def commit_message(repo_path: str | Path, sha: str) -> str:
     """The full message of one commit."""
     with open_repo(repo_path, "reading the commit message") as repo:
         return _text(repo.git.log("-1", "--format=%B", sha, "--"))
+
+
+def patch_id(repo_path: str | Path, *, main: str, head: str) -> str:
+    """The stable patch id of what ``head`` changes since it forked from ``main``
+    (``merge-base..head`` as one patch): the same after a rebase that leaves the
+    change itself alone, different once a line of it changes. '' for no change."""
+    with open_repo(repo_path, "working out the patch id") as repo:
+        base = repo.git.merge_base(main, head)
+        diff = repo.git.diff(
+            *DIFF, "--full-index", base, head, env=FLEET_GIT_ENV, stdout_as_string=False
+        )
+    if not diff.strip():
+        return ""
+    proc = subprocess.run(
+        ["git", "patch-id", "--stable"],
+        input=diff + b"\n",
+        capture_output=True,
+        cwd=repo_path,
+        env={**os.environ, **FLEET_GIT_ENV},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git patch-id failed: {proc.stderr.decode(errors='replace')[:200]}")
+    out = proc.stdout.decode().split()
+    return out[0] if out else ""

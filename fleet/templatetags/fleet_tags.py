@@ -26,3 +26,21 @@ def agent_pulse(agent) -> str:
     from fleet.live import PULSE_FIELDS, pulse
 
     return pulse({name: getattr(agent, name, None) for name in (*PULSE_FIELDS, "budget_usd")})
+
+
+LOG_SHOWN = 30_000  # characters of a log's end a page shows
+
+
+@register.inclusion_tag("fleet/_log.html")
+def check_log(text: str, head: int = 0) -> dict:
+    """A check's or a merge's log, its end first in view with the noise folded (see
+    ``fleet.logs``); ``head`` lines at the top (a reason above the log) always show."""
+    from fleet.logs import fold
+
+    text = text or ""
+    if len(text) > LOG_SHOWN:  # live frames carry it to every viewer: keep the end
+        top = text.splitlines()[:head]
+        end = text[-LOG_SHOWN:].partition("\n")[2]
+        text = "\n".join([*top, f"[… {len(text) - len(end):,} characters cut]", end])
+        head += 1
+    return {"parts": fold(text, head=head)}

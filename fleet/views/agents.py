@@ -78,14 +78,28 @@ class SpawnForm(forms.Form):
         return data
 
 
+def agents_context() -> dict[str, Any]:
+    """The agents page's live table, the same for every viewer (the revoke buttons
+    show only to leads, by their role's class on the page)."""
+    return {"agents": live.agent_rows()}
+
+
 @require_GET
 @role_required(*ROLES)
 def agent_list(request: HttpRequest) -> HttpResponse:
-    agents = Agent.objects.select_related("repository", "current_task").order_by("name")
+    """Every agent with its state and pulse, live: a heartbeat or a change of state
+    shows without a reload."""
+    if request.GET.get("live"):
+        return live_snapshot("agents")
     return render(
         request,
         "fleet/agents.html",
-        {"agents": agents, "can_manage": LEAD in user_roles(request.user)},
+        {
+            **agents_context(),
+            "can_manage": LEAD in user_roles(request.user),
+            "live_view": "agents",
+            "live_key": "",
+        },
     )
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from fleet import adjudication
 from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
+from fleet.views.live import live_snapshot
 
 ADJUDICATORS = (LEAD, REVIEWER)
 
@@ -28,16 +32,29 @@ def _back(request: HttpRequest) -> HttpResponse:
     return redirect("fleet-reviews")
 
 
+def reviews_context() -> dict[str, Any]:
+    """The review queue's live region, the same for every viewer (the verdict forms
+    show only to reviewers and leads, by their role's class on the page)."""
+    return {"findings": adjudication.queue(), "next_url": reverse("fleet-reviews")}
+
+
 @require_GET
 @role_required(*ROLES)
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Findings waiting for a person, across repositories (j/k to move, a to accept,
-    o to overrule with a reason)."""
-    findings = adjudication.queue()
+    o to overrule with a reason); live: a finding posted or decided elsewhere comes
+    and goes without a reload."""
+    if request.GET.get("live"):
+        return live_snapshot("reviews")
     return render(
         request,
         "fleet/reviews.html",
-        {"findings": findings, "can_adjudicate": can_adjudicate(request.user)},
+        {
+            **reviews_context(),
+            "can_adjudicate": can_adjudicate(request.user),
+            "live_view": "reviews",
+            "live_key": "",
+        },
     )
 
 

@@ -124,6 +124,33 @@
   setTimeout(() => { if (!open) startPolling(); }, POLL_MS + 1000);
 })();
 
+// A live frame replaces whole regions, which people may be working in (a reason being
+// typed in the review queue): carry what they typed into the new region, and give the
+// focus back to the element of the same id.
+(function () {
+  "use strict";
+  let focusId = null;
+  document.addEventListener("htmx:oobBeforeSwap", (event) => {
+    const { target, fragment } = event.detail || {};
+    if (!target || !fragment || !fragment.querySelector) return;
+    const active = document.activeElement;
+    if (active && active.id && target.contains(active)) focusId = active.id;
+    for (const input of target.querySelectorAll("input[id]:not([type=hidden]), textarea[id]")) {
+      if (!input.value) continue;
+      const twin = fragment.querySelector("#" + CSS.escape(input.id));
+      if (twin && !twin.value) twin.value = input.value;
+    }
+  });
+  document.addEventListener("htmx:wsAfterMessage", () => {
+    if (!focusId) return;
+    const again = document.getElementById(focusId);
+    focusId = null;
+    if (again && (document.activeElement === document.body || !document.activeElement)) {
+      again.focus({ preventScroll: true });
+    }
+  });
+})();
+
 // Forms inside live regions are rendered once for every viewer, so they carry no
 // CSRF token of their own: add this page's token (the one htmx sends) on submit.
 document.addEventListener(
