@@ -97,6 +97,21 @@ def plan_detail(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def plan_repository(wave: Wave) -> str | None:
+    """The repository a new task of this wave most likely belongs to: the one most of
+    this wave's tasks use, else most of its plan's (None for a plan with no task yet)."""
+    for tasks in (Task.objects.filter(wave=wave), Task.objects.filter(wave__plan_id=wave.plan_id)):
+        top = (
+            tasks.values("repository__slug")
+            .annotate(n=Count("id"))
+            .order_by("-n", "repository__slug")
+            .first()
+        )
+        if top:
+            return top["repository__slug"]
+    return None
+
+
 def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, Any]:
     planning.sync_shared(wave)
     approve_form = forms.get("approve_form") or ApproveForm()
@@ -131,7 +146,8 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
         else None,
         "budget": budget,
         "budget_form": budget_form,
-        "task_form": forms.get("task_form") or TaskForm(),
+        "task_form": forms.get("task_form")
+        or TaskForm(initial={"repository": plan_repository(wave)}),
         "approve_form": approve_form,
         "other_waves": wave.plan.waves.exclude(pk=wave.pk).filter(status=Wave.DRAFT),
         "strategies": SharedFile.STRATEGY_CHOICES[1:],
