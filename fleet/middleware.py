@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib import messages
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from fleet.models import TransitionError
 
 log = logging.getLogger("fleet.unavailable")
 
@@ -49,3 +54,27 @@ class DatabaseUnavailableMiddleware:
         )
         response["Retry-After"] = RETRY_AFTER
         return response
+
+
+class RefusedTransitionMiddleware:
+    """The net under every page's form: a transition refused where no view catches it
+    (a stale page's button) goes back to the page it came from with the reason as a
+    message, never a bare error page. Views that know their subject say more (who
+    changed it and when: ``fleet.views.refusals``). The API answers 409 itself."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not isinstance(exc, TransitionError) or request.path.startswith("/api/"):
+            return None
+        messages.error(request, f"Refused: {exc.message}. Nothing changed.")
+        back = request.META.get("HTTP_REFERER", "")
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            back = "/"
+        return redirect(back)

@@ -92,6 +92,7 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "fleet.middleware.DatabaseUnavailableMiddleware",
+    "fleet.middleware.RefusedTransitionMiddleware",
 ]
 
 ROOT_URLCONF = "fleet.urls"

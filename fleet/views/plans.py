@@ -27,6 +27,7 @@ from fleet.forms import (
 )
 from fleet.models import Budget, CheckRun, Event, Plan, SharedFile, Task, TransitionError, Wave
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
+from fleet.views.refusals import refused
 
 CENTS = Decimal("0.01")
 
@@ -175,6 +176,10 @@ def wave_add_task(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         try:
             task = planning.add_task(form.save(commit=False), wave, by=request.user)
         except TransitionError as exc:
+            wave.refresh_from_db()
+            if wave.status != Wave.DRAFT:  # a stale page: the form is gone from it now
+                refused(request, "Not added", exc.message, wave)
+                return redirect(_wave_url(wave, "tasks"))
             form.add_error(None, exc.message)
         else:
             messages.success(request, f"{task.key} added to wave {wave.number}.")
@@ -197,7 +202,7 @@ def wave_decide(request: HttpRequest, slug: str, number: int, shared_id: int) ->
     try:
         moved = planning.decide(shared, strategy=strategy, task=task, by=request.user)
     except TransitionError as exc:
-        messages.error(request, f"Not decided: {exc.message}")
+        refused(request, "Not decided", exc.message, wave)
     else:
         if moved:
             target = Task.objects.get(pk=moved[0].pk).wave
@@ -249,6 +254,10 @@ def wave_approve(request: HttpRequest, slug: str, number: int) -> HttpResponse:
                 crowd_reason=form.cleaned_data["crowd_reason"],
             )
         except TransitionError as exc:
+            wave.refresh_from_db()
+            if wave.status != Wave.DRAFT:  # approved (or more) meanwhile: a stale page
+                refused(request, "Not approved", "it is no longer a draft", wave)
+                return redirect(_wave_url(wave))
             form.add_error(None, exc.message)
         else:
             wave.refresh_from_db()
@@ -307,7 +316,7 @@ def task_move(request: HttpRequest, key: str) -> HttpResponse:
     try:
         planning.move_task(task, target, by=request.user)
     except TransitionError as exc:
-        messages.error(request, f"Not moved: {exc.message}")
+        refused(request, "Not moved", exc.message, task)
         return redirect(_wave_url(task.wave, "tasks"))
     messages.success(request, f"{task.key} moved to wave {target.number}.")
     return redirect(_wave_url(target, "tasks"))
