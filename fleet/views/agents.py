@@ -28,8 +28,8 @@ from fleet.models import (
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
 from fleet.runner.harnesses import CHOICES as HARNESS_CHOICES
 from fleet.spawn import SpawnError, spawn
-from fleet.views.refusals import refused
 from fleet.views.live import live_snapshot
+from fleet.views.refusals import refused
 
 
 class SpawnForm(forms.Form):

@@ -10,8 +10,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from fleet import adjudication
 from fleet.models import Task
-from fleet.views.refusals import refused
 from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
+from fleet.views.refusals import refused
 
 ADJUDICATORS = (LEAD, REVIEWER)
 
