@@ -51,3 +51,33 @@ def test_the_add_task_form_defaults_to_the_plans_repository(client):
     form = page.split('id="add-task"')[1]
     assert '<option value="shop" selected>' in form
     assert '<option value="aaa-other" selected>' not in form
+
+
+@pytest.mark.parametrize(
+    ("path", "section"),
+    [
+        ("/agents/max/", "Agents"),
+        ("/plans/{plan}/waves/1/", "Plans"),
+        ("/tasks/T-77/", "Plans"),
+        ("/agents/", "Agents"),
+    ],
+)
+def test_the_navigation_marks_the_section_on_detail_pages(client, path, section):
+    make_agent(name="max")
+    wave = make_wave()
+    make_task(wave=wave, key="T-77")
+    client.force_login(make_user("lea", "lead"))
+    page = client.get(path.format(plan=wave.plan.slug)).content.decode()
+    nav = page.split('aria-label="Main"')[1].split("</nav>")[0]
+    marked = [chunk.split(">")[1].split("<")[0] for chunk in nav.split("aria-current=")[1:]]
+    assert marked == [section]
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/api/v1/docs"])
+def test_the_admin_and_the_api_docs_have_fleets_icon(client, path):
+    staff = make_user("root", "manager")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    page = client.get(path).content.decode()
+    assert 'rel="icon" href="/static/fleet/favicon.svg"' in page
