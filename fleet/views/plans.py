@@ -224,18 +224,7 @@ def wave_budget(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     if not form.is_valid():
         context = _wave_context(request, wave, budget_form=form)
         return render(request, "fleet/wave.html", context, status=400)
-    budget = form.save(wave)
-    Event.objects.record(
-        "budget.set",
-        by=request.user,
-        wave=wave,
-        plan_id=wave.plan_id,
-        payload={
-            "scope": "wave",
-            "limit_usd": str(budget.limit_usd) if budget.limit_usd is not None else None,
-            "limit_tokens": budget.limit_tokens,
-        },
-    )
+    form.save(wave, by=request.user)
     messages.success(request, f"Budget for wave {wave.number} set.")
     return redirect(_wave_url(wave, "preflight"))
 
