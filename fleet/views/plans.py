@@ -27,6 +27,7 @@ from fleet.forms import (
 )
 from fleet.models import Budget, CheckRun, Event, Plan, SharedFile, Task, TransitionError, Wave
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
+from fleet.views.live import live_snapshot
 from fleet.views.refusals import refused
 
 CENTS = Decimal("0.01")
@@ -113,16 +114,47 @@ def plan_repository(wave: Wave) -> str | None:
     return None
 
 
+# The wave's board: a column per stage of a task's life, each card badged with its
+# exact state. The last column shows only when a task of the wave ended there.
+WAVE_BOARD = [
+    ("To do", (Task.DRAFT, Task.READY)),
+    ("In progress", (Task.ASSIGNED, Task.WORKING, Task.CHANGES_REQUESTED)),
+    ("In review", (Task.IN_REVIEW,)),
+    ("Approved", (Task.APPROVED, Task.MERGING)),
+    ("Merged", (Task.MERGED,)),
+    ("Failed or cancelled", (Task.FAILED, Task.CANCELLED)),
+]
+
+
+def wave_board(tasks: list[Task]) -> list[dict[str, Any]]:
+    columns = [
+        {"label": label, "statuses": statuses, "tasks": [t for t in tasks if t.status in statuses]}
+        for label, statuses in WAVE_BOARD
+    ]
+    return [c for c in columns if c["tasks"] or Task.FAILED not in c["statuses"]]
+
+
+def wave_board_context(pk: int) -> dict[str, Any] | None:
+    """A wave page's live regions (its title with its state, its board), the same for
+    every viewer: lead-only controls are hidden by the page's role classes."""
+    wave = Wave.objects.select_related("plan", "drafted_by").filter(pk=pk).first()
+    if wave is None:
+        return None
+    tasks = list(wave.tasks.select_related("repository", "assignee", "drafted_by").order_by("key"))
+    return {
+        "wave": wave,
+        "plan": wave.plan,
+        "tasks": tasks,
+        "board": wave_board(tasks),
+        "other_waves": list(wave.plan.waves.exclude(pk=wave.pk).filter(status=Wave.DRAFT)),
+    }
+
+
 def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, Any]:
     planning.sync_shared(wave)
     approve_form = forms.get("approve_form") or ApproveForm()
     reasons = approve_form.data if approve_form.is_bound else {}
-    tasks = list(wave.tasks.select_related("repository", "assignee", "drafted_by").order_by("key"))
-    columns: dict[str, list[Task]] = {}
-    for status, label in Task.STATUS_CHOICES:
-        members = [t for t in tasks if t.status == status]
-        if members:
-            columns[label] = members
+    live = wave_board_context(wave.pk)
     budget = Budget.objects.filter(scope="wave", wave=wave).first()
     budget_form = forms.get("budget_form") or BudgetForm(
         initial={
@@ -133,10 +165,9 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
         else None
     )
     return {
-        "wave": wave,
-        "plan": wave.plan,
-        "tasks": tasks,
-        "board": columns,
+        **live,
+        "live_view": "wave",
+        "live_key": wave.pk,
         "matrix": planning.matrix(wave),
         "preflight": planning.preflight(
             wave,
@@ -150,7 +181,6 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
         "task_form": forms.get("task_form")
         or TaskForm(initial={"repository": plan_repository(wave)}),
         "approve_form": approve_form,
-        "other_waves": wave.plan.waves.exclude(pk=wave.pk).filter(status=Wave.DRAFT),
         "strategies": SharedFile.STRATEGY_CHOICES[1:],
         "checks": CheckRun.objects.filter(wave=wave).select_related("repository")[:10],
         "is_lead": LEAD in user_roles(request.user),
@@ -164,6 +194,8 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
 @role_required(*ROLES)
 def wave_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     wave = _wave(slug, number)
+    if request.GET.get("live"):
+        return live_snapshot("wave", str(wave.pk))
     return render(request, "fleet/wave.html", _wave_context(request, wave))
 
 
