@@ -40,3 +40,16 @@ def test_the_wave_page_is_a_board_by_state(page, live_server):
     page.set_viewport_size({"width": 1920, "height": 1000})
     screenshot(page, "wave-board-1920")
     assert not page.js_errors
+
+
+def test_revoke_looks_destructive(page, live_server):
+    make_user("lena", "lead", password="pw-lena-123")
+    agent = make_agent(name="ada")
+    agent.issue_token()
+    sign_in(page, f"{live_server.url}/agents/", "lena", "pw-lena-123")
+    revoke = page.locator("button", has_text="Revoke")
+    approve_like = page.locator("header button, main button:not(.danger)").first
+    red = "rgb(197, 48, 48)"
+    assert revoke.evaluate("b => getComputedStyle(b).backgroundColor") == red
+    assert approve_like.evaluate("b => getComputedStyle(b).backgroundColor") != red
+    screenshot(page, "agents-revoke")
