@@ -76,6 +76,46 @@ def describe(budget: Budget) -> str:
     return f"{budget.scope} {getattr(target, 'key', None) or target}"
 
 
+def set_cap(
+    *,
+    scope: str,
+    target: Any = None,
+    limit_usd: Decimal | None,
+    limit_tokens: int | None,
+    by: Any,
+) -> Budget:
+    """Set the caps of one scope's budget (made if it has none yet), audited. A cap
+    below what was already spent is clamped to the spent amount ("stop now")."""
+    subjects = {} if scope == "fleet" else {scope: target}
+    # The row may exist already (its running total, made on first spend); made here
+    # if not, the way the heartbeats make it (no duplicate either way).
+    Budget.objects.bulk_create([Budget(scope=scope, **subjects)], ignore_conflicts=True)
+    with transaction.atomic():
+        budget = Budget.objects.select_for_update(no_key=True).get(scope=scope, **subjects)
+        budget.limit_usd = None if limit_usd is None else max(limit_usd, budget.spent_usd)
+        budget.limit_tokens = (
+            None if limit_tokens is None else max(limit_tokens, budget.spent_tokens)
+        )
+        budget.updated_at = timezone.now()
+        budget.save(update_fields=["limit_usd", "limit_tokens", "updated_at"])
+        wave = target if scope == "wave" else None
+        Event.objects.record(
+            "budget.set",
+            by=by,
+            wave=wave,
+            plan_id=wave.plan_id if wave is not None else None,
+            agent=target if scope == "agent" else None,
+            repository=target if scope == "repository" else None,
+            payload={
+                "budget": budget.pk,
+                "scope": scope,
+                "limit_usd": None if budget.limit_usd is None else str(budget.limit_usd),
+                "limit_tokens": budget.limit_tokens,
+            },
+        )
+    return budget
+
+
 def is_spent(budget: Budget) -> bool:
     return budget.cap_reached
 

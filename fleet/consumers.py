@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from urllib.parse import parse_qs
 
@@ -12,6 +13,12 @@ from django.contrib.auth import get_user_model
 from fleet import attention, live
 from fleet.events import FLEET_GROUP
 from fleet.roles import user_roles
+
+try:  # what daphne raises on a send to a browser that already went away
+    from autobahn.exception import Disconnected
+except ImportError:  # another ASGI server: the spec's error for it is an OSError
+    Disconnected = OSError
+GONE = (OSError, Disconnected)
 
 RECHECK = 30.0  # seconds between re-checks that the person may still watch
 # Frames a page may hold unacknowledged (live.js acks each once swapped in, and says so
@@ -93,7 +100,10 @@ class FleetConsumer(AsyncWebsocketConsumer):
 
     async def _send(self, html: str) -> None:
         self.unacked += 1
-        await self.send(text_data=html)
+        # The browser may have left while its frame was on the way (a person navigating
+        # quickly): nothing to tell it; the disconnect that follows cleans up.
+        with contextlib.suppress(GONE):
+            await self.send(text_data=html)
 
     async def receive(self, text_data: str | None = None, bytes_data=None) -> None:
         """A page acknowledges the frames it swapped in (``ack``, or ``ack:N`` for N at

@@ -143,7 +143,12 @@ def boot(agent: Agent) -> dict[str, Any]:
             agent.complete_rotation()
         elif agent.status == Agent.STALE:
             agent.revive()
-        Event.objects.record("agent.boot", by=agent, agent=agent, payload={"session": session.pk})
+        Event.objects.record(
+            "agent.boot",
+            by=agent,
+            agent=agent,
+            payload={"session": session.pk, "number": session.number},
+        )
     task = leased_task(agent)
     journal = list(
         agent.journal.order_by("-created_at")[: settings.FLEET_BOOT_JOURNAL].values(
@@ -158,6 +163,7 @@ def boot(agent: Agent) -> dict[str, Any]:
     return {
         "agent": agent,
         "session_id": session.pk,
+        "session_number": session.number,
         "task": task,
         "digest": digest(agent, task),
         "journal": journal,

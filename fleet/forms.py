@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
 from fleet.git import paths
 from fleet.models import Budget, Plan, Repository, SharedFile, Task, Wave
@@ -138,24 +137,97 @@ class BudgetForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if data.get("limit_usd") is None and data.get("limit_tokens") is None:
+        limits = ("limit_usd", "limit_tokens")
+        # A limit given but invalid has its own error; this one is for none given.
+        if all(data.get(f) is None and f not in self.errors for f in limits):
             raise forms.ValidationError("Set a limit in USD, in tokens, or both.")
         return data
 
-    def save(self, wave: Wave) -> Budget:
-        """Set the wave's caps; a cap below what was already spent is clamped to the
-        spent amount (which means "stop now")."""
-        # The wave's row may exist already (its running total, made on first spend);
-        # made here if not, the way the heartbeats make it (no duplicate either way).
-        Budget.objects.bulk_create([Budget(scope="wave", wave=wave)], ignore_conflicts=True)
-        with transaction.atomic():
-            budget = Budget.objects.select_for_update(no_key=True).get(scope="wave", wave=wave)
-            usd, tokens = self.cleaned_data["limit_usd"], self.cleaned_data["limit_tokens"]
-            budget.limit_usd = None if usd is None else max(usd, budget.spent_usd)
-            budget.limit_tokens = None if tokens is None else max(tokens, budget.spent_tokens)
-            budget.updated_at = timezone.now()
-            budget.save()
-        return budget
+    def save(self, target: Any = None, *, scope: str = "wave", by: Any) -> Budget:
+        """Set the caps of ``target``'s budget (a wave's unless told), audited."""
+        from fleet import budgets
+
+        return budgets.set_cap(
+            scope=scope,
+            target=target,
+            limit_usd=self.cleaned_data["limit_usd"],
+            limit_tokens=self.cleaned_data["limit_tokens"],
+            by=by,
+        )
+
+
+# What a cap can be set on from the budget page, and who may: managers any scope,
+# leads their waves (as on a wave's page).
+CAP_SCOPES = ("fleet", "repository", "wave", "agent")
+
+
+class CapForm(BudgetForm):
+    """The budget page's cap: one scope's target (the fleet, a repository, a wave or
+    an agent), picked from one list grouped by scope, and its limits."""
+
+    target = forms.ChoiceField(label="Cap on")
+    field_order = ["target", "limit_usd", "limit_tokens"]
+
+    def __init__(self, *args: Any, scopes: tuple[str, ...] = CAP_SCOPES, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scopes = scopes
+        choices: list = []
+        if "fleet" in scopes:
+            choices.append(("fleet:", "the whole fleet"))
+        if "repository" in scopes:
+            choices.append(
+                (
+                    "Repositories",
+                    [(f"repository:{r.slug}", r.slug) for r in Repository.objects.order_by("slug")],
+                )
+            )
+        if "wave" in scopes:
+            waves = Wave.objects.select_related("plan").exclude(status=Wave.VERIFIED)
+            choices.append(
+                (
+                    "Waves",
+                    [
+                        (f"wave:{w.pk}", f"{w.plan.name} · wave {w.number} ({w.status})")
+                        for w in waves.order_by("plan__name", "number")
+                    ],
+                )
+            )
+        if "agent" in scopes:
+            from fleet.models import Agent
+
+            choices.append(
+                (
+                    "Agents",
+                    [
+                        (f"agent:{a.name}", f"{a.name} ({a.status})")
+                        for a in Agent.objects.order_by("name")
+                    ],
+                )
+            )
+        self.fields["target"].choices = choices
+
+    def clean_target(self) -> tuple[str, Any]:
+        """("wave", <Wave>) from "wave:12"; a scope this person may not cap is an error."""
+        from fleet.models import Agent
+
+        scope, _, key = self.cleaned_data["target"].partition(":")
+        if scope not in self.scopes:
+            raise forms.ValidationError(f"You may not set a cap on a {scope}.")
+        if scope == "fleet":
+            return scope, None
+        model, field = {
+            "repository": (Repository, "slug"),
+            "wave": (Wave, "pk"),
+            "agent": (Agent, "name"),
+        }[scope]
+        target = model.objects.filter(**{field: key}).first() if key else None
+        if target is None:
+            raise forms.ValidationError(f"There is no {scope} {key!r}.")
+        return scope, target
+
+    def save(self, *, by: Any) -> Budget:  # type: ignore[override]
+        scope, target = self.cleaned_data["target"]
+        return super().save(target, scope=scope, by=by)
 
 
 class MergeBatchForm(forms.Form):

@@ -2,13 +2,13 @@
 browser watching it, and the pump that notices changes.
 
 A live page is a view name and a key: ``overview`` (its key is the filter query),
-``agent``, ``task`` and ``repository`` (their key is the primary key), and the
-``merges``, ``reviews`` and ``agents`` lists (no key). Each web process runs one pump while any browser of it watches. Every
-tick it reads the events appended since the last tick and the agents that
-heartbeated meanwhile (heartbeats are not events), notes what each page they touch
-has due (the overview, the event's task, agent and repository, the merge queue,
-the review queue, the agents list),
-and renders each page whose window is over once, as one frame to that page's group.
+``agent``, ``task``, ``repository`` and ``wave`` (their key is the primary key), and
+the ``budget``, ``merges``, ``reviews`` and ``agents`` pages (no key). Each web process
+runs one pump while any browser of it watches. Every tick it reads the events appended
+since the last tick and the agents that heartbeated meanwhile (heartbeats are not
+events), notes what each page they touch has due (the overview, the event's task,
+agent, repository and wave, the merge queue, the review queue, the agents list), and
+renders each page whose window is over once, as one frame to that page's group.
 A page's window is the TICK after its last frame: a change to a page that has had
 no frame for TICK goes at once (a heartbeat of this process pokes the pump; other
 processes' changes are polled every TICK), and whatever arrives inside the window
@@ -377,6 +377,13 @@ def _repository(key: str) -> dict[str, Any] | None:
     return None if pk is None else repository_context(pk)
 
 
+def _wave(key: str) -> dict[str, Any] | None:
+    from fleet.views.plans import wave_board_context
+
+    pk = _int_key(key)
+    return None if pk is None else wave_board_context(pk)
+
+
 def _merges(key: str) -> dict[str, Any]:
     from fleet.views.tasks import merges_context
 
@@ -447,6 +454,12 @@ PAGES: dict[str, Page] = {
         _repository,
         lambda row: _keys(row["repository_id"], row["task__repository_id"]),
     ),
+    "wave": Page(
+        "fleet/wave.html",
+        ("wave-title", "wave-board"),
+        _wave,
+        lambda row: _keys(row["wave_id"], row["task__wave_id"]),
+    ),
     "budget": Page(
         "fleet/budget.html",
         ("budget-caps", "budget-charts", "budget-tables"),
@@ -495,7 +508,7 @@ def resolve(view: str, key: str) -> str:
         from fleet.views.budget import budget_key
 
         return budget_key(key)
-    model = {"agent": Agent, "task": Task, "repository": Repository}[view]
+    model = {"agent": Agent, "task": Task, "repository": Repository, "wave": Wave}[view]
     pk = _int_key(key)
     if pk is None or not model.objects.filter(pk=pk).exists():
         raise NoSuchPage(f"no {view} {key!r}")
@@ -632,6 +645,8 @@ EVENT_FIELDS = (
     "repository_id",
     "task__repository_id",
     "task__assignee_id",
+    "wave_id",
+    "task__wave_id",
 )
 
 

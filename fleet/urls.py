@@ -112,6 +112,7 @@ urlpatterns = [
     path("merges/", views.merge_queue, name="fleet-merges"),
     path("budget/", views.budget_page, name="fleet-budget"),
     path("budget/spend.csv", views.spend_csv, name="fleet-spend-csv"),
+    path("budget/caps/", views.budget_cap, name="fleet-budget-cap"),
     path("reviews/", views.review_queue, name="fleet-reviews"),
     path("findings/<id:finding_id>/verdict/", views.finding_verdict, name="fleet-finding-verdict"),
     path("findings/<id:finding_id>/resolve/", views.finding_resolve, name="fleet-finding-resolve"),

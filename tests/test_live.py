@@ -321,3 +321,30 @@ async def test_each_page_has_its_own_window(monkeypatch):
     await frames_until(overview, lambda f: "ada now" in f, timeout=2 * live.TICK)
     for comm in (overview, page):
         await comm.disconnect()
+
+
+async def test_a_wave_page_moves_a_card_across_its_board_live():
+    from fleet.models import Task, Wave
+
+    from .conftest import make_task, make_wave
+
+    wave = await sync_to_async(make_wave)(status=Wave.RUNNING)
+    task = await sync_to_async(make_task)(wave=wave, status=Task.READY, key="T-900")
+    other = await sync_to_async(make_task)(status=Task.READY)  # another wave's
+    agent = await sync_to_async(make_agent)(name="wave-builder")
+    page = await watcher(f"wave&key={wave.pk}")
+    snapshot = await page.receive_from(timeout=5)
+    to_do = snapshot[
+        snapshot.index('id="column-to-do"') : snapshot.index('id="column-in-progress"')
+    ]
+    assert 'id="task-T-900"' in to_do and 'id="wave-title"' in snapshot
+    await asyncio.sleep(0.6)
+    while not await page.receive_nothing(timeout=0.3):
+        await page.receive_from()
+    await sync_to_async(other.assign)(agent=agent)  # not this wave's: no frame
+    await quiet_for(page, 0.6, 'id="tasks"')
+    await sync_to_async(task.assign)(agent=await sync_to_async(make_agent)(name="b2"))
+    frame = await frames_until(page, lambda f: 'id="tasks"' in f)
+    doing = frame[frame.index('id="column-in-progress"') : frame.index('id="column-in-review"')]
+    assert 'id="task-T-900"' in doing
+    await page.disconnect()

@@ -114,6 +114,7 @@ class LearningOut(Schema):
 class BootOut(Schema):
     agent: AgentOut
     session_id: int
+    session_number: int = Field(..., description="this session's number among the agent's own")
     task: TaskOut | None
     journal: list[JournalOut]
     inbox: list[MessageOut]

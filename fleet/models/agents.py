@@ -234,8 +234,13 @@ class Agent(StateMachine):
         )
 
     def resume(self, *, by: Any) -> Event:
+        # The status line it last reported ("stopped at budget cap") is about the stop
+        # this undoes: cleared, so the page does not say both "idle" and "stopped".
         return self._transition(
-            "resume", by=by, changes={"stop_reason": ""}, target=self._resting_status
+            "resume",
+            by=by,
+            changes={"stop_reason": "", "status_line": ""},
+            target=self._resting_status,
         )
 
 
@@ -255,6 +260,9 @@ class AgentSession(models.Model):
     END_REASONS = ["rotated", "budget", "timeout", "crashed", "stopped"]
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    # Counted per agent (session 1, 2, ... of this agent), as people and the agents'
+    # own narration count them; the primary key counts across the fleet.
+    number = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=16, blank=True, choices=[(r, r) for r in END_REASONS])
@@ -278,7 +286,17 @@ class AgentSession(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.agent} session {self.pk}"
+        return f"{self.agent} session {self.number}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.number:
+            # Sessions of one agent are made one at a time (one open session each, a
+            # database constraint), so the next number cannot be taken twice.
+            last = AgentSession.objects.filter(agent_id=self.agent_id).aggregate(
+                n=models.Max("number")
+            )["n"]
+            self.number = (last or 0) + 1
+        super().save(*args, **kwargs)
 
 
 class JournalEntry(models.Model):

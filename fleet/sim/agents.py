@@ -171,7 +171,8 @@ class SimAgent:
 
     def boot(self) -> dict:
         result = self.client.get("boot")
-        self.sessions += 1
+        # Fleet numbers sessions per agent, as its pages do; the count is a fallback.
+        self.sessions = result.get("session_number") or self.sessions + 1
         self.context = 8 + self.rng.randint(0, 6)
         digest = result.get("digest") or {}
         if result.get("task") and any(digest.values()):

@@ -13,7 +13,7 @@ from fleet.views.agents import (
     agent_spawn,
     agent_stop,
 )
-from fleet.views.budget import budget_page, spend_csv
+from fleet.views.budget import budget_cap, budget_page, spend_csv
 from fleet.views.fleet import activity, healthz, navigation, overview
 from fleet.views.plans import (
     plan_detail,
@@ -58,6 +58,7 @@ __all__ = [
     "agent_resume",
     "agent_revoke",
     "agent_spawn",
+    "budget_cap",
     "budget_page",
     "finding_resolve",
     "finding_verdict",

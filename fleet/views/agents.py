@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.db.models import Prefetch, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from fleet import budgets, live
@@ -17,6 +18,7 @@ from fleet import runtime as runtimes
 from fleet.models import (
     Agent,
     Checkpoint,
+    Event,
     Repository,
     Runtime,
     Task,
@@ -27,6 +29,7 @@ from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
 from fleet.runner.harnesses import CHOICES as HARNESS_CHOICES
 from fleet.spawn import SpawnError, spawn
 from fleet.views.live import live_snapshot
+from fleet.views.refusals import refused
 
 
 class SpawnForm(forms.Form):
@@ -146,6 +149,11 @@ def agent_revoke(request: HttpRequest, name: str) -> HttpResponse:
     if agent.token_revoked_at is None:
         agent.revoke_token(by=request.user)
         messages.success(request, f"The token of {agent.name} is revoked; its calls now get 401.")
+    else:
+        revoked = Event.objects.filter(agent=agent, kind="agent.token_revoked").first()
+        who = f" by {revoked.actor.split(':', 1)[-1]}" if revoked else ""
+        at = timezone.localtime(agent.token_revoked_at).strftime("%Y-%m-%d %H:%M:%S")
+        messages.info(request, f"The token of {agent.name} was already revoked{who} at {at}.")
     return redirect("fleet-agents")
 
 
@@ -158,7 +166,7 @@ def agent_resume(request: HttpRequest, name: str) -> HttpResponse:
     task = Task.objects.select_related("wave").filter(pk=agent.current_task_id).first()
     spent = budgets.spent_budgets(agent, task)
     if agent.status != Agent.STOPPED:
-        messages.error(request, f"{agent.name} is not stopped (it is {agent.status}).")
+        refused(request, "Not resumed", f"{agent.name} is not stopped", agent)
     elif spent:
         messages.error(
             request, f"Not resumed: {budgets.refusal(spent[0]).message}. Raise that cap first."
@@ -167,7 +175,7 @@ def agent_resume(request: HttpRequest, name: str) -> HttpResponse:
         try:
             agent.resume(by=request.user)
         except TransitionError as exc:
-            messages.error(request, f"Not resumed: {exc.message}")
+            refused(request, "Not resumed", exc.message, agent)
         else:
             messages.success(request, f"{agent.name} is resumed ({agent.status}).")
     return redirect("fleet-agent", name=agent.name)

@@ -9,16 +9,19 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.contrib import messages
 from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from fleet import budgets, charts
+from fleet.forms import CAP_SCOPES, CapForm
 from fleet.models import Budget, SpendEvent, Task
-from fleet.roles import ROLES, role_required
+from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
 from fleet.views.live import live_snapshot
 
 # The charts' windows: 24 hourly buckets, or 30 daily ones (``?by=day``).
@@ -185,15 +188,59 @@ def budget_context(key: str = "") -> dict[str, Any]:
     }
 
 
+def cap_scopes(user) -> tuple[str, ...]:
+    """The scopes this person may cap here: a manager any, a lead the waves."""
+    roles = user_roles(user)
+    if MANAGER in roles:
+        return CAP_SCOPES
+    return ("wave",) if LEAD in roles else ()
+
+
+def _page(request: HttpRequest, cap_form: CapForm | None = None, status: int = 200):
+    by = budget_key(request.GET.get("by", ""))
+    scopes = cap_scopes(request.user)
+    if cap_form is None and scopes:
+        cap_form = CapForm(scopes=scopes, initial={"target": request.GET.get("cap", "")})
+    return render(
+        request,
+        "fleet/budget.html",
+        {**budget_context(by), "cap_form": cap_form, "live_view": "budget", "live_key": by},
+        status=status,
+    )
+
+
 @require_GET
 @role_required(*ROLES)
 def budget_page(request: HttpRequest) -> HttpResponse:
-    by = budget_key(request.GET.get("by", ""))
     if request.GET.get("live"):
-        return live_snapshot("budget", by)
-    return render(
-        request, "fleet/budget.html", {**budget_context(by), "live_view": "budget", "live_key": by}
+        return live_snapshot("budget", budget_key(request.GET.get("by", "")))
+    return _page(request)
+
+
+@require_POST
+@role_required(LEAD, MANAGER)
+def budget_cap(request: HttpRequest) -> HttpResponse:
+    """Set one scope's cap (the fleet, a repository, a wave, an agent): what "Resume"
+    asks for when an agent stopped at a cap. Bad input is said on the form (400)."""
+    form = CapForm(request.POST, scopes=cap_scopes(request.user))
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    budget = form.save(by=request.user)
+    messages.success(
+        request,
+        f"The cap of {budgets.describe(budget)} is set: {_caps(budget)}."
+        + (" Agents stopped at it can be resumed now." if not budget.cap_reached else ""),
     )
+    return redirect(reverse("fleet-budget") + f"#budget-{budget.pk}")
+
+
+def _caps(budget: Budget) -> str:
+    parts = []
+    if budget.limit_usd is not None:
+        parts.append(charts.money(float(budget.limit_usd)))
+    if budget.limit_tokens is not None:
+        parts.append(f"{budget.limit_tokens} tokens")
+    return " and ".join(parts)
 
 
 class _Echo:

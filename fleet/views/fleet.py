@@ -29,6 +29,22 @@ NAVIGATION = [
     ("Budget", "fleet-budget", None),
     ("Activity", "fleet-activity", None),
 ]
+# Detail pages whose address is not under their section's: a task is planned in a
+# wave of a plan.
+SECTION_OF_PATH = {"/tasks/": "fleet-plans"}
+
+
+def _section(request: HttpRequest, items: list[tuple[str, str]]) -> str | None:
+    """The nav item a page belongs to: its own, or the one whose address its address
+    is under (a wave's page is under Plans, an agent's under Agents)."""
+    current = request.resolver_match.url_name if request.resolver_match else None
+    if any(name == current for name, _ in items):
+        return current
+    for prefix, name in SECTION_OF_PATH.items():
+        if request.path.startswith(prefix):
+            return name
+    under = [(url, name) for name, url in items if url != "/" and request.path.startswith(url)]
+    return max(under)[1] if under else None
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
@@ -37,11 +53,21 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     if user is None or not user.is_authenticated:
         return {}
     roles = user_roles(user)
-    current = request.resolver_match.url_name if request.resolver_match else None
-    items = [
-        {"label": label, "url": reverse(name), "active": name == current}
+    allowed_items = [
+        (label, name, reverse(name))
         for label, name, allowed in NAVIGATION
         if allowed is None or roles & set(allowed)
+    ]
+    section = _section(request, [(name, url) for _, name, url in allowed_items])
+    current = request.resolver_match.url_name if request.resolver_match else None
+    # aria-current: "page" on the section's own page, "true" on a page within it.
+    items = [
+        {
+            "label": label,
+            "url": url,
+            "active": ("page" if name == current else "true") if name == section else "",
+        }
+        for label, name, url in allowed_items
     ]
     return {"nav_items": items, "user_roles": sorted(roles)}
 

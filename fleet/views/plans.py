@@ -27,6 +27,8 @@ from fleet.forms import (
 )
 from fleet.models import Budget, CheckRun, Event, Plan, SharedFile, Task, TransitionError, Wave
 from fleet.roles import LEAD, MANAGER, ROLES, role_required, user_roles
+from fleet.views.live import live_snapshot
+from fleet.views.refusals import refused
 
 CENTS = Decimal("0.01")
 
@@ -97,16 +99,62 @@ def plan_detail(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def plan_repository(wave: Wave) -> str | None:
+    """The repository a new task of this wave most likely belongs to: the one most of
+    this wave's tasks use, else most of its plan's (None for a plan with no task yet)."""
+    for tasks in (Task.objects.filter(wave=wave), Task.objects.filter(wave__plan_id=wave.plan_id)):
+        top = (
+            tasks.values("repository__slug")
+            .annotate(n=Count("id"))
+            .order_by("-n", "repository__slug")
+            .first()
+        )
+        if top:
+            return top["repository__slug"]
+    return None
+
+
+# The wave's board: a column per stage of a task's life, each card badged with its
+# exact state. The last column shows only when a task of the wave ended there.
+WAVE_BOARD = [
+    ("To do", (Task.DRAFT, Task.READY)),
+    ("In progress", (Task.ASSIGNED, Task.WORKING, Task.CHANGES_REQUESTED)),
+    ("In review", (Task.IN_REVIEW,)),
+    ("Approved", (Task.APPROVED, Task.MERGING)),
+    ("Merged", (Task.MERGED,)),
+    ("Failed or cancelled", (Task.FAILED, Task.CANCELLED)),
+]
+
+
+def wave_board(tasks: list[Task]) -> list[dict[str, Any]]:
+    columns = [
+        {"label": label, "statuses": statuses, "tasks": [t for t in tasks if t.status in statuses]}
+        for label, statuses in WAVE_BOARD
+    ]
+    return [c for c in columns if c["tasks"] or Task.FAILED not in c["statuses"]]
+
+
+def wave_board_context(pk: int) -> dict[str, Any] | None:
+    """A wave page's live regions (its title with its state, its board), the same for
+    every viewer: lead-only controls are hidden by the page's role classes."""
+    wave = Wave.objects.select_related("plan", "drafted_by").filter(pk=pk).first()
+    if wave is None:
+        return None
+    tasks = list(wave.tasks.select_related("repository", "assignee", "drafted_by").order_by("key"))
+    return {
+        "wave": wave,
+        "plan": wave.plan,
+        "tasks": tasks,
+        "board": wave_board(tasks),
+        "other_waves": list(wave.plan.waves.exclude(pk=wave.pk).filter(status=Wave.DRAFT)),
+    }
+
+
 def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, Any]:
     planning.sync_shared(wave)
     approve_form = forms.get("approve_form") or ApproveForm()
     reasons = approve_form.data if approve_form.is_bound else {}
-    tasks = list(wave.tasks.select_related("repository", "assignee", "drafted_by").order_by("key"))
-    columns: dict[str, list[Task]] = {}
-    for status, label in Task.STATUS_CHOICES:
-        members = [t for t in tasks if t.status == status]
-        if members:
-            columns[label] = members
+    live = wave_board_context(wave.pk)
     budget = Budget.objects.filter(scope="wave", wave=wave).first()
     budget_form = forms.get("budget_form") or BudgetForm(
         initial={
@@ -117,10 +165,9 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
         else None
     )
     return {
-        "wave": wave,
-        "plan": wave.plan,
-        "tasks": tasks,
-        "board": columns,
+        **live,
+        "live_view": "wave",
+        "live_key": wave.pk,
         "matrix": planning.matrix(wave),
         "preflight": planning.preflight(
             wave,
@@ -131,9 +178,9 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
         else None,
         "budget": budget,
         "budget_form": budget_form,
-        "task_form": forms.get("task_form") or TaskForm(),
+        "task_form": forms.get("task_form")
+        or TaskForm(initial={"repository": plan_repository(wave)}),
         "approve_form": approve_form,
-        "other_waves": wave.plan.waves.exclude(pk=wave.pk).filter(status=Wave.DRAFT),
         "strategies": SharedFile.STRATEGY_CHOICES[1:],
         "checks": CheckRun.objects.filter(wave=wave).select_related("repository")[:10],
         "is_lead": LEAD in user_roles(request.user),
@@ -147,6 +194,8 @@ def _wave_context(request: HttpRequest, wave: Wave, **forms: Any) -> dict[str, A
 @role_required(*ROLES)
 def wave_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     wave = _wave(slug, number)
+    if request.GET.get("live"):
+        return live_snapshot("wave", str(wave.pk))
     return render(request, "fleet/wave.html", _wave_context(request, wave))
 
 
@@ -159,6 +208,10 @@ def wave_add_task(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         try:
             task = planning.add_task(form.save(commit=False), wave, by=request.user)
         except TransitionError as exc:
+            wave.refresh_from_db()
+            if wave.status != Wave.DRAFT:  # a stale page: the form is gone from it now
+                refused(request, "Not added", exc.message, wave)
+                return redirect(_wave_url(wave, "tasks"))
             form.add_error(None, exc.message)
         else:
             messages.success(request, f"{task.key} added to wave {wave.number}.")
@@ -181,7 +234,7 @@ def wave_decide(request: HttpRequest, slug: str, number: int, shared_id: int) ->
     try:
         moved = planning.decide(shared, strategy=strategy, task=task, by=request.user)
     except TransitionError as exc:
-        messages.error(request, f"Not decided: {exc.message}")
+        refused(request, "Not decided", exc.message, wave)
     else:
         if moved:
             target = Task.objects.get(pk=moved[0].pk).wave
@@ -203,18 +256,7 @@ def wave_budget(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     if not form.is_valid():
         context = _wave_context(request, wave, budget_form=form)
         return render(request, "fleet/wave.html", context, status=400)
-    budget = form.save(wave)
-    Event.objects.record(
-        "budget.set",
-        by=request.user,
-        wave=wave,
-        plan_id=wave.plan_id,
-        payload={
-            "scope": "wave",
-            "limit_usd": str(budget.limit_usd) if budget.limit_usd is not None else None,
-            "limit_tokens": budget.limit_tokens,
-        },
-    )
+    form.save(wave, by=request.user)
     messages.success(request, f"Budget for wave {wave.number} set.")
     return redirect(_wave_url(wave, "preflight"))
 
@@ -233,6 +275,10 @@ def wave_approve(request: HttpRequest, slug: str, number: int) -> HttpResponse:
                 crowd_reason=form.cleaned_data["crowd_reason"],
             )
         except TransitionError as exc:
+            wave.refresh_from_db()
+            if wave.status != Wave.DRAFT:  # approved (or more) meanwhile: a stale page
+                refused(request, "Not approved", "it is no longer a draft", wave)
+                return redirect(_wave_url(wave))
             form.add_error(None, exc.message)
         else:
             wave.refresh_from_db()
@@ -291,7 +337,7 @@ def task_move(request: HttpRequest, key: str) -> HttpResponse:
     try:
         planning.move_task(task, target, by=request.user)
     except TransitionError as exc:
-        messages.error(request, f"Not moved: {exc.message}")
+        refused(request, "Not moved", exc.message, task)
         return redirect(_wave_url(task.wave, "tasks"))
     messages.success(request, f"{task.key} moved to wave {target.number}.")
     return redirect(_wave_url(target, "tasks"))

@@ -12,14 +12,25 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from fleet import adjudication
+from fleet.models import Task
 from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
 from fleet.views.live import live_snapshot
+from fleet.views.refusals import refused
 
 ADJUDICATORS = (LEAD, REVIEWER)
 
 
 def can_adjudicate(user) -> bool:
     return bool(user_roles(user) & set(ADJUDICATORS))
+
+
+def _refused(request: HttpRequest, what: str, exc: Exception, finding_id: int) -> None:
+    """A refused verdict, with its task's state and last change when there is one."""
+    task = Task.objects.filter(reviews__findings__pk=finding_id).first()
+    if task is None:
+        messages.error(request, f"{what}: {exc}")
+    else:
+        refused(request, what, str(exc), task)
 
 
 def _back(request: HttpRequest) -> HttpResponse:
@@ -69,7 +80,7 @@ def finding_verdict(request: HttpRequest, finding_id: int) -> HttpResponse:
             by=request.user,
         )
     except adjudication.Refusal as exc:
-        messages.error(request, f"Not recorded: {exc}")
+        _refused(request, "Not recorded", exc, finding_id)
     else:
         messages.success(request, done)
     return _back(request)
@@ -81,5 +92,5 @@ def finding_resolve(request: HttpRequest, finding_id: int) -> HttpResponse:
     try:
         messages.success(request, adjudication.resolve(finding_id, by=request.user))
     except adjudication.Refusal as exc:
-        messages.error(request, f"Not resolved: {exc}")
+        _refused(request, "Not resolved", exc, finding_id)
     return _back(request)

@@ -39,6 +39,7 @@ from fleet.models import (
 from fleet.roles import LEAD, REVIEWER, ROLES, role_required, user_roles
 from fleet.runner import harnesses
 from fleet.views.live import live_snapshot
+from fleet.views.refusals import refused
 from fleet.views.reviews import can_adjudicate
 
 
@@ -197,7 +198,7 @@ def task_queue_merge(request: HttpRequest, key: str) -> HttpResponse:
     try:
         gates.queue_merge(task, by=request.user)
     except TransitionError as exc:
-        messages.error(request, f"Not queued: {exc.message}")
+        refused(request, "Not queued", exc.message, task)
     else:
         messages.success(request, f"{task.key} is queued for merging.")
     return redirect("fleet-task", key=key)
