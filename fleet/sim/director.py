@@ -45,7 +45,12 @@ BUILDERS = ("ivy", "jon", "kai", "liz", "mo", "nia", "oz", "pat")
 REVIEWERS = ("una", "vic", "wes", "xan")
 DOD_TEXT = "Tests cover the change"
 WAVE1_CAP = Decimal("25")
-WAVE2_CAP = Decimal("0.45")  # tight on purpose: the warning, then the stop
+# Tight on purpose: the warning, then the stop. Each working heartbeat costs the same
+# (``Persona.cost_per_beat``, $0.03), so the sixth in the wave crosses 80% and the
+# seventh reaches the cap whatever else a person moves into or out of the wave: its
+# docs task alone beats eight times, and its review three.
+WAVE2_CAP = Decimal("0.20")
+LATER_CAP = Decimal("10")  # a wave a person adds (a task sequenced into a new wave)
 RAISED_CAP = Decimal("5")
 RUN_ALLOWANCE = Decimal("5")  # added to a capped fleet budget for each run's spend
 LEAD = "sim-lead"  # the simulated person: its own account, so the log tells it apart
@@ -220,6 +225,7 @@ class Lead:
 
     def tick(self) -> None:
         for action in (
+            self.budget_waves,
             self.plan_waves,
             self.adjudicate,
             self.resolve,
@@ -231,6 +237,29 @@ class Lead:
                 action()
             except Exception as exc:  # one failed step must not stop the others
                 self.say(f"[lead] {action.__name__}: {exc}")
+
+    def budget_waves(self) -> None:
+        """A wave with no cap (one a person added, or a task sequenced into a new wave)
+        gets one: approval needs it. A cap a person set or removed is theirs."""
+        for wave in self.stage.plan.waves.filter(status=Wave.DRAFT).order_by("number"):
+            if Budget.objects.filter(scope="wave", wave=wave).filter(budgets.CAPPED).exists():
+                continue
+            if self.by_a_person(Event.objects.filter(kind="budget.set", wave=wave)):
+                continue
+            if not self.waited("budget", wave.pk):
+                continue
+            with transaction.atomic():
+                budget, _ = Budget.objects.get_or_create(scope="wave", wave=wave)
+                budget.limit_usd = LATER_CAP
+                budget.save(update_fields=["limit_usd"])
+                Event.objects.record(
+                    "budget.set",
+                    by=self.stage.lead,
+                    wave=wave,
+                    plan_id=self.stage.plan.pk,
+                    payload={"scope": "wave", "limit_usd": str(LATER_CAP)},
+                )
+            self.say(f"[lead] wave {wave.number} had no budget: capped at ${LATER_CAP}")
 
     def plan_waves(self) -> None:
         for wave in self.stage.plan.waves.filter(status=Wave.DRAFT).order_by("number"):
@@ -254,7 +283,13 @@ class Lead:
                     return
                 override = "wave 1 merged; its verification run can finish meanwhile"
             try:
-                planning.approve(wave, by=self.stage.lead, override_reason=override)
+                planning.approve(
+                    wave,
+                    by=self.stage.lead,
+                    override_reason=override,
+                    # Only read when a person moved tasks in past the rule of four.
+                    crowd_reason="the demo's sprint: its agents share no file",
+                )
             except TransitionError as exc:
                 self.once(f"[lead] wave {wave.number} not approved: {exc.message}")
                 return
@@ -359,6 +394,16 @@ class Lead:
                 continue
             agent.resume(by=self.stage.lead)
             self.say(f"[lead] resumed {agent.name}")
+
+
+def someone_signed_in() -> bool:
+    """A person holds a live session: signed in since the demo started, or still
+    signed in from before a restart (the simulated lead never signs in)."""
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    live = Session.objects.filter(expire_date__gt=timezone.now()).order_by("-expire_date")
+    return any(session.get_decoded().get("_auth_user_id") for session in live[:500])
 
 
 def finished(stage: Stage) -> bool:
