@@ -333,8 +333,15 @@ class Lead:
             tick = (task.dod_ticks or {}).get(DOD_TEXT)
             if tick and tick.get("commit") == task.head_sha:
                 continue
-            if self.by_a_person(Event.objects.filter(kind="task.dod_tick", task=task)):
-                continue  # a person ticked or unticked it: theirs to decide
+            last = Event.objects.filter(kind="task.dod_tick", task=task).order_by("-pk").first()
+            if (
+                last is not None
+                and self.by_a_person(Event.objects.filter(pk=last.pk))
+                and (not last.payload.get("ticked") or last.payload.get("commit") == task.head_sha)
+            ):
+                # A person's untick is theirs to undo; their tick holds for the commit
+                # they ticked, and a new commit (a fix, a rebase) needs ticking again.
+                continue
             if not self.waited("tick", task.pk, task.head_sha):
                 continue
             adjudication.tick(task, item=DOD_TEXT, ticked=True, by=self.stage.lead)
@@ -397,13 +404,16 @@ class Lead:
 
 
 def someone_signed_in() -> bool:
-    """A person holds a live session: signed in since the demo started, or still
-    signed in from before a restart (the simulated lead never signs in)."""
-    from django.contrib.sessions.models import Session
+    """A person signed in within a session's lifetime: since the demo started, or
+    still signed in from before a restart (the simulated lead never signs in). Read
+    from ``last_login``, which every sign-in sets, not from the sessions: they are
+    signed with the web server's key, not necessarily this process's."""
+    from datetime import timedelta
+
     from django.utils import timezone
 
-    live = Session.objects.filter(expire_date__gt=timezone.now()).order_by("-expire_date")
-    return any(session.get_decoded().get("_auth_user_id") for session in live[:500])
+    since = timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    return User.objects.filter(last_login__gte=since).exclude(username=LEAD).exists()
 
 
 def finished(stage: Stage) -> bool:
