@@ -27,7 +27,7 @@ from .test_live import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-PATIENCE = 6  # real seconds the simulated lead leaves each decision to people
+PATIENCE = 12  # real seconds the simulated lead leaves each decision to people
 
 
 def wait_for(find, seconds: float = 60):
@@ -141,7 +141,7 @@ def test_the_story_finishes_whatever_a_person_does(page, data_dir, settings, tmp
             plan = wait_for(lambda: Plan.objects.filter(slug__startswith="live-sprint-").first())
             # The stage is set and its agents are up, but nobody has signed in: the
             # simulated lead (patience 6 s) has not moved in three times that.
-            time.sleep(3 * PATIENCE)
+            time.sleep(1.5 * PATIENCE)
             assert not Event.objects.filter(plan=plan, kind__startswith="wave.").exists()
             assert plan.waves.get(number=1).status == Wave.DRAFT
 
