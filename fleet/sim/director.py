@@ -269,6 +269,19 @@ class Lead:
                 keeper = shared.tasks.filter(title=script.SEQUENCED[0]).first()
                 if keeper is None:
                     return  # not one the script knows: a person decides
+                if keeper.wave_id != wave.pk:
+                    # The keeper runs in an earlier wave, so this wave's task already
+                    # comes after it: it owns the path here. (Sequencing again would
+                    # move it on from wave to wave, each new one without a budget.)
+                    owner = shared.tasks.filter(wave=wave).order_by("key").first()
+                    planning.decide(
+                        shared, strategy=SharedFile.OWNER, task=owner, by=self.stage.lead
+                    )
+                    self.say(
+                        f"[lead] {shared.path}: {owner.key} owns it here "
+                        f"({keeper.key} has it in wave {keeper.wave.number})"
+                    )
+                    continue
                 moved = planning.decide(
                     shared, strategy=SharedFile.SEQUENCE, task=keeper, by=self.stage.lead
                 )
@@ -281,7 +294,9 @@ class Lead:
             if previous is not None and previous.status != Wave.VERIFIED:
                 if previous.status != Wave.MERGED or not self.waited("override", wave.pk):
                     return
-                override = "wave 1 merged; its verification run can finish meanwhile"
+                override = (
+                    f"wave {previous.number} merged; its verification run can finish meanwhile"
+                )
             try:
                 planning.approve(
                     wave,
