@@ -266,22 +266,24 @@ class Lead:
             if not self.waited("wave", wave.pk):
                 return
             for shared in SharedFile.objects.filter(wave=wave, strategy=""):
-                keeper = shared.tasks.filter(title=script.SEQUENCED[0]).first()
-                if keeper is None:
-                    return  # not one the script knows: a person decides
-                if keeper.wave_id != wave.pk:
-                    # The keeper runs in an earlier wave, so this wave's task already
-                    # comes after it: it owns the path here. (Sequencing again would
+                members = list(shared.tasks.select_related("wave").order_by("key"))
+                here = [t for t in members if t.wave_id == wave.pk]
+                before = [t for t in members if t.wave.number < wave.number]
+                if here and before:
+                    # Its other holder runs in an earlier wave, so this wave's task
+                    # already comes after it: it owns the path here. (Sequencing would
                     # move it on from wave to wave, each new one without a budget.)
-                    owner = shared.tasks.filter(wave=wave).order_by("key").first()
                     planning.decide(
-                        shared, strategy=SharedFile.OWNER, task=owner, by=self.stage.lead
+                        shared, strategy=SharedFile.OWNER, task=here[0], by=self.stage.lead
                     )
                     self.say(
-                        f"[lead] {shared.path}: {owner.key} owns it here "
-                        f"({keeper.key} has it in wave {keeper.wave.number})"
+                        f"[lead] {shared.path}: {here[0].key} owns it here "
+                        f"({before[0].key} has it in wave {before[0].wave.number})"
                     )
                     continue
+                keeper = next((t for t in here if t.title == script.SEQUENCED[0]), None)
+                if keeper is None:
+                    return  # not one the script knows: a person decides
                 moved = planning.decide(
                     shared, strategy=SharedFile.SEQUENCE, task=keeper, by=self.stage.lead
                 )

@@ -130,7 +130,7 @@ def test_the_story_finishes_whatever_a_person_does(page, data_dir, settings, tmp
                 "speed": 20,
                 "seed": 7,
                 "patience": PATIENCE,
-                "duration": 400,
+                "duration": 600,
                 "start": "sign-in",
                 "json_path": str(report),
                 "stdout": log.open("w"),
@@ -157,7 +157,7 @@ def test_the_story_finishes_whatever_a_person_does(page, data_dir, settings, tmp
             client = Client()
             client.force_login(person)
             acting = Person(plan, client)
-            deadline = time.monotonic() + 400
+            deadline = time.monotonic() + 600
             while simulation.is_alive() and time.monotonic() < deadline:
                 acting.act()
                 time.sleep(0.3)
