@@ -231,6 +231,7 @@ class Lead:
             self.resolve,
             self.tick_checklists,
             self.rebase_stale,
+            self.merge_green,
             self.raise_caps,
         ):
             try:
@@ -384,6 +385,29 @@ class Lead:
             if not ok:
                 self.failed.add(attempt)  # tried once for this head: the builder's now
             self.say(f"[lead] {task.key}: {message}")
+
+    def merge_green(self) -> None:
+        """Press Merge on a task whose gates are all green in a wave that does not
+        merge by itself (one a person added: new waves start without auto-merge)."""
+        queued = MergeRequest.objects.filter(result=MergeRequest.PENDING).values("task_id")
+        waiting = (
+            self._plan_tasks()
+            .filter(status__in=gates.WAITING, wave__auto_merge=False)
+            .exclude(pk__in=queued)
+            .exclude(head_sha="")
+            .select_related("repository", "wave")
+        )
+        for task in waiting:
+            if not task.gates or not all(g["ok"] for g in task.gates):
+                continue
+            if not self.waited("merge", task.pk, task.head_sha):
+                continue
+            try:
+                gates.queue_merge(task, by=self.stage.lead)
+            except TransitionError as exc:
+                self.once(f"[lead] {task.key} not queued: {exc.message}")
+                continue
+            self.say(f"[lead] {task.key}: all gates green, queued for merging")
 
     def raise_caps(self) -> None:
         spent = Budget.objects.filter(scope="wave", wave__plan=self.stage.plan).filter(
