@@ -400,6 +400,8 @@ class Lead:
         for task in waiting:
             if not task.gates or not all(g["ok"] for g in task.gates):
                 continue
+            if self.by_a_person(Event.objects.filter(kind="wave.auto_merge", wave=task.wave)):
+                continue  # a person turned auto-merge off: they merge this wave
             if not self.waited("merge", task.pk, task.head_sha):
                 continue
             try:
