@@ -59,11 +59,13 @@ clis: $(TOOLS)/.installed
 
 run: venv
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py fleet_demo
+	@# The living demo brings its own fleet: seed the static one only without it.
+	$(PY) manage.py fleet_demo $(if $(filter 0,$(FLEET_DEMO)),,--logins-only)
 	@echo
 	@echo "Fleet is starting on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server, the worker and the demo)"
 	@if [ "$(FLEET_DEMO)" != 0 ]; then \
 	  echo "The living demo plays too (simulated agents, speed x$(DEMO_SPEED)); FLEET_DEMO=0 turns it off."; \
+	  echo "Its story starts when you sign in (FLEET_DEMO_START=now: at once)."; \
 	  export FLEET_HEARTBEAT_TTL=$${FLEET_HEARTBEAT_TTL:-30} FLEET_LEASE_TTL=$${FLEET_LEASE_TTL:-45} \
 	    FLEET_HEARTBEAT_INTERVAL=$${FLEET_HEARTBEAT_INTERVAL:-10} FLEET_WORKER_INTERVAL=$${FLEET_WORKER_INTERVAL:-2}; \
 	fi; \

@@ -131,9 +131,13 @@ def ensure_repository() -> Repository:
     return repository
 
 
-def seed() -> tuple[bool, list[Login]]:
-    """Create the demo fleet if it is not there yet. Returns (created, logins)."""
+def seed(*, fleet: bool = True) -> tuple[bool, list[Login]]:
+    """Create the demo fleet if it is not there yet. Returns (created, logins).
+    ``fleet=False``: the demo logins only (``make run``'s living demo brings its own
+    fleet; a static one beside it would go stale with nothing animating it)."""
     logins = ensure_users()
+    if not fleet:
+        return False, logins
     repository = ensure_repository()
     if Plan.objects.filter(slug=PLAN_SLUG).exists():
         return False, logins

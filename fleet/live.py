@@ -593,8 +593,11 @@ def pulse(agent: dict[str, Any], now=None) -> str:
     get = agent.get
     pk, status, last = get("pk"), get("status"), get("last_heartbeat_at")
     seconds = None if last is None else (now - last).total_seconds()
+    # A freshly spawned agent has not beaten yet: that is news, not a silence (the
+    # stale sweep gives it the heartbeat TTL from its spawn before calling it silent).
+    newborn = last is None and status != Agent.STALE
     health, rotate, context = (
-        heartbeat_health(status, seconds),
+        "off" if newborn else heartbeat_health(status, seconds),
         settings.FLEET_CONTEXT_ROTATE_PCT,
         get("context_pct"),
     )
@@ -609,7 +612,7 @@ def pulse(agent: dict[str, Any], now=None) -> str:
         '<dt>Spend</dt><dd class="spend spend-{}">${}{}</dd></dl>{}</div>',
         pk,
         health,
-        age(seconds),
+        "none yet" if newborn else age(seconds),
         rotate,
         rotate,
         rotate,

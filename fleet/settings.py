@@ -310,6 +310,8 @@ FLEET_RUNNER_INTERVAL = float(
 FLEET_RUNNER_MAX_RESTARTS = env_int("FLEET_RUNNER_MAX_RESTARTS", 3)
 FLEET_TMUX_SOCKET = os.environ.get("FLEET_TMUX_SOCKET", "")
 FLEET_PUBLIC_URL = os.environ.get("FLEET_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# The living demo's story starts when a person signs in ("sign-in"), or at once ("now").
+FLEET_DEMO_START = os.environ.get("FLEET_DEMO_START", "sign-in")
 FLEET_PORTS_FROM = env_int("FLEET_PORTS_FROM", 20000)  # agents' dev-server port blocks
 FLEET_PORTS_PER_AGENT = env_int("FLEET_PORTS_PER_AGENT", 10)
 # Heartbeats (batched) and claims through the lean ASGI routes (fleet.api.fastpath); 0

@@ -165,3 +165,16 @@ def test_the_demo_shows_an_approved_wave_and_a_shared_file_to_resolve(client, da
     wave2 = client.get("/plans/demo-sprint/waves/2/").content.decode()
     assert "shop/routes.py" in wave2 and "1 unresolved" in wave2
     assert "wave 1 is running, not verified" in wave2
+
+
+def test_make_runs_living_demo_gets_the_logins_and_no_static_fleet(data_dir):
+    """With the living demo (``make run``) only the people are seeded: no static
+    fleet beside it whose agents go stale with nothing animating them."""
+    out = StringIO()
+    call_command("fleet_demo", logins_only=True, stdout=out)
+    assert set(User.objects.values_list("username", flat=True)) == {"lead", "reviewer", "manager"}
+    assert not Agent.objects.exists() and not Plan.objects.exists()
+    assert not Repository.objects.exists()
+    assert "lead " in out.getvalue()  # the logins are printed all the same
+    call_command("fleet_demo", stdout=StringIO())  # FLEET_DEMO=0: the static seed
+    assert Plan.objects.filter(slug="demo-sprint").exists()

@@ -231,6 +231,14 @@ def test_a_pulse_shows_spend_against_the_budget():
     assert "spend-none" in live.pulses([make_agent().pk])
 
 
+def test_a_freshly_spawned_agent_has_no_heartbeat_yet_not_never():
+    newborn = make_agent(last_heartbeat_at=None)
+    html = live.pulses([newborn.pk])
+    assert "none yet" in html and "never" not in html and "hb-red" not in html
+    newborn.mark_stale()  # silent past the TTL since its spawn: now it is news
+    assert "hb-red" in live.pulses([newborn.pk])
+
+
 def test_events_of_one_request_share_its_correlation_id(client, settings):
     settings.FLEET_TRUST_REQUEST_ID = True  # behind a proxy that sets X-Request-ID
     api = AgentClient(client, make_agent().issue_token())

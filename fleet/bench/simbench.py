@@ -53,6 +53,7 @@ def run(
                         f"--reviewers={reviewers}",
                         f"--seed={seed}",
                         "--patience=1",
+                        "--start=now",
                         f"--duration={duration}",
                         f"--json={report}",
                     ],

@@ -86,6 +86,7 @@ def run(
                                 f"--url={server.url}",
                                 f"--speed={speed}",
                                 "--patience=1",
+                                "--start=now",
                                 f"--duration={max(10, seconds - elapsed)}",
                                 f"--json={workdir / 'simulation.json'}",
                             ],

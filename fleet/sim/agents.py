@@ -62,7 +62,9 @@ class Persona:
     token: str
     context_step: int = 4  # context points per unit of work
     silent_after: int | None = None  # units of work on its first task, then silence
-    cost_per_beat: float = 0.03  # USD a heartbeat reports
+    # USD a working heartbeat reports: always the same, so a wave's spend follows its
+    # work (the demo's cap stop must happen whoever decides what when).
+    cost_per_beat: float = 0.03
 
 
 class LostLease(Exception):
@@ -183,7 +185,7 @@ class SimAgent:
         return result
 
     def beat(self, status: str, *, spend: bool = True) -> dict:
-        cost = self.persona.cost_per_beat * (0.5 + self.rng.random()) if spend else 0.0
+        cost = self.persona.cost_per_beat if spend else 0.0
         body = {
             "context_pct": min(self.context, 100),
             "status_line": status[:200],

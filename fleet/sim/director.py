@@ -45,7 +45,12 @@ BUILDERS = ("ivy", "jon", "kai", "liz", "mo", "nia", "oz", "pat")
 REVIEWERS = ("una", "vic", "wes", "xan")
 DOD_TEXT = "Tests cover the change"
 WAVE1_CAP = Decimal("25")
-WAVE2_CAP = Decimal("0.45")  # tight on purpose: the warning, then the stop
+# Tight on purpose: the warning, then the stop. Each working heartbeat costs the same
+# (``Persona.cost_per_beat``, $0.03), so the sixth in the wave crosses 80% and the
+# seventh reaches the cap whatever else a person moves into or out of the wave: its
+# docs task alone beats eight times, and its review three.
+WAVE2_CAP = Decimal("0.20")
+LATER_CAP = Decimal("10")  # a wave a person adds (a task sequenced into a new wave)
 RAISED_CAP = Decimal("5")
 RUN_ALLOWANCE = Decimal("5")  # added to a capped fleet budget for each run's spend
 LEAD = "sim-lead"  # the simulated person: its own account, so the log tells it apart
@@ -220,11 +225,13 @@ class Lead:
 
     def tick(self) -> None:
         for action in (
+            self.budget_waves,
             self.plan_waves,
             self.adjudicate,
             self.resolve,
             self.tick_checklists,
             self.rebase_stale,
+            self.merge_green,
             self.raise_caps,
         ):
             try:
@@ -232,12 +239,50 @@ class Lead:
             except Exception as exc:  # one failed step must not stop the others
                 self.say(f"[lead] {action.__name__}: {exc}")
 
+    def budget_waves(self) -> None:
+        """A wave with no cap (one a person added, or a task sequenced into a new wave)
+        gets one: approval needs it. A cap a person set or removed is theirs."""
+        for wave in self.stage.plan.waves.filter(status=Wave.DRAFT).order_by("number"):
+            if Budget.objects.filter(scope="wave", wave=wave).filter(budgets.CAPPED).exists():
+                continue
+            if self.by_a_person(Event.objects.filter(kind="budget.set", wave=wave)):
+                continue
+            if not self.waited("budget", wave.pk):
+                continue
+            with transaction.atomic():
+                budget, _ = Budget.objects.get_or_create(scope="wave", wave=wave)
+                budget.limit_usd = LATER_CAP
+                budget.save(update_fields=["limit_usd"])
+                Event.objects.record(
+                    "budget.set",
+                    by=self.stage.lead,
+                    wave=wave,
+                    plan_id=self.stage.plan.pk,
+                    payload={"scope": "wave", "limit_usd": str(LATER_CAP)},
+                )
+            self.say(f"[lead] wave {wave.number} had no budget: capped at ${LATER_CAP}")
+
     def plan_waves(self) -> None:
         for wave in self.stage.plan.waves.filter(status=Wave.DRAFT).order_by("number"):
             if not self.waited("wave", wave.pk):
                 return
             for shared in SharedFile.objects.filter(wave=wave, strategy=""):
-                keeper = shared.tasks.filter(title=script.SEQUENCED[0]).first()
+                members = list(shared.tasks.select_related("wave").order_by("key"))
+                here = [t for t in members if t.wave_id == wave.pk]
+                before = [t for t in members if t.wave.number < wave.number]
+                if here and before:
+                    # Its other holder runs in an earlier wave, so this wave's task
+                    # already comes after it: it owns the path here. (Sequencing would
+                    # move it on from wave to wave, each new one without a budget.)
+                    planning.decide(
+                        shared, strategy=SharedFile.OWNER, task=here[0], by=self.stage.lead
+                    )
+                    self.say(
+                        f"[lead] {shared.path}: {here[0].key} owns it here "
+                        f"({before[0].key} has it in wave {before[0].wave.number})"
+                    )
+                    continue
+                keeper = next((t for t in here if t.title == script.SEQUENCED[0]), None)
                 if keeper is None:
                     return  # not one the script knows: a person decides
                 moved = planning.decide(
@@ -252,9 +297,17 @@ class Lead:
             if previous is not None and previous.status != Wave.VERIFIED:
                 if previous.status != Wave.MERGED or not self.waited("override", wave.pk):
                     return
-                override = "wave 1 merged; its verification run can finish meanwhile"
+                override = (
+                    f"wave {previous.number} merged; its verification run can finish meanwhile"
+                )
             try:
-                planning.approve(wave, by=self.stage.lead, override_reason=override)
+                planning.approve(
+                    wave,
+                    by=self.stage.lead,
+                    override_reason=override,
+                    # Only read when a person moved tasks in past the rule of four.
+                    crowd_reason="the demo's sprint: its agents share no file",
+                )
             except TransitionError as exc:
                 self.once(f"[lead] wave {wave.number} not approved: {exc.message}")
                 return
@@ -298,8 +351,15 @@ class Lead:
             tick = (task.dod_ticks or {}).get(DOD_TEXT)
             if tick and tick.get("commit") == task.head_sha:
                 continue
-            if self.by_a_person(Event.objects.filter(kind="task.dod_tick", task=task)):
-                continue  # a person ticked or unticked it: theirs to decide
+            last = Event.objects.filter(kind="task.dod_tick", task=task).order_by("-pk").first()
+            if (
+                last is not None
+                and self.by_a_person(Event.objects.filter(pk=last.pk))
+                and (not last.payload.get("ticked") or last.payload.get("commit") == task.head_sha)
+            ):
+                # A person's untick is theirs to undo; their tick holds for the commit
+                # they ticked, and a new commit (a fix, a rebase) needs ticking again.
+                continue
             if not self.waited("tick", task.pk, task.head_sha):
                 continue
             adjudication.tick(task, item=DOD_TEXT, ticked=True, by=self.stage.lead)
@@ -325,6 +385,31 @@ class Lead:
             if not ok:
                 self.failed.add(attempt)  # tried once for this head: the builder's now
             self.say(f"[lead] {task.key}: {message}")
+
+    def merge_green(self) -> None:
+        """Press Merge on a task whose gates are all green in a wave that does not
+        merge by itself (one a person added: new waves start without auto-merge)."""
+        queued = MergeRequest.objects.filter(result=MergeRequest.PENDING).values("task_id")
+        waiting = (
+            self._plan_tasks()
+            .filter(status__in=gates.WAITING, wave__auto_merge=False)
+            .exclude(pk__in=queued)
+            .exclude(head_sha="")
+            .select_related("repository", "wave")
+        )
+        for task in waiting:
+            if not task.gates or not all(g["ok"] for g in task.gates):
+                continue
+            if self.by_a_person(Event.objects.filter(kind="wave.auto_merge", wave=task.wave)):
+                continue  # a person turned auto-merge off: they merge this wave
+            if not self.waited("merge", task.pk, task.head_sha):
+                continue
+            try:
+                gates.queue_merge(task, by=self.stage.lead)
+            except TransitionError as exc:
+                self.once(f"[lead] {task.key} not queued: {exc.message}")
+                continue
+            self.say(f"[lead] {task.key}: all gates green, queued for merging")
 
     def raise_caps(self) -> None:
         spent = Budget.objects.filter(scope="wave", wave__plan=self.stage.plan).filter(
@@ -359,6 +444,19 @@ class Lead:
                 continue
             agent.resume(by=self.stage.lead)
             self.say(f"[lead] resumed {agent.name}")
+
+
+def someone_signed_in() -> bool:
+    """A person signed in within a session's lifetime: since the demo started, or
+    still signed in from before a restart (the simulated lead never signs in). Read
+    from ``last_login``, which every sign-in sets, not from the sessions: they are
+    signed with the web server's key, not necessarily this process's."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    since = timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    return User.objects.filter(last_login__gte=since).exclude(username=LEAD).exists()
 
 
 def finished(stage: Stage) -> bool:

@@ -28,9 +28,13 @@ def play(
     say: Callable[[str], None] = print,
     stop: threading.Event | None = None,
     under_runner: bool = False,
+    wait_for_people: bool = False,
 ) -> dict[str, Any]:
     """``under_runner``: each agent is a CLI a runner starts in tmux (as real agents
-    are), not a child process of this one; the run's figures then cover the lead only."""
+    are), not a child process of this one; the run's figures then cover the lead only.
+    ``wait_for_people``: the agents start (and idle: no wave is approved) at once, but
+    the story (the lead's first move, ``duration``, the timeline) starts when a person
+    signs in, so a newcomer sees it from the start."""
     stop = stop or threading.Event()
     context = multiprocessing.get_context("spawn")
     halt, out = context.Event(), context.Queue()
@@ -65,12 +69,32 @@ def play(
                 finished[item["name"]] = item
 
     started = time.monotonic()
+    story: float | None = None  # when the story started (a person signed in)
+    timeline: dict[str, float] = {}  # seconds from the story's start to each step
+    looked = 0.0
+    if wait_for_people:
+        say("the story starts when a person signs in (FLEET_DEMO_START=now: at once)")
     try:
-        while time.monotonic() - started < duration and not stop.is_set():
+        while not stop.is_set():
+            now = time.monotonic()
+            if story is None:
+                if wait_for_people and not director.someone_signed_in():
+                    drain()
+                    stop.wait(1.0)
+                    continue
+                story = now
+                if wait_for_people:
+                    say(f"a person signed in: the story starts ({now - started:.0f} s after setup)")
+            if now - story >= duration:
+                break
             if lead:
                 person.tick()
             drain()
+            if now - looked >= 2:
+                looked = now
+                note_steps(stage, timeline, now - story)
             if director.finished(stage):
+                timeline.setdefault("finished", round(time.monotonic() - story, 1))
                 say("every task of the plan is merged")
                 break
             stop.wait(min(1.0, 2 / speed))
@@ -94,13 +118,18 @@ def play(
             # Nobody wants these sessions any more: the runner ends them.
             Runtime.objects.filter(agent_id__in=stage.agent_ids).delete()
     calls = [tuple(call) for item in finished.values() for call in item["calls"]]
+    steps = director.report(stage)
+    if story is not None:
+        note_steps(stage, timeline, time.monotonic() - story, steps=steps)
     return {
         "run": stage.run,
         "plan": stage.plan.slug,
         "repository": stage.repository.slug,
         "seconds": round(time.monotonic() - started, 1),
+        "waited_for_people": round((story or time.monotonic()) - started, 1),
         "finished": director.finished(stage),
-        "steps": director.report(stage),
+        "steps": steps,
+        "timeline": timeline,
         "agents": {
             name: {"crashed": item["crashed"], "django_loaded": item["django_loaded"]}
             for name, item in finished.items()
@@ -109,6 +138,20 @@ def play(
         "agent_errors": {name: item["errors"] for name, item in finished.items() if item["errors"]},
         "api": api_figures(calls, time.monotonic() - started),
     }
+
+
+def note_steps(
+    stage: director.Stage,
+    timeline: dict[str, float],
+    seconds: float,
+    *,
+    steps: dict[str, dict] | None = None,
+) -> None:
+    """Record the seconds since the story's start at which each step is first seen
+    (looked at every couple of seconds: that is the figures' precision)."""
+    for name, step in (steps or director.report(stage)).items():
+        if step["ok"] and name not in timeline:
+            timeline[name] = round(seconds, 1)
 
 
 def hand_to_runner(stage: director.Stage, *, url: str, speed: float, seed: int) -> None:

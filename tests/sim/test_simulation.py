@@ -35,6 +35,7 @@ def test_a_seeded_simulation_plays_every_step(data_dir, settings, tmp_path):
             seed=7,
             patience=1,
             duration=240,
+            start="now",
             json_path=str(report),
             stdout=(tmp_path / "sim.log").open("w"),
         )

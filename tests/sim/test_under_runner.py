@@ -45,6 +45,7 @@ def test_the_demo_runs_its_agents_under_the_runner(data_dir, settings, tmp_path)
                 patience=1,
                 duration=200,
                 under_runner=True,
+                start="now",
                 json_path=str(report),
                 stdout=(tmp_path / "sim.log").open("w"),
             )

@@ -2,7 +2,8 @@
 
 Sets up a fresh repository and a two-wave plan, starts builders and reviewers that
 work only through the HTTP API of a running Fleet (``--url``) and git, plays a
-patient lead, and prints which steps of the scenario happened.
+patient lead, and prints which steps of the scenario happened and when. The story
+starts when a person signs in (``--start now``: at once).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class Command(BaseCommand):
             action="store_true",
             help="the agents run as CLIs a runner starts in tmux (as `make run` does)",
         )
+        parser.add_argument(
+            "--start",
+            choices=("sign-in", "now"),
+            default="now" if settings.FLEET_DEMO_START == "now" else "sign-in",
+            help="start the story when a person signs in (default; FLEET_DEMO_START) or now",
+        )
         parser.add_argument("--wait", type=float, default=60, help="seconds to wait for --url")
         parser.add_argument("--json", dest="json_path", help="where to write the step report")
 
@@ -92,6 +99,7 @@ class Command(BaseCommand):
             say=say,
             stop=stop,
             under_runner=options["under_runner"],
+            wait_for_people=options["start"] == "sign-in",
         )
         self.stdout.write(self.table(results))
         path = options["json_path"] or (
@@ -103,11 +111,15 @@ class Command(BaseCommand):
 
     def table(self, results: dict[str, Any]) -> str:
         lines = [f"\nScenario (run {results['run']}, {results['seconds']} s):"]
-        for step in results["steps"].values():
+        timeline = results.get("timeline", {})
+        for name, step in results["steps"].items():
             mark = "✓" if step["ok"] else "·"
+            at = f" (at {timeline[name]:g} s)" if name in timeline else ""
             lines.append(
-                f"  {mark} {step['what']}" + (f" — {step['detail']}" if step["detail"] else "")
+                f"  {mark} {step['what']}{at}" + (f" — {step['detail']}" if step["detail"] else "")
             )
+        if "finished" in timeline:
+            lines.append(f"  the plan was merged {timeline['finished']:g} s after the start")
         return "\n".join(lines)
 
     def _wait_for(self, url: str, seconds: float) -> None:
