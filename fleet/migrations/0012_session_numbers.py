@@ -17,7 +17,7 @@ def number_sessions(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("fleet", "0010_runners"),
+        ("fleet", "0011_merge_batches"),
     ]
 
     operations = [
