@@ -17,7 +17,16 @@ from fleet.models.agents import (
     hash_token,
 )
 from fleet.models.base import Event, StateMachine, TransitionError
-from fleet.models.review import CheckRun, Finding, MergeRequest, Review, WebhookDelivery
+from fleet.models.review import (
+    CheckRun,
+    FileViewed,
+    Finding,
+    MergeRequest,
+    Review,
+    ReviewComment,
+    ReviewPrefs,
+    WebhookDelivery,
+)
 from fleet.models.runtime import Runner, Runtime
 from fleet.models.spend import Budget, Caps, Checkpoint, ModelPrice, SpendEvent
 from fleet.models.work import FileClaim, Plan, Repository, SharedFile, Task, Wave, slug_validator
@@ -31,6 +40,7 @@ __all__ = [
     "Checkpoint",
     "Event",
     "FileClaim",
+    "FileViewed",
     "Finding",
     "JournalEntry",
     "Learning",
@@ -43,6 +53,8 @@ __all__ = [
     "Plan",
     "Repository",
     "Review",
+    "ReviewComment",
+    "ReviewPrefs",
     "SharedFile",
     "SpendEvent",
     "StateMachine",

@@ -26,3 +26,11 @@ def agent_pulse(agent) -> str:
     from fleet.live import PULSE_FIELDS, pulse
 
     return pulse({name: getattr(agent, name, None) for name in (*PULSE_FIELDS, "budget_usd")})
+
+
+@register.filter
+def file_anchor(path: str) -> str:
+    """The element id of a file in the task page's diff."""
+    from fleet.workspace import file_id
+
+    return file_id(path)
