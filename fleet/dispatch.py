@@ -33,6 +33,7 @@ from fleet.models import (
     Learning,
     Message,
     Review,
+    ReviewComment,
     Task,
     TransitionError,
 )
@@ -439,9 +440,14 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
             .filter(task=task, status=Review.OPEN, reviewer__isnull=True)
             .first()
         )
-        fixing = Finding.objects.filter(
-            review__task=task, verdict=Finding.ACCEPTED, resolved_in_commit=""
-        ).exists()
+        # What people sent back (accepted findings, their own comments) people check
+        # against the new diff: no new AI review unless a lead asks for one.
+        fixing = (
+            Finding.objects.filter(
+                review__task=task, verdict=Finding.ACCEPTED, resolved_in_commit=""
+            ).exists()
+            or task.comments.filter(state=ReviewComment.SENT).exists()
+        )
         if review is not None:
             review.commit_sha = commit
             review.save(update_fields=["commit_sha"])

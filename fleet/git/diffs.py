@@ -3,6 +3,7 @@ old and new line numbers, for the review workspace. Plain data, no Django."""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -88,9 +89,10 @@ def _old_before(hunk: Hunk, target: Line) -> int:
 
 
 def _unquote(path: str) -> str:
-    """git quotes paths with unusual characters ("a/x\\ty"); keep such paths readable."""
+    """git quotes paths with unusual characters ("a/\\303\\274"); spell them out."""
     if path.startswith('"') and path.endswith('"'):
-        return path[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+        raw = codecs.escape_decode(path[1:-1].encode())[0]  # octal escapes are UTF-8 bytes
+        return raw.decode("utf-8", "replace")
     return path
 
 
@@ -124,10 +126,13 @@ def parse(diff: str) -> list[DiffFile]:
                     file.path = file.old_path
                 elif raw.startswith("Binary files") or raw.startswith("GIT binary patch"):
                     file.status = "binary"
-                elif raw.startswith("+++ ") and raw[4:] != "/dev/null":
-                    file.path = _unquote(raw[4:])[2:]
-                elif raw.startswith("--- ") and raw[4:] != "/dev/null":
-                    file.old_path = _unquote(raw[4:])[2:]
+                elif raw.startswith(("+++ ", "--- ")):
+                    # git ends a path holding a space with a tab
+                    name = raw[4:].rstrip("\t")
+                    if name != "/dev/null" and raw[0] == "+":
+                        file.path = _unquote(name)[2:]
+                    elif name != "/dev/null":
+                        file.old_path = _unquote(name)[2:]
             hunk = HUNK.match(raw)
             if hunk:
                 current = Hunk(header=raw)
