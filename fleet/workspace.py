@@ -222,6 +222,7 @@ def files(
                 "patch_hash": file.patch_hash,
                 "viewed": viewed.get(file.path) == file.patch_hash,
                 "deferred": deferred,
+                "large": file.changed > LARGE_FILE,
                 "query": urlencode({"path": file.path, "base": base, "head": head}),
                 "hunks": [] if deferred else render_file(file, split=split),
             }
