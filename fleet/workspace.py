@@ -4,6 +4,7 @@ as threads at the lines they name, and the comments' way back to the builder."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +31,12 @@ from fleet.models import (
     TransitionError,
 )
 
-# Files past the first EAGER_FILES, and any file changing more than LARGE_FILE lines,
-# are loaded when opened (one request per file): a 5,000-line diff stays responsive.
+# The first screen renders files until EAGER_LINES changed lines (at most EAGER_FILES
+# files); the rest load as they scroll into view, and any file changing more than
+# LARGE_FILE lines when opened (one request per file): a 5,000-line diff stays
+# responsive.
 EAGER_FILES = 25
+EAGER_LINES = 1000
 LARGE_FILE = 400
 SNIPPET_CONTEXT = 2  # lines around an outdated thread's code
 
@@ -42,11 +46,22 @@ def file_id(path: str) -> str:
     return "f-" + hashlib.sha1(path.encode(), usedforsecurity=False).hexdigest()[:10]
 
 
-def _lexer(path: str):
+@functools.lru_cache(maxsize=256)
+def _lexer_for(name: str):
+    # Finding a lexer by file name walks every lexer Pygments has: once per kind of name.
     try:
-        return get_lexer_for_filename(path, stripnl=False, ensurenl=False)
+        return get_lexer_for_filename(name, stripnl=False, ensurenl=False)
     except ClassNotFound:
         return TextLexer(stripnl=False, ensurenl=False)
+
+
+def _lexer(path: str):
+    name = path.rsplit("/", 1)[-1]
+    suffix = name.rsplit(".", 1)[-1] if "." in name else name
+    return _lexer_for(f"x.{suffix}" if "." in name else name)
+
+
+FORMATTER = HtmlFormatter(nowrap=True)
 
 
 def highlighted_lines(path: str, texts: list[str]) -> list[str]:
@@ -55,46 +70,70 @@ def highlighted_lines(path: str, texts: list[str]) -> list[str]:
     spans at each line end, so the output splits back into the same lines."""
     if not texts:
         return []
-    html = highlight("\n".join(texts) + "\n", _lexer(path), HtmlFormatter(nowrap=True))
+    html = highlight("\n".join(texts) + "\n", _lexer(path), FORMATTER)
     lines = html.split("\n")[: len(texts)]
     lines += [""] * (len(texts) - len(lines))
     return [mark_safe(line) for line in lines]  # Pygments escapes the text it is given
 
 
-def _cell(fid: str, line: diffs.Line | None, html: dict[int, str]) -> dict[str, Any] | None:
-    if line is None:
-        return None
-    return {
-        "kind": {" ": "ctx", "+": "add", "-": "del"}[line.kind],
-        "old": line.old,
-        "new": line.new,
-        "html": html[id(line)],
-        "slot": f"{fid}-n{line.new}" if line.new is not None else f"{fid}-o{line.old}",
-    }
+KINDS = {diffs.CONTEXT: "ctx", diffs.ADDED: "add", diffs.REMOVED: "del"}
+
+
+def _slot(fid: str, line: diffs.Line) -> str:
+    return f"{fid}-n{line.new}" if line.new is not None else f"{fid}-o{line.old}"
+
+
+def _num(side: str, number: int | None) -> str:
+    if number is None:
+        return '<td class="num"></td>'
+    return f'<td class="num" data-side="{side}" data-line="{number}">{number}</td>'
+
+
+def _unified_row(fid: str, line: diffs.Line, html: str) -> str:
+    kind = KINDS[line.kind]
+    return (
+        f'<tr class="ln {kind}" data-slots="{_slot(fid, line)}">'
+        f"{_num('old', line.old)}{_num('new', line.new)}"
+        f'<td class="code {kind}"><code>{html}</code></td></tr>'
+    )
+
+
+def _split_row(fid: str, left: diffs.Line | None, right: diffs.Line | None, html) -> str:
+    slots = " ".join(dict.fromkeys(_slot(fid, line) for line in (left, right) if line))
+    cells = []
+    for line, side in ((left, "old"), (right, "new")):
+        if line is None:
+            cells.append('<td class="num empty"></td><td class="code empty"></td>')
+        else:
+            number = line.old if side == "old" else line.new
+            cells.append(
+                f'{_num(side, number)}<td class="code {KINDS[line.kind]}">'
+                f"<code>{html[id(line)]}</code></td>"
+            )
+    return f'<tr class="ln" data-slots="{slots}">{"".join(cells)}</tr>'
 
 
 def render_file(file: diffs.DiffFile, *, split: bool) -> list[dict[str, Any]]:
-    """A file's hunks as rows for the template: unified (one line a row) or split
-    (old and new side by side). Each side has its slot id (``f-…-n12``: new line 12)
-    where threads attach."""
+    """A file's hunks, each with its rows as HTML: unified (one line a row) or split
+    (old and new side by side). Each row names its slots (``f-…-n12``: new line 12),
+    where threads attach. Rows are built here, not by a template loop: a large diff
+    has thousands (the numbers and ids are ours, the code is escaped by Pygments)."""
     fid = file_id(file.path)
+    # Each side of the whole file lexed in one go: the old lines (context included) and
+    # the added ones, so each reads as the code it is.
+    old_lines = [line for hunk in file.hunks for line in hunk.lines if line.old is not None]
+    new_lines = [line for hunk in file.hunks for line in hunk.lines if line.kind == diffs.ADDED]
+    html: dict[int, str] = {}
+    for group in (old_lines, new_lines):
+        texts = highlighted_lines(file.path, [line.text for line in group])
+        html.update((id(line), text) for line, text in zip(group, texts, strict=True))
     hunks = []
     for hunk in file.hunks:
-        # old and new sides lexed apart: each reads as the code it is
-        old_lines = [line for line in hunk.lines if line.old is not None]
-        new_lines = [line for line in hunk.lines if line.kind == diffs.ADDED]
-        html: dict[int, str] = {}
-        for group in (old_lines, new_lines):
-            texts = highlighted_lines(file.path, [line.text for line in group])
-            html.update((id(line), text) for line, text in zip(group, texts, strict=True))
         if split:
-            rows = [
-                {"left": _cell(fid, a, html), "right": _cell(fid, b, html)}
-                for a, b in diffs.split_rows(hunk)
-            ]
+            rows = [_split_row(fid, a, b, html) for a, b in diffs.split_rows(hunk)]
         else:
-            rows = [{"line": _cell(fid, line, html)} for line in hunk.lines]
-        hunks.append({"header": hunk.header, "rows": rows})
+            rows = [_unified_row(fid, line, html[id(line)]) for line in hunk.lines]
+        hunks.append({"header": hunk.header, "rows": mark_safe("\n".join(rows))})
     return hunks
 
 
@@ -210,8 +249,10 @@ def files(
     """The diff's files for the template; the first few small ones rendered, the rest
     loaded on demand."""
     out = []
+    budget = EAGER_LINES
     for n, file in enumerate(diffs.parse(diff)):
-        deferred = n >= EAGER_FILES or file.changed > LARGE_FILE
+        deferred = n >= EAGER_FILES or file.changed > LARGE_FILE or file.changed > budget
+        budget = budget - file.changed if not deferred else 0
         out.append(
             {
                 "id": file_id(file.path),

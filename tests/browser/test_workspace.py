@@ -113,6 +113,7 @@ def test_a_lead_comments_on_a_range_requests_changes_resolves_and_merges(
         thread = page.locator(f"#thread-comment-{sent.pk}.outdated")
         thread.wait_for(timeout=10_000)
         assert "return total * RATE" in thread.locator("pre.snippet").inner_text()
+        assert page.locator("#files .stale-diff").is_visible()  # the diff is of the old one
         screenshot(page, "workspace-outdated")
 
         CheckRun.objects.create(  # CI passes on the new commit

@@ -50,6 +50,10 @@
       if (where) place(item, where);
     });
     box.classList.toggle("empty", !box.querySelector(".thread-item"));
+    // The diff is this page's; the threads are live: say when they are of a newer commit.
+    const files = document.getElementById("files");
+    const stale = files && files.querySelector(".stale-diff");
+    if (stale) stale.hidden = !box.dataset.head || box.dataset.head === files.dataset.head;
   }
 
   distribute();
