@@ -91,8 +91,11 @@ def _num(side: str, number: int | None) -> str:
 
 def _unified_row(fid: str, line: diffs.Line, html: str) -> str:
     kind = KINDS[line.kind]
+    slots = _slot(fid, line)
+    if line.kind == diffs.CONTEXT:  # a comment on either side of it lands here
+        slots += f" {fid}-o{line.old}"
     return (
-        f'<tr class="ln {kind}" data-slots="{_slot(fid, line)}">'
+        f'<tr class="ln {kind}" data-slots="{slots}">'
         f"{_num('old', line.old)}{_num('new', line.new)}"
         f'<td class="code {kind}"><code>{html}</code></td></tr>'
     )

@@ -65,7 +65,7 @@ def task_viewed(request: HttpRequest, key: str) -> HttpResponse:
     """Mark a file viewed (as its patch is now) or not viewed, for this person."""
     task = get_object_or_404(Task, key=key)
     path, patch_hash = request.POST.get("path", ""), request.POST.get("hash", "")
-    if not path or not re.match(r"^[0-9a-f]{1,40}$", patch_hash):
+    if not path or len(path) > 500 or not re.match(r"^[0-9a-f]{1,40}$", patch_hash):
         messages.error(request, "Not marked: which file (and its patch) was missing.")
         return _back(key)
     workspace.mark_viewed(

@@ -41,7 +41,8 @@ def line_of(page: str, thread: str) -> str:
     """The text of the diff line (its numbers and code) a thread of the task page
     attaches to."""
     slot = re.search(rf'data-slot="([^"]+)" id="thread-{thread}"', page).group(1)
-    row = re.search(rf'<tr class="ln[^"]*" data-slots="{re.escape(slot)}">(.*?)</tr>', page, re.S)
+    slots = rf'data-slots="(?:[^"]* )?{re.escape(slot)}(?: [^"]*)?"'
+    row = re.search(rf'<tr class="ln[^"]*" {slots}>(.*?)</tr>', page, re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", row.group(1))).split())
 
 

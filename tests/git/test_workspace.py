@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from fleet import dispatch, gates, merging, workspace
 from fleet.git import diffs
-from fleet.models import Finding, Message, Review, ReviewComment, Task
+from fleet.models import FileViewed, Finding, Message, Review, ReviewComment, Task
 
 from ..conftest import make_user
 from .conftest import commit
@@ -194,23 +196,62 @@ def test_a_merged_task_shows_its_squash_commit_on_main(client, repository, shop,
     assert [f.path for f in diffs.parse(text)] == ["CHANGELOG.md", "shop/tax.py"]
 
 
-def test_the_task_page_query_count_is_pinned(
+def test_the_task_page_query_count_is_pinned_whatever_the_threads(
     client, repository, shop, lead, django_assert_max_num_queries
 ):
     task = green_task(repository, shop)
     review = task.reviews.get()
-    for n in range(5):
-        Finding.objects.create(
-            review=review, path="shop/tax.py", line_start=1, severity="minor", title=f"F{n}"
-        )
     client.force_login(lead)
-    for n in range(5):
-        comment(client, task, body=f"c{n}")
-    client.post(reverse("fleet-task-request-changes", args=[task.key]))
-    for n in range(3):
-        comment(client, task, body=f"draft {n}")
-    client.get(reverse("fleet-task", args=[task.key]))  # warm caches (roles, sessions)
-    # 23 today, whatever the number of findings and comments (none is a query of its own)
+    url = reverse("fleet-task", args=[task.key])
+
+    def add(n: int) -> None:
+        for i in range(n):
+            Finding.objects.create(
+                review=review, path="shop/tax.py", line_start=1, severity="minor", title=f"F{i}"
+            )
+            comment(client, task, body=f"c{i}")
+        client.post(reverse("fleet-task-request-changes", args=[task.key]))
+        Task.objects.filter(pk=task.pk).update(status=Task.IN_REVIEW)
+        comment(client, task, body="a draft")
+
+    add(3)
+    client.get(url)  # warm caches (roles, sessions)
+    with CaptureQueriesContext(connection) as few:
+        client.get(url)
+    add(12)
+    # 23 today; none per finding, comment or draft
     with django_assert_max_num_queries(25):
-        response = client.get(reverse("fleet-task", args=[task.key]))
+        response = client.get(url)
     assert response.status_code == 200
+    with CaptureQueriesContext(connection) as many:
+        client.get(url)
+    assert len(many) == len(few)
+
+
+def test_a_file_loaded_on_demand_and_its_bad_requests(client, repository, shop, lead):
+    task = green_task(repository, shop)
+    client.force_login(lead)
+    url = reverse("fleet-task-file", args=[task.key])
+    base = diffs.commit_diff(repository.path, task.head_sha)[0]
+    good = {"path": "shop/tax.py", "base": base, "head": task.head_sha}
+    response = client.get(url, good)
+    assert response.status_code == 200 and 'data-line="1"' in response.content.decode()
+    assert client.get(url, {**good, "head": "HEAD"}).status_code == 400
+    assert client.get(url, {**good, "path": ""}).status_code == 400
+    assert client.get(url, {**good, "path": "no/such.py"}).status_code == 404
+    assert client.get(url, {**good, "base": "0" * 40}).status_code == 400  # no such commit
+
+
+def test_viewed_marks_need_a_file_and_its_patch(client, repository, shop, lead):
+    task = green_task(repository, shop)
+    client.force_login(lead)
+    url = reverse("fleet-task-viewed", args=[task.key])
+    for bad in ({"path": "", "hash": "ab"}, {"path": "x", "hash": "zz"}, {"path": "x" * 501}):
+        response = client.post(url, bad)
+        assert response.status_code == 302
+        assert "Not marked" in client.get(response["Location"]).content.decode()
+    assert not FileViewed.objects.exists()
+    client.post(url, {"path": "shop/tax.py", "hash": "abc", "viewed": "1"})
+    assert FileViewed.objects.get().patch_hash == "abc"
+    client.post(url, {"path": "shop/tax.py", "hash": "abc", "viewed": "0"})
+    assert not FileViewed.objects.exists()
