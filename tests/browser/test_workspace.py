@@ -83,6 +83,8 @@ def test_a_lead_comments_on_a_range_requests_changes_resolves_and_merges(
         form.locator("button[type=submit]").click()
         page.locator(".messages", has_text="Draft comment on shop/tax.py:4-5").wait_for()
         assert page.locator("#your-review .draft").count() == 1
+        assert page.locator("#request-changes-head button").inner_text() == "Request changes (1)"
+        screenshot(page, "workspace-draft")
 
         page.click("#request-changes button")
         page.locator(".messages", has_text="went back to its builder").wait_for()
