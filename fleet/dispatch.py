@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from fleet import budgets, claimsql, heartbeats, planning, spawn
+from fleet import budgets, claimsql, heartbeats, planning, spawn, workspace
 from fleet.git import paths as repo_paths
 from fleet.git import repo as gitrepo
 from fleet.git.errors import GitError
@@ -33,6 +33,7 @@ from fleet.models import (
     Learning,
     Message,
     Review,
+    ReviewComment,
     Task,
     TransitionError,
 )
@@ -195,6 +196,10 @@ def digest(agent: Agent, task: Task | None) -> dict[str, list[str]]:
     for kind, body in entries.order_by("-created_at", "-pk").values_list("kind", "body")[:200]:
         if len(found[kind]) < DIGEST_PER_KIND:
             found[kind].append(body)
+    if task is not None and task.assignee_id == agent.pk:
+        # People's review comments sent to the builder and not resolved yet: a session
+        # that starts after "Request changes" knows what to fix.
+        found["review"] = workspace.open_comments(task)
     return found
 
 
@@ -441,9 +446,14 @@ def submit(agent: Agent, *, task: Task, commit: str, epoch: int) -> Review:
             .filter(task=task, status=Review.OPEN, reviewer__isnull=True)
             .first()
         )
-        fixing = Finding.objects.filter(
-            review__task=task, verdict=Finding.ACCEPTED, resolved_in_commit=""
-        ).exists()
+        # What people sent back (accepted findings, their own comments) people check
+        # against the new diff: no new AI review unless a lead asks for one.
+        fixing = (
+            Finding.objects.filter(
+                review__task=task, verdict=Finding.ACCEPTED, resolved_in_commit=""
+            ).exists()
+            or task.comments.filter(state=ReviewComment.SENT).exists()
+        )
         if review is not None:
             review.commit_sha = commit
             review.save(update_fields=["commit_sha"])

@@ -35,6 +35,7 @@ from fleet.models import (
     Finding,
     MergeRequest,
     Review,
+    ReviewComment,
     SpendEvent,
     Task,
     TransitionError,
@@ -257,6 +258,12 @@ def _review(task: Task) -> Gate:
     if unresolved:
         gate.reason = f"{len(unresolved)} accepted finding(s) not resolved yet"
         gate.needs_person = task.status in WAITING  # else the builder is on it
+        return gate
+    # A person's own comments sent to the builder hold the gate as accepted findings do.
+    comments = task.comments.filter(state=ReviewComment.SENT).count()
+    if comments:
+        gate.reason = f"{comments} review comment(s) not resolved yet"
+        gate.needs_person = task.status in WAITING
         return gate
     accepted = sum(f.verdict == Finding.ACCEPTED for f in findings)
     overruled = sum(f.verdict == Finding.OVERRULED for f in findings)

@@ -443,7 +443,7 @@ PAGES: dict[str, Page] = {
     ),
     "task": Page(
         "fleet/task.html",
-        ("task-facts", "task-gates", "task-branch", "task-findings")
+        ("task-facts", "task-gates", "task-branch", "task-threads", "task-findings")
         + ("timeline", "merges", "checks"),
         _task,
         lambda row: _keys(row["task_id"]),

@@ -78,6 +78,26 @@ urlpatterns = [
                 path("merge/", views.task_queue_merge, name="fleet-task-merge"),
                 path("rereview/", views.task_rereview, name="fleet-task-rereview"),
                 path("dod/", views.task_dod_tick, name="fleet-task-dod"),
+                # the review workspace
+                path("file/", views.task_file, name="fleet-task-file"),
+                path("viewed/", views.task_viewed, name="fleet-task-viewed"),
+                path("diff-view/", views.task_diff_view, name="fleet-task-diff-view"),
+                path("comments/", views.task_comment, name="fleet-task-comment"),
+                path(
+                    "comments/<id:comment_id>/delete/",
+                    views.task_comment_delete,
+                    name="fleet-task-comment-delete",
+                ),
+                path(
+                    "comments/<id:comment_id>/resolve/",
+                    views.task_comment_resolve,
+                    name="fleet-task-comment-resolve",
+                ),
+                path(
+                    "request-changes/",
+                    views.task_request_changes,
+                    name="fleet-task-request-changes",
+                ),
             ]
         ),
     ),

@@ -136,7 +136,8 @@ def test_the_task_page_shows_each_review_and_its_findings(client, reviewed):
     task, _, _, _, _ = reviewed
     client.force_login(make_user("rita", "reviewer"))
     html = client.get(reverse("fleet-task", args=[task.key])).content.decode()
-    section = html[html.index('id="task-findings"') :]
+    # each finding is a thread (moved under its line in the browser)
+    section = html[html.index('id="task-threads"') :]
     assert "Off by one" in section and "Old API" in section and "Overrule</button>" in section
 
 

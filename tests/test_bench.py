@@ -169,3 +169,11 @@ def test_sim_bench_refuses_silly_bounds():
     for args in (["--builders", "0"], ["--speed", "0"], ["--duration", "5"]):
         with pytest.raises(CommandError):
             call_command("fleet_bench", "sim", *args)
+
+
+def test_review_bench_renders_a_task_page_on_a_generated_change(tmp_path, capsys):
+    out = tmp_path / "review.json"
+    call_command("fleet_bench", "review", "--lines", "60", "--files", "4", "--json", str(out))
+    assert "task page, first screen" in capsys.readouterr().out
+    page = json.loads(out.read_text())["page"]
+    assert page["files"] == 4 and page["rendered_files"] >= 1 and page["comments"] == 4

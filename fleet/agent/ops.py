@@ -323,7 +323,12 @@ def summary(result: dict) -> str:
     if not task and role == BUILDER:
         lines.append("No task yet: run `python -m fleet.agent work` to pull one.")
     digest = result.get("digest") or {}
-    for kind, heading in (("done", "Done"), ("learned", "Learned"), ("next", "Next")):
+    for kind, heading in (
+        ("review", "Review comments to address"),
+        ("done", "Done"),
+        ("learned", "Learned"),
+        ("next", "Next"),
+    ):
         if digest.get(kind):
             lines.append(f"{heading}:\n" + "\n".join(f"- {body}" for body in digest[kind]))
     for entry in result.get("journal", [])[:10]:

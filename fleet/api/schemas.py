@@ -127,7 +127,8 @@ class BootOut(Schema):
     digest: dict[str, list[str]] = Field(
         default_factory=dict,
         description="the shadow journal of the task held (else of the agent), newest first:"
-        " what was done, learned and is next — a rotated session resumes from it",
+        " what was done, learned and is next — a rotated session resumes from it; and"
+        " (review) the line comments people sent back on the task held, not resolved yet",
     )
 
 

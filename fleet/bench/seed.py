@@ -255,6 +255,92 @@ def seed_matrix(repo: str, tasks: int, per_task: int, repeat: int = 5) -> dict:
     }
 
 
+def seed_review(repo: str, head: str, repeat: int = 5) -> dict:
+    """A task in review whose branch is ``head``, with findings and sent comments; the
+    server time of its page (first screen), of one file loaded on demand, and of the
+    whole diff rendered at once."""
+    import statistics
+    import time
+    from urllib.parse import urlencode
+
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from fleet import workspace
+    from fleet.git import diffs
+    from fleet.models import Finding, Plan, Repository, Review, ReviewComment, Task, Wave
+
+    repository = Repository.objects.create(
+        name="Bench review", slug="bench-review", path=repo, remote_name=""
+    )
+    wave = Wave.objects.create(
+        plan=Plan.objects.create(name="Bench review", slug="bench-review"),
+        number=1,
+        status=Wave.RUNNING,
+    )
+    base = diffs.commit_diff(repo, head)[0]
+    task = Task.objects.create(
+        key="R-1",
+        wave=wave,
+        repository=repository,
+        title="A large change",
+        status=Task.IN_REVIEW,
+        kind="feat",
+        base_sha=base,
+        head_sha=head,
+        declared_paths=["pkg/**"],
+    )
+    text = diffs.commit_diff(repo, head)[1]
+    parsed = diffs.parse(text)
+    review = Review.objects.create(task=task, commit_sha=head, status=Review.CLOSED)
+    lead = User.objects.create_user("bench-lead")
+    lead.groups.add(Group.objects.get_or_create(name="lead")[0])
+    for n, file in enumerate(parsed[:20]):
+        Finding.objects.create(
+            review=review, path=file.path, line_start=2, severity="minor", title=f"Finding {n}"
+        )
+        ReviewComment.objects.create(
+            task=task,
+            author=lead,
+            path=file.path,
+            line_start=1,
+            line_end=2,
+            body=f"Comment {n}",
+            state=ReviewComment.SENT,
+            commit_sha=head,
+        )
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(lead)
+
+    def timed(url: str) -> tuple[float, bytes]:
+        started = time.perf_counter()
+        response = client.get(url)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}")
+        return (time.perf_counter() - started) * 1000, response.content
+
+    pages = [timed("/tasks/R-1/") for _ in range(repeat)]
+    last = parsed[-1].path
+    query = urlencode({"path": last, "base": base, "head": head})
+    file_ms = [timed(f"/tasks/R-1/file/?{query}")[0] for _ in range(repeat)]
+    started = time.perf_counter()
+    for file in parsed:
+        workspace.render_file(file, split=False)
+    all_ms = (time.perf_counter() - started) * 1000
+    content = pages[-1][1].decode()
+    return {
+        "changed_lines": sum(f.changed for f in parsed),
+        "files": len(parsed),
+        "findings": review.findings.count(),
+        "comments": task.comments.count(),
+        "page_ms": round(statistics.median(ms for ms, _ in pages), 1),
+        "page_bytes": len(pages[-1][1]),
+        "rendered_files": content.count('<table class="diff-table'),
+        "file_ms": round(statistics.median(file_ms), 1),
+        "all_ms": round(all_ms, 1),
+    }
+
+
 def seed_session() -> dict:
     """A lead's logged-in session, for benchmark dashboards."""
     from django.conf import settings
@@ -284,7 +370,7 @@ def counts() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.bench.seed")
     parser.add_argument(
-        "what", choices=["heartbeat", "counts", "merges", "drain", "matrix", "session"]
+        "what", choices=["heartbeat", "counts", "merges", "drain", "matrix", "session", "review"]
     )
     parser.add_argument("--paths", type=int, default=200)
     parser.add_argument("--agents", type=int, default=20)
@@ -293,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-seconds", type=float, default=5)
     parser.add_argument("--failing", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--head", default="")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
     import django
@@ -306,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         result = seed_and_drain(args.repo, args.count, args.check_seconds, args.failing, args.batch)
     elif args.what == "session":
         result = seed_session()
+    elif args.what == "review":
+        result = seed_review(args.repo, args.head)
     elif args.what == "matrix":
         result = seed_matrix(args.repo, args.count, args.paths)
     else:

@@ -19,10 +19,13 @@ from fleet.models.agents import (
 from fleet.models.base import Event, StateMachine, TransitionError
 from fleet.models.review import (
     CheckRun,
+    FileViewed,
     Finding,
     MergeBatch,
     MergeRequest,
     Review,
+    ReviewComment,
+    ReviewPrefs,
     WebhookDelivery,
 )
 from fleet.models.runtime import Runner, Runtime
@@ -38,6 +41,7 @@ __all__ = [
     "Checkpoint",
     "Event",
     "FileClaim",
+    "FileViewed",
     "Finding",
     "JournalEntry",
     "Learning",
@@ -51,6 +55,8 @@ __all__ = [
     "Plan",
     "Repository",
     "Review",
+    "ReviewComment",
+    "ReviewPrefs",
     "SharedFile",
     "SpendEvent",
     "StateMachine",

@@ -84,6 +84,78 @@ class Finding(models.Model):
         return f"[{self.severity}] {self.title}"
 
 
+class ReviewComment(models.Model):
+    """A person's own comment on lines of a task's diff. Drafts collect (only their
+    author sees them) until "Request changes" sends them all to the builder in one
+    message; a sent comment blocks the review gate, as an accepted finding does, until
+    a person resolves it after the builder resubmitted."""
+
+    DRAFT, SENT, RESOLVED = "draft", "sent", "resolved"
+    OLD, NEW = "old", "new"
+    BODY_MAX = 4000
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    path = models.CharField(max_length=500)
+    line_start = models.PositiveIntegerField()
+    line_end = models.PositiveIntegerField()
+    side = models.CharField(max_length=3, choices=[(OLD, OLD), (NEW, NEW)], default=NEW)
+    body = models.TextField()
+    state = models.CharField(
+        max_length=8, choices=[(s, s) for s in (DRAFT, SENT, RESOLVED)], default=DRAFT
+    )
+    # The commit the comment was written on: after a resubmit it is shown against it.
+    commit_sha = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["path", "line_start", "created_at", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(line_end__gte=models.F("line_start")) & Q(line_start__gte=1),
+                name="comment_line_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"comment on {self.path}:{self.lines} ({self.state})"
+
+    @property
+    def lines(self) -> str:
+        if self.line_start == self.line_end:
+            return str(self.line_start)
+        return f"{self.line_start}-{self.line_end}"
+
+
+class FileViewed(models.Model):
+    """A person marked a file of a task's diff viewed, as its patch was then: a
+    resubmit that changes the file changes the hash and the mark no longer holds."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+    path = models.CharField(max_length=500)
+    patch_hash = models.CharField(max_length=40)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "task", "path"], name="viewed_once_per_file")
+        ]
+
+
+class ReviewPrefs(models.Model):
+    """How a person likes to read diffs (unified or split), remembered across pages."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="review_prefs"
+    )
+    split = models.BooleanField(default=False)
+
+
 class CheckRun(models.Model):
     STATUSES = ["pending", "running", "passed", "failed", "error"]
 

@@ -44,3 +44,11 @@ def check_log(text: str, head: int = 0) -> dict:
         text = "\n".join([*top, f"[… {len(text) - len(end):,} characters cut]", end])
         head += 1
     return {"parts": fold(text, head=head)}
+
+
+@register.filter
+def file_anchor(path: str) -> str:
+    """The element id of a file in the task page's diff."""
+    from fleet.workspace import file_id
+
+    return file_id(path)

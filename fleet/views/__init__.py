@@ -42,8 +42,24 @@ from fleet.views.tasks import (
     task_rereview,
     wave_auto_merge,
 )
+from fleet.views.workspace import (
+    task_comment,
+    task_comment_delete,
+    task_comment_resolve,
+    task_diff_view,
+    task_file,
+    task_request_changes,
+    task_viewed,
+)
 
 __all__ = [
+    "task_comment",
+    "task_comment_delete",
+    "task_comment_resolve",
+    "task_diff_view",
+    "task_file",
+    "task_request_changes",
+    "task_viewed",
     "runner_revoke",
     "runner_register",
     "runner_list",

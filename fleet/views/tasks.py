@@ -3,7 +3,6 @@ repositories page (worktrees and their disk use)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +13,19 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import DiffLexer
 
-from fleet import adjudication, gates
+from fleet import adjudication, gates, workspace
 from fleet.forms import MergeBatchForm
-from fleet.git import facts, worktrees
+from fleet.git import worktrees
 from fleet.git.errors import GitError
 from fleet.models import (
     Event,
     FileClaim,
-    Finding,
     MergeBatch,
     MergeRequest,
     Repository,
+    ReviewComment,
     Task,
     TransitionError,
     Wave,
@@ -43,91 +37,17 @@ from fleet.views.refusals import refused
 from fleet.views.reviews import can_adjudicate
 
 
-def highlighted_diff(diff: str, limit: int = 200_000) -> str:
-    """A unified diff as HTML, coloured by Pygments (classes styled in fleet.css;
-    no inline styles, which the CSP forbids). Very long diffs are cut, said so."""
-    if not diff.strip():
-        return ""
-    cut = len(diff) > limit
-    html = highlight(diff[:limit], DiffLexer(), HtmlFormatter(cssclass="diff", wrapcode=True))
-    if cut:
-        html += format_html('<p class="muted">… cut at {} characters.</p>', limit)
-    return mark_safe(html)  # Pygments escapes the text it is given
-
-
-def _diff_files(diff: str) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
-    """A unified diff cut per file: (path, header, [(hunk text, first new line, last
-    new line)])."""
-    files: list[tuple[str, str, list[tuple[str, int, int]]]] = []
-    for chunk in re.split(r"(?m)^(?=diff --git )", diff):
-        if not chunk.strip():
-            continue
-        header, *hunks = re.split(r"(?m)^(?=@@ )", chunk)
-        path = ""
-        for line in header.splitlines():
-            if line.startswith("+++ b/") or line.startswith("--- a/") and not path:
-                path = line[6:]
-        pieces = []
-        for hunk in hunks:
-            match = facts.HUNK.match(hunk)
-            start = int(match.group(3)) if match else 0
-            length = int(match.group(4) or 1) if match else 0
-            pieces.append((hunk, start, start + max(length, 1) - 1))
-        files.append((path, header, pieces))
-    return files
-
-
-DIFF_LIMIT = 200_000  # characters of diff highlighted on a task page, in all
-
-
-def annotated_diff(diff: str, findings: list[Finding], limit: int = DIFF_LIMIT) -> dict[str, Any]:
-    """The diff per file and hunk, each finding next to the hunk whose new lines it
-    names (a finding on no line: at the top of its file; on a line the diff does not
-    change: after the file); findings on files the diff does not touch, apart. Past
-    ``limit`` characters in all, hunks are no longer shown (the findings still are)."""
-    placed: set[int] = set()
-    files = []
-    budget = [limit]
-
-    def shown(text: str) -> str:
-        if budget[0] <= 0:
-            return ""
-        budget[0] -= len(text)
-        return highlighted_diff(text, limit=max(budget[0] + len(text), 0))
-
-    for path, header, hunks in _diff_files(diff):
-        mine = [f for f in findings if f.path == path]
-        top = [f for f in mine if not f.line_start]
-        rows = []
-        for text, first, last in hunks:
-            near = [
-                f
-                for f in mine
-                if f.line_start
-                and f.pk not in placed
-                and f.line_start <= last
-                and (f.line_end or f.line_start) >= first
-            ]
-            placed.update(f.pk for f in near)
-            rows.append({"html": shown(text), "findings": near})
-        placed.update(f.pk for f in top)
-        after = [f for f in mine if f.pk not in placed]
-        placed.update(f.pk for f in after)
-        files.append(
-            {
-                "path": path,
-                "header": shown(header),
-                "top": top,
-                "hunks": rows,
-                "after": after,
-            }
-        )
-    return {
-        "files": files,
-        "elsewhere": [f for f in findings if f.pk not in placed],
-        "cut": budget[0] <= 0 and len(diff) > limit,
-        "limit": limit,
-    }
+def diff_source(task: Task, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What the workspace shows: a merged task's squash commit on main against its
+    parent (what landed, see ``gates.branch_state``); else the branch against its merge
+    base (``state``: the branch state worked out already). None when there is no diff."""
+    if state is None:
+        state = gates.branch_state(task, fetch=False)
+    branch = state.get("facts")
+    if branch is None:
+        return None
+    landed = bool(state.get("landed"))
+    return {"base": branch.merge_base, "head": branch.head, "text": branch.diff, "landed": landed}
 
 
 def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
@@ -154,10 +74,26 @@ def task_live_context(pk: int, *, fetch: bool = False) -> dict[str, Any] | None:
     context["reviews"] = adjudication.reviews_of(task)
     findings = [f for review in context["reviews"] for f in review.findings_list]
     context["next_url"] = reverse("fleet-task", args=[task.key])
-    if "facts" in context:
-        context["annotated"] = annotated_diff(context["facts"].diff, findings)
-    else:
-        context["annotated"] = {"files": [], "elsewhere": findings}
+    context["diff"] = diff_source(task, context)
+    comments = list(
+        task.comments.exclude(state=ReviewComment.DRAFT).select_related("author", "resolved_by")
+    )
+    last_submit = adjudication._submitted_since([task.pk]).get(task.pk)
+    for comment in comments:
+        comment.resolvable = (
+            comment.state == ReviewComment.SENT
+            and task.status not in adjudication.SETTLED
+            and last_submit is not None
+            and comment.sent_at is not None
+            and last_submit > comment.sent_at
+        )
+    context["threads"] = workspace.threads(
+        task,
+        findings,
+        comments,
+        head=context["diff"]["head"] if context["diff"] else task.head_sha,
+        repo_path=task.repository.path,
+    )
     return context
 
 
@@ -170,11 +106,29 @@ def task_detail(request: HttpRequest, key: str) -> HttpResponse:
     context = task_live_context(pk, fetch=True)
     if context is None:
         raise Http404(key)
+    roles = user_roles(request.user)
+    split = workspace.prefs(request.user).split
+    source = context["diff"]
+    viewed = workspace.viewed_marks(request.user, context["task"])
+    files = (
+        workspace.files(
+            source["text"], base=source["base"], head=source["head"], split=split, viewed=viewed
+        )
+        if source
+        else []
+    )
     context.update(
-        is_lead=LEAD in user_roles(request.user),
+        is_lead=LEAD in roles,
         can_adjudicate=can_adjudicate(request.user),
+        can_comment=bool(roles & {LEAD, REVIEWER}),
         live_view="task",
         live_key=pk,
+        split=split,
+        files=files,
+        viewed_count=sum(f["viewed"] for f in files),
+        drafts=list(
+            context["task"].comments.filter(author=request.user, state=ReviewComment.DRAFT)
+        ),
     )
     return render(request, "fleet/task.html", context)
 

@@ -1,5 +1,5 @@
 """A task's gates in real Chromium: they update live as a check is reported, a
-finding is adjudicated from the keyboard next to its diff lines, and the Merge
+finding is adjudicated from the keyboard under its diff line, and the Merge
 button appears once every gate is green."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_gates_turn_green_live_and_the_merge_button_appears(page, tmp_path, shop
         assert page.locator('[data-gate="checks"].gate-red', has_text="waiting for unit").count()
         assert page.locator('[data-gate="review"].gate-red', has_text="1 finding").count()
         assert page.locator("#merge-form").count() == 0
-        # The finding sits right after the hunk that adds the line it names.
+        # The finding sits under the line it names.
         assert (
             page.locator(".diff-file", has_text="RATE = 0.2")
             .locator(f"#finding-{finding.pk}")
@@ -60,7 +60,7 @@ def test_gates_turn_green_live_and_the_merge_button_appears(page, tmp_path, shop
         page.locator('[data-gate="checks"].gate-green').wait_for(timeout=10_000)
 
         # Overrule the finding from the keyboard, in the re-rendered (live) region.
-        page.keyboard.press("j")
+        page.keyboard.press("n")
         assert page.evaluate("document.activeElement.id") == f"finding-{finding.pk}"
         page.keyboard.press("o")
         page.keyboard.type("the shop sells in one region")

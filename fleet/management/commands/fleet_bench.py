@@ -1,5 +1,5 @@
-"""``manage.py fleet_bench {heartbeat,git,merges,plan,live,sim,soak,runtime,all}``: measure Fleet
-on this machine.
+"""``manage.py fleet_bench {heartbeat,git,merges,plan,live,review,sim,soak,runtime,all}``:
+measure Fleet on this machine.
 
 Each benchmark starts what it needs on 127.0.0.1 over throwaway data (a temporary
 SQLite database, or a fresh PostgreSQL database when --database-url names one; a
@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from fleet.bench import everything, gitbench, heartbeat, live, mergebench, plan, simbench, soak
+from fleet.bench import review as reviewbench
 from fleet.bench import runtime as runtimebench
 from fleet.bench.heartbeat import INHERIT
 
@@ -128,6 +129,12 @@ class Command(BaseCommand):
         _database_option(lb)
         lb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
+        vb = sub.add_parser("review", help="the review workspace: a task page on a large diff")
+        vb.add_argument("--lines", type=int, default=5000, help="changed lines (default 5,000)")
+        vb.add_argument("--files", type=int, default=40, help="files they are in (default 40)")
+        _database_option(vb)
+        vb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
+
         rb = sub.add_parser(
             "runtime", help="runner: hook overhead, wake latency, dead CLIs, N agents' cost"
         )
@@ -145,6 +152,9 @@ class Command(BaseCommand):
             elif options["bench"] == "live":
                 results = self._live(options, progress)
                 text = live.tables(results)
+            elif options["bench"] == "review":
+                results = self._review(options, progress)
+                text = reviewbench.table(results)
             elif options["bench"] == "runtime":
                 results = self._runtime(options, progress)
                 text = runtimebench.table(results)
@@ -198,6 +208,18 @@ class Command(BaseCommand):
             progress=progress,
             processes=options["processes"],
             redis_url=_redis(options),
+        )
+
+    def _review(self, options, progress) -> dict:
+        if not 10 <= options["lines"] <= 200_000:
+            raise CommandError("--lines must be between 10 and 200000")
+        if not 2 <= options["files"] <= 2_000:
+            raise CommandError("--files must be between 2 and 2000")
+        return reviewbench.run(
+            lines=options["lines"],
+            files=options["files"],
+            database_url=options["database_url"] or None,
+            progress=progress,
         )
 
     def _git(self, options, progress) -> dict:

@@ -33,6 +33,7 @@
         if (window.htmx) window.htmx.process(el);
       }
     }
+    document.dispatchEvent(new CustomEvent("fleet:swapped"));
   }
 
   function poll() {
