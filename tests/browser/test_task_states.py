@@ -94,5 +94,5 @@ def test_a_merged_task_shows_what_landed(page, live_server, shop):  # noqa: F811
     body = page.locator("main").inner_text()
     assert "behind main" not in body and "Stale-base gate" not in body
     assert page.locator(".gate-red").count() == 0
-    assert page.locator("#task-branch").get_by_text("The diff that landed").is_visible()
+    assert page.locator("#files-h").get_by_text("What landed").is_visible()
     screenshot(page, "task-merged-landed")

@@ -30,7 +30,10 @@ def test_a_merged_task_shows_the_commit_it_landed_as(client, repository, shop, l
     page = client.get(reverse("fleet-task", args=[task.key])).content.decode()
     assert 'id="task-landed"' in page and landed[:10] in page
     assert "T-1: Add tax" in page  # the squashed commit's subject
-    assert "The diff that landed" in page and "RATE = 0.2" in page
+    # The files changed are that commit's (highlighted: RATE and 0.2 are tokens apart).
+    assert f"What landed: <code>{landed[:10]}</code> on main" in page
+    files = page[page.index('id="files"') : page.index('id="task-threads"')]
+    assert "RATE" in files and "0.2" in files
     assert "behind main" not in page and "Stale-base gate" not in page
     assert "gate-red" not in page and "the gates no longer apply" not in page
     state = gates.branch_state(task, fetch=False)
