@@ -173,6 +173,15 @@ def process(repository: Repository) -> MergeRequest | None:
                     .select_related("task", "repository")
                     .order_by("position")[: max(1, repository.merge_batch_size)]
                 )
+                if any(_stranded(mr) for mr in heads):
+                    _recover_stranded(repository, heads)
+                    heads = list(
+                        MergeRequest.objects.filter(
+                            repository=repository, result=MergeRequest.PENDING
+                        )
+                        .select_related("task", "repository")
+                        .order_by("position")[: max(1, repository.merge_batch_size)]
+                    )
                 if not heads:
                     return None
                 head = heads[0]
@@ -187,6 +196,41 @@ def process(repository: Repository) -> MergeRequest | None:
             raise
     head.refresh_from_db()
     return head
+
+
+def _stranded(mr: MergeRequest) -> bool:
+    """A merge whose worker died while it moved main (or just after)."""
+    return bool(mr.candidate_sha) and mr.step in ("updating", "cleanup")
+
+
+def _recover_stranded(repository: Repository, heads: list[MergeRequest]) -> None:
+    """Finish the heads a killed serial worker left at ``updating`` whose candidate main
+    already has. Done before a batch is built: the batch would rebuild such a task on a
+    main that has it and land its commit a second time (empty)."""
+    remote = repository.remote_name if merge.has_remote(repository.path) else ""
+    tip = merge.tip(repository.path, remote=remote, branch=repository.default_branch)
+    for mr in heads:
+        if _stranded(mr) and on_main(repository.path, mr.candidate_sha, tip=tip):
+            log.info("%s was merged before its worker stopped", mr.task.key)
+            _finish(mr, mr.candidate_sha, remote=bool(remote))
+
+
+def _took_anyway(repository: Repository, target: str, *, remote: str) -> bool:
+    """After a failed push: whether the remote moved main to ``target`` all the same (a
+    connection dropped after the update reports an error too). A failing fetch here
+    propagates and leaves the merge at ``updating`` for the next run to settle."""
+    if not remote:
+        return False
+    tip = merge.tip(repository.path, remote=remote, branch=repository.default_branch)
+    if on_main(repository.path, target, tip=tip):
+        log.warning("pushing %s reported an error but main has it", target[:10])
+        return True
+    return False
+
+
+def on_main(path: str, sha: str, *, tip: str) -> bool:
+    """Whether main (at ``tip``) has ``sha``: it is the tip or an ancestor of it."""
+    return tip == sha or merge.is_ancestor(path, sha, tip)
 
 
 def _save(mr: MergeRequest, **fields) -> None:
@@ -213,11 +257,7 @@ def _advance(mr: MergeRequest) -> None:
     remote = repo.remote_name if merge.has_remote(path) else ""
     for _ in range(MAX_REBUILDS):
         tip = merge.tip(path, remote=remote, branch=repo.default_branch)
-        if (
-            mr.candidate_sha
-            and mr.step in ("updating", "cleanup")
-            and (tip == mr.candidate_sha or merge.is_ancestor(path, mr.candidate_sha, tip))
-        ):
+        if _stranded(mr) and on_main(path, mr.candidate_sha, tip=tip):
             # Restarted after main moved to the tested candidate (and maybe on since):
             # it is merged.
             return _finish(mr, mr.candidate_sha, remote=bool(remote))
@@ -270,7 +310,9 @@ def _advance(mr: MergeRequest) -> None:
                     path, branch=repo.default_branch, new=candidate.sha, old=tip
                 )
         except GitError as exc:
-            return _send_back(mr, f"main could not be moved to the tested commit: {exc}")
+            if not _took_anyway(repo, candidate.sha, remote=remote):
+                return _send_back(mr, f"main could not be moved to the tested commit: {exc}")
+            moved = True
         if not moved:
             log.info("main moved while merging %s; rebuilding", task.key)
             continue

@@ -225,3 +225,50 @@ def test_a_batch_left_open_after_its_tasks_merged_is_closed_by_the_next_run(repo
     assert batch.step == "done" and "restarted" in batch.note
     assert origin_main(shop) == tip
     assert set(MergeRequest.objects.values_list("result", flat=True)) == {"merged"}
+
+
+def drop_connection_after_update(origin) -> None:
+    """The origin's receive-pack dies once right after it updates a ref: the push
+    reports an error (the remote hung up) although the remote took it."""
+    hook = origin / "hooks" / "reference-transaction"
+    hook.write_text('#!/bin/sh\nif [ "$1" = committed ]; then rm -f "$0"; kill -9 $PPID; fi\n')
+    hook.chmod(0o755)
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_push_that_fails_after_the_remote_took_it_merges_the_tasks(repository, shop, lead, size):
+    repository.merge_batch_size = size
+    repository.save()
+    tasks = queue(
+        repository, shop, lead, [("T-1", {"shop/a.py": "A\n"}), ("T-2", {"shop/b.py": "B\n"})]
+    )
+    drop_connection_after_update(shop["origin"])
+    merging.process_queues()
+    assert not (shop["origin"] / "hooks" / "reference-transaction").exists()  # it fired
+    drain()
+    subjects = main_subjects(shop)
+    assert subjects[:3] == ["T-2: Work T-2", "T-1: Work T-1", "initial"]
+    for task in tasks:
+        task.refresh_from_db()
+        assert task.status == Task.MERGED
+    assert not Message.objects.exists()  # nobody was told their task came back
+    assert_tested_when_merged(repository, tasks)
+
+
+def test_a_batch_errors_the_merge_check_a_killed_serial_run_left_running(repository, shop, lead):
+    repository.merge_batch_size = 2
+    repository.save()
+    first, second = queue(
+        repository, shop, lead, [("T-1", {"shop/a.py": "A\n"}), ("T-2", {"shop/b.py": "B\n"})]
+    )
+    left = CheckRun.objects.create(
+        repository=repository,
+        task=first,
+        name="merge check",
+        commit_sha=origin_main(shop),
+        status="running",
+    )
+    merging.process_queues()
+    left.refresh_from_db()
+    assert left.status == "error" and "stopped" in left.log and left.finished_at
+    assert CheckRun.objects.filter(status="running").count() == 0
