@@ -88,3 +88,41 @@ def test_killing_the_worker_at_each_step_of_a_batch(kind, step, shop, data_dir):
     assert targets and targets <= tested
     assert check_processes() == []
     assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
+
+
+def test_a_serial_merge_killed_after_main_moved_is_not_merged_again_by_a_batch(shop, data_dir):
+    """T-1 alone in the queue takes the serial path; its worker dies once main is its
+    candidate. T-2 joins before the restart, so the next run would build a batch: T-1
+    is merged as it is, not rebuilt on a main that already has it."""
+    from fleet import merging
+
+    repository = make_repository(
+        path=str(shop["clone"]), slug="shop", check_command="true", merge_batch_size=3
+    )
+    lead = make_user("lea", "lead")
+    first = approved_task(repository, shop, "T-1", {"shop/a.py": "A\n"}, "Work T-1")
+    merging.enqueue(first, by=lead)
+    killed = worker_once(data_dir, fault="after-update")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    mr = MergeRequest.objects.get(task=first)
+    assert (mr.step, origin_main(shop)) == ("updating", mr.candidate_sha)
+    assert not MergeBatch.objects.exists()  # it was the serial path
+
+    second = approved_task(repository, shop, "T-2", {"shop/b.py": "B\n"}, "Work T-2")
+    merging.enqueue(second, by=lead)
+    for _ in range(3):
+        done = worker_once(data_dir)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if not MergeRequest.objects.filter(result=MergeRequest.PENDING).exists():
+            break
+    subjects = git(shop["origin"], "log", "--format=%s", "main").splitlines()
+    assert subjects[:3] == ["T-2: Work T-2", "T-1: Work T-1", "initial"]
+    for task in (first, second):
+        task.refresh_from_db()
+        assert task.status == Task.MERGED
+    mr.refresh_from_db()
+    assert mr.result == MergeRequest.MERGED and mr.candidate_sha == git(
+        shop["origin"], "rev-parse", "main~1"
+    )
+    assert check_processes() == []
+    assert git_locks(shop["clone"] / ".git", shop["origin"]) == []
