@@ -15,6 +15,7 @@ from fleet import dispatch, gates, merging, workspace
 from fleet.git import diffs
 from fleet.models import FileViewed, Finding, Message, Review, ReviewComment, Task
 
+from ..api.conftest import AgentClient
 from ..conftest import make_user
 from .conftest import commit
 from .test_gates import green_task, red_reasons
@@ -110,6 +111,37 @@ def test_request_changes_sends_the_drafts_in_one_message_and_returns_the_task(
     page = client.get(response["Location"]).content.decode()
     assert "You have no draft comments to send" in page
     assert Message.objects.count() == 1
+
+
+def test_a_builder_booting_after_its_submit_learns_the_comments_then_gets_them_again(
+    client, repository, shop, lead
+):
+    """The usual order: the builder submitted (it holds no task), a person requests
+    changes, the builder's next session boots and then pulls work."""
+    task = green_task(repository, shop)
+    builder = task.assignee
+    builder.current_task = None
+    builder.save(update_fields=["current_task"])
+    client.force_login(lead)
+    comment(client, task, line_start="1", body="Use a Decimal.")
+    client.post(reverse("fleet-task-request-changes", args=[task.key]))
+    task.refresh_from_db()
+    assert task.status == Task.CHANGES_REQUESTED
+
+    boot = dispatch.boot(builder)
+    assert boot["task"] is None
+    assert boot["digest"]["review"] == ["T-1: shop/tax.py:1: Use a Decimal. (from lea)"]
+    client.logout()
+    response = AgentClient(client, builder.issue_token()).call("post", "work/next")
+    assert response.status_code == 200, response.content
+    work = response.json()
+    assert work["task"]["key"] == "T-1" and work["task"]["status"] == Task.WORKING
+    assert work["review_comments"] == ["shop/tax.py:1: Use a Decimal. (from lea)"]
+    # holding it now, the digest names its comments as before
+    builder.refresh_from_db()
+    assert dispatch.boot(builder)["digest"]["review"] == [
+        "shop/tax.py:1: Use a Decimal. (from lea)"
+    ]
 
 
 def test_sent_comments_block_the_review_gate_until_resolved_after_a_resubmit(
