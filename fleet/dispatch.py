@@ -196,10 +196,21 @@ def digest(agent: Agent, task: Task | None) -> dict[str, list[str]]:
     for kind, body in entries.order_by("-created_at", "-pk").values_list("kind", "body")[:200]:
         if len(found[kind]) < DIGEST_PER_KIND:
             found[kind].append(body)
+    # People's review comments sent to the builder and not resolved yet: a session
+    # that starts after "Request changes" knows what to fix. After its submit the
+    # builder holds no task, so a session that boots before work/next hands the
+    # returned task back learns them from the tasks returned to it.
     if task is not None and task.assignee_id == agent.pk:
-        # People's review comments sent to the builder and not resolved yet: a session
-        # that starts after "Request changes" knows what to fix.
         found["review"] = workspace.open_comments(task)
+    else:
+        returned = Task.objects.filter(status=Task.CHANGES_REQUESTED, assignee=agent)
+        review = [
+            f"{t.key}: {line}"
+            for t in returned.order_by("updated_at", "pk")
+            for line in workspace.open_comments(t)
+        ]
+        if review:
+            found["review"] = review
     return found
 
 

@@ -806,9 +806,10 @@ class Pump:
         finally:
             close_old_connections()
 
-    def _read(self) -> tuple[float, dict, list[dict] | None, list[int] | None]:
+    def _read(self) -> tuple[float, dict, list[dict] | None, list[int] | None, list[dict]]:
         """(at, watched pages, new event rows or None for "render everything",
-        agents that heartbeated or None for "every agent")."""
+        agents that heartbeated or None for "every agent", the new event rows even
+        then: they are marked seen, and what needs a person goes from them)."""
         now = self.read_at = time.monotonic()
         if self.last_id is None:  # first tick: start from here, and send everything
             self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -817,13 +818,14 @@ class Pump:
             )
             self._beats()
             self.last_full = self.last_pulses = now
-            rows, beats = None, []
+            rows, beats, new_rows = None, [], []
         else:
             ids = set(
                 Event.objects.filter(id__gt=self.last_id - WINDOW).values_list("id", flat=True)
             )
             new = ids - self.seen
             rows = list(Event.objects.filter(id__in=new).values(*EVENT_FIELDS)) if new else []
+            new_rows = rows
             self.seen = ids
             if ids:
                 self.last_id = max(self.last_id, max(ids))
@@ -836,13 +838,14 @@ class Pump:
                 beats = None
         with self.lock:
             watched = dict(self.watched)
-        return time.monotonic(), watched, rows, beats
+        return time.monotonic(), watched, rows, beats, new_rows
 
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
-        at, watched, rows, beats = self._read()
+        at, watched, rows, beats, new_rows = self._read()
         self._note(watched, rows, beats)
-        # What newly needs a person is not held back by any page's window.
-        needs = attention.frames(rows) if rows else []
+        # What newly needs a person is not held back by any page's window (nor lost
+        # on a full-refresh tick, which renders every page without the rows).
+        needs = attention.frames(new_rows) if new_rows else []
         ready = sorted(page for page in self.due if self._opens(page) <= at)
         if not ready:
             return at, needs

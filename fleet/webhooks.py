@@ -42,13 +42,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _chat(text: str) -> str:
+    """Text a chat channel shows as written: Slack reads &, < and > as markup (a
+    ``<!channel>`` pings everyone), and Discord pings on @everyone and @here; a
+    zero-width space after each @ keeps the words, not the pings."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("@", "@\u200b")
+
+
 def task_text(kind: str, task: Task, reasons: list[str], url: str) -> str:
     """The payload's ``text``: one sentence a chat channel shows as it is (Slack's
     incoming webhooks and Discord's Slack-compatible ones read ``text``; both link a
     bare URL)."""
     what = TASK_SENTENCES.get(kind, "needs a person")
-    why = _clip("; ".join(reasons), 300)
-    return f"{task.key} “{_clip(task.title, 80)}” {what}{': ' + why if why else ''} — {url}"
+    why = _chat(_clip("; ".join(reasons), 300))
+    return f"{task.key} “{_chat(_clip(task.title, 80))}” {what}{': ' + why if why else ''} — {url}"
 
 
 def budget_text(kind: str, payload: dict[str, Any]) -> str:
@@ -61,7 +69,7 @@ def budget_text(kind: str, payload: dict[str, Any]) -> str:
         if kind == "budget_spent"
         else "is at 80% or more of its budget"
     )
-    scope = payload["scope"]
+    scope = _chat(payload["scope"])
     return f"{scope[:1].upper()}{scope[1:]} {what} ({spent}) — {payload['url']}"
 
 

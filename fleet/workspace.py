@@ -70,7 +70,10 @@ def highlighted_lines(path: str, texts: list[str]) -> list[str]:
     spans at each line end, so the output splits back into the same lines."""
     if not texts:
         return []
-    html = highlight("\n".join(texts) + "\n", _lexer(path), FORMATTER)
+    # A lone carriage return would end a line for the lexer (and split the output one
+    # line more than the numbers have): show it as a sign instead.
+    text = "\n".join(t.replace("\r", "\u240d") for t in texts) + "\n"
+    html = highlight(text, _lexer(path), FORMATTER)
     lines = html.split("\n")[: len(texts)]
     lines += [""] * (len(texts) - len(lines))
     return [mark_safe(line) for line in lines]  # Pygments escapes the text it is given
@@ -102,7 +105,10 @@ def _unified_row(fid: str, line: diffs.Line, html: str) -> str:
 
 
 def _split_row(fid: str, left: diffs.Line | None, right: diffs.Line | None, html) -> str:
-    slots = " ".join(dict.fromkeys(_slot(fid, line) for line in (left, right) if line))
+    names = [_slot(fid, line) for line in (left, right) if line]
+    if left is not None and left.kind == diffs.CONTEXT:  # a comment on either side of it
+        names.append(f"{fid}-o{left.old}")
+    slots = " ".join(dict.fromkeys(names))
     cells = []
     for line, side in ((left, "old"), (right, "new")):
         if line is None:
@@ -190,35 +196,40 @@ def threads(
     shown, history = _deduplicated(findings)
     changed: dict[str, dict[str, diffs.DiffFile] | None] = {}
 
-    def outdated(raised_on: str, path: str, start: int | None, end: int | None) -> bool:
-        if not raised_on or not head or raised_on == head or not start:
-            return False
+    def change(raised_on: str, path: str) -> diffs.DiffFile | None:
+        if not raised_on or not head or raised_on == head:
+            return None
         if raised_on not in changed:
             try:
                 changed[raised_on] = diffs.changes_between(repo_path, old=raised_on, new=head)
             except GitError:
                 changed[raised_on] = None  # that commit is gone: show it where it lands
-        change = (changed[raised_on] or {}).get(path)
-        return bool(change and change.touches(start, end or start, side="old"))
+        return (changed[raised_on] or {}).get(path)
+
+    def place(thread: Thread, raised_on: str, side: str) -> None:
+        """The thread's slot on ``head``: outdated when the lines it names changed since
+        the commit it was raised on, else moved to where those lines are now."""
+        item = thread.item
+        start, end = item.line_start, item.line_end or item.line_start
+        fid = file_id(item.path)
+        if not start:
+            thread.slot = f"{fid}-top"
+            return
+        moved = change(raised_on, item.path) if side == "n" else None
+        if moved and moved.touches(start, end, side="old"):
+            thread.outdated = True
+            return
+        thread.slot = f"{fid}-{side}{moved.new_number(end) if moved else end}"
 
     result = []
     for finding in shown:
-        fid = file_id(finding.path)
-        line = finding.line_end or finding.line_start
-        thread = Thread("finding", finding, f"{fid}-n{line}" if line else f"{fid}-top")
+        thread = Thread("finding", finding, "")
         thread.history = sorted(history.get(finding.pk, []), key=lambda f: f.pk)
-        thread.outdated = outdated(
-            finding.review.commit_sha, finding.path, finding.line_start, finding.line_end
-        )
+        place(thread, finding.review.commit_sha, "n")
         result.append(thread)
     for comment in comments:
-        fid = file_id(comment.path)
-        side = "n" if comment.side == ReviewComment.NEW else "o"
-        thread = Thread("comment", comment, f"{fid}-{side}{comment.line_end}")
-        if comment.side == ReviewComment.NEW:
-            thread.outdated = outdated(
-                comment.commit_sha, comment.path, comment.line_start, comment.line_end
-            )
+        thread = Thread("comment", comment, "")
+        place(thread, comment.commit_sha, "n" if comment.side == ReviewComment.NEW else "o")
         result.append(thread)
     for thread in result:
         if thread.outdated:
@@ -227,11 +238,17 @@ def threads(
     return result
 
 
+@functools.lru_cache(maxsize=128)
+def _file_lines(repo_path: str, sha: str, path: str) -> tuple[str, ...]:
+    # A file at a commit never changes: read once, not on every live render.
+    return tuple(diffs.file_lines(repo_path, sha=sha, path=path))
+
+
 def _snippet(repo_path: str, thread: Thread) -> list[tuple[int, str]]:
     item = thread.item
     sha = item.review.commit_sha if thread.kind == "finding" else item.commit_sha
     try:
-        lines = diffs.file_lines(repo_path, sha=sha, path=item.path)
+        lines = _file_lines(str(repo_path), sha, item.path)
     except GitError:
         return []
     start = max(item.line_start - SNIPPET_CONTEXT, 1)

@@ -89,6 +89,21 @@ def test_frames_go_to_each_role_with_only_its_own():
     assert all('id="fleet-attention"' in html for html in frames.values())
 
 
+def test_attention_goes_on_the_pumps_full_refresh_tick_too():
+    """The tick that renders every page reads (and marks seen) the new events as well:
+    what they need of a person goes on that tick, not never."""
+    from fleet import live
+
+    pump = live.Pump()
+    pump._collect()  # the first tick: it starts from here
+    task = make_task(key="T-11", status=Task.IN_REVIEW)
+    findings_posted(task, make_agent(Agent.REVIEWER, name="rev"), 1)
+    pump.last_full -= live.REFRESH  # this tick is a full refresh
+    _, frames = pump._collect()
+    assert pump.last_full > 0 and "T-11" in dict(frames)[("attention", "reviewer")]
+    assert pump._collect()[1] == []  # seen: not sent twice
+
+
 async def watcher_as(role: str, view: str = "overview") -> WebsocketCommunicator:
     from django.contrib.auth.models import Group
 

@@ -112,6 +112,22 @@ def test_a_task_notification_carries_a_chat_ready_text_line(
     assert reasons[0] in text and text.endswith("— https://fleet.example/tasks/T-12/")
 
 
+def test_the_text_line_escapes_chat_markup_and_pings(receiver, settings):
+    """A task title is anyone's words: no Slack markup, no @everyone ping in the channel."""
+    settings.FLEET_PUBLIC_URL = "https://fleet.example"
+    repository = make_repository(webhook_url=receiver["url"])
+    task = make_task(repository=repository, key="T-13", title="<!channel> Tax & @everyone")
+    webhooks.notify(task, "gate_red", ["Checks: <b>@here</b>"])
+    assert webhooks.deliver() == 1
+    text = receiver["bodies"][0][1]["text"]
+    assert "“&lt;!channel&gt; Tax &amp; @\u200beveryone”" in text
+    assert "&lt;b&gt;@\u200bhere&lt;/b&gt;" in text
+    assert "<" not in text and "@everyone" not in text and "@here" not in text
+    assert text.endswith("— https://fleet.example/tasks/T-13/")
+    # the structured fields stay as written: they are data, not chat text
+    assert receiver["bodies"][0][1]["title"] == "<!channel> Tax & @everyone"
+
+
 def test_a_budget_notification_says_what_is_spent_of_what(receiver, settings):
     from decimal import Decimal
 

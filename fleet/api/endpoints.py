@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
-from fleet import dispatch
+from fleet import dispatch, workspace
 from fleet.api.schemas import (
     BootOut,
     CheckIn,
@@ -69,7 +69,7 @@ def work_next(request: HttpRequest):
     if item is None:
         return {"kind": "none"}
     if kind == "task":
-        return {"kind": "task", "task": item}
+        return {"kind": "task", "task": item, "review_comments": workspace.open_comments(item)}
     return {"kind": "review", "review_id": item.pk, "task": item.task}
 
 

@@ -191,6 +191,11 @@ class WorkOut(Schema):
     kind: Literal["task", "review", "none"]
     task: TaskOut | None = None
     review_id: int | None = None
+    review_comments: list[str] = Field(
+        default_factory=list,
+        description="A builder's task: people's review comments sent and not resolved yet "
+        "(path:lines: body (from whom)), what to fix on a task returned to it.",
+    )
 
 
 class SubmitIn(Schema):

@@ -30,6 +30,10 @@ class Line:
 class Hunk:
     header: str  # the "@@ -a,b +c,d @@ context" line
     lines: list[Line] = field(default_factory=list)
+    # The header's numbers: a pure insertion ("-4,0") goes after old line old_start.
+    old_start: int = 0
+    old_count: int = 0
+    new_count: int = 0
 
     @property
     def new_range(self) -> tuple[int, int]:
@@ -77,9 +81,24 @@ class DiffFile:
                     return True
         return False
 
+    def new_number(self, old: int) -> int:
+        """Where old line ``old`` is after this patch, when the patch leaves it alone:
+        shifted by what every hunk before it added and removed."""
+        shift = 0
+        for hunk in self.hunks:
+            for line in hunk.lines:
+                if line.old == old and line.new is not None:  # a context line: it says
+                    return line.new
+            last_old = hunk.old_start + max(hunk.old_count - 1, 0)
+            if last_old < old:
+                shift += hunk.new_count - hunk.old_count
+        return old + shift
+
 
 def _old_before(hunk: Hunk, target: Line) -> int:
-    last = 0
+    # With no old line before it in the hunk (a pure insertion under -U0, or one at a
+    # hunk's top) the line sits after the one the header names.
+    last = hunk.old_start if hunk.old_count == 0 else hunk.old_start - 1
     for line in hunk.lines:
         if line is target:
             return last
@@ -135,7 +154,12 @@ def parse(diff: str) -> list[DiffFile]:
                         file.old_path = _unquote(name)[2:]
             hunk = HUNK.match(raw)
             if hunk:
-                current = Hunk(header=raw)
+                current = Hunk(
+                    header=raw,
+                    old_start=int(hunk.group(1)),
+                    old_count=int(hunk.group(2) if hunk.group(2) is not None else 1),
+                    new_count=int(hunk.group(4) if hunk.group(4) is not None else 1),
+                )
                 file.hunks.append(current)
                 old, new = int(hunk.group(1)), int(hunk.group(3))
                 continue

@@ -126,9 +126,10 @@ def commit_message(repo_path: str | Path, sha: str) -> str:
 
 
 def patch_id(repo_path: str | Path, *, main: str, head: str) -> str:
-    """The stable patch id of what ``head`` changes since it forked from ``main``
+    """The patch id of what ``head`` changes since it forked from ``main``
     (``merge-base..head`` as one patch): the same after a rebase that leaves the
-    change itself alone, different once a line of it changes. '' for no change."""
+    change itself alone, different once a line of it changes (its indentation
+    too). '' for no change."""
     with open_repo(repo_path, "working out the patch id") as repo:
         base = repo.git.merge_base(main, head)
         diff = repo.git.diff(
@@ -137,7 +138,9 @@ def patch_id(repo_path: str | Path, *, main: str, head: str) -> str:
     if not diff.strip():
         return ""
     proc = subprocess.run(
-        ["git", "patch-id", "--stable"],
+        # --verbatim: whitespace is code. (git 2.39 refuses it with --stable, which
+        # only matters across file orders; one ``git diff`` always sorts its files.)
+        ["git", "patch-id", "--verbatim"],
         input=diff + b"\n",
         capture_output=True,
         cwd=repo_path,

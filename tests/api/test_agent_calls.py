@@ -139,7 +139,12 @@ def test_a_builder_pulls_a_ready_task_and_gets_the_same_one_again(as_agent, read
 
 def test_nothing_to_do_is_kind_none(as_agent):
     _, token = make_token_agent()
-    assert take_task(as_agent, token) == {"kind": "none", "task": None, "review_id": None}
+    assert take_task(as_agent, token) == {
+        "kind": "none",
+        "task": None,
+        "review_id": None,
+        "review_comments": [],
+    }
 
 
 def test_an_orchestrator_does_not_take_work(as_agent, ready_tasks):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleet.agent import ops
-from fleet.models import CheckRun, Finding, MergeRequest, ReviewComment, Task
+from fleet.models import CheckRun, Event, Finding, MergeRequest, ReviewComment, Task
 
 from ..agent.conftest import Server, free_port
 from ..conftest import make_repository, make_user
@@ -222,3 +222,51 @@ def test_a_large_file_loads_when_opened(page, live_server, shop):  # noqa: F811
     file.locator("tr.ln").nth(599).wait_for()
     assert line_number(page, "shop/big.py", 600).count() == 1
     assert page.js_errors == []
+
+
+def test_a_live_update_keeps_a_reason_being_typed_in_a_placed_thread(
+    page,
+    tmp_path,
+    shop,  # noqa: F811
+):
+    """Threads in the diff sit outside the live region: a live frame replaces them with
+    fresh copies, and the reason typed so far and the focus move across."""
+    make_user("lena", "lead", password="pw-lena-123")
+    task = task_with_code(shop)
+    review = task.reviews.get()
+    finding = Finding.objects.create(
+        review=review, path="shop/tax.py", line_start=5, severity="major", title="Float money"
+    )
+    server = Server(free_port(), tmp_path / "live").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        login(page, base)
+        page.goto(f"{base}/tasks/{task.key}/")
+        page.wait_for_selector('#live-indicator[data-state="live"]', timeout=10_000)
+        placed = page.locator(f"#files tr.thread-row #thread-finding-{finding.pk}")
+        placed.wait_for()
+        placed.evaluate("el => { el.dataset.before = '1'; }")  # the copy the page loaded
+        reason = page.locator(f"#reason-{finding.pk}")
+        reason.click()
+        reason.type("one region, flat rate")
+
+        # Something happens on the task: a second finding, and the threads go live.
+        other = Finding.objects.create(
+            review=review, path="CHANGELOG.md", line_start=1, severity="info", title="Tense"
+        )
+        Event.objects.record(
+            "review.findings", task_id=task.pk, payload={"review": review.pk, "findings": 2}
+        )
+        page.locator(f"#thread-finding-{other.pk}").wait_for(timeout=10_000)
+        fresh = page.locator(f"#files tr.thread-row #thread-finding-{finding.pk}")
+        fresh.wait_for()
+        assert fresh.get_attribute("data-before") is None  # a fresh copy, placed again
+        assert page.locator(f"#thread-finding-{finding.pk}").count() == 1
+        assert reason.input_value() == "one region, flat rate"
+        assert page.evaluate("document.activeElement.id") == f"reason-{finding.pk}"
+        page.keyboard.type(" (EU only)")  # typing goes on where it was
+        assert reason.input_value() == "one region, flat rate (EU only)"
+        screenshot(page, "workspace-live-keeps-reason")
+        assert page.js_errors == []
+    finally:
+        server.stop()

@@ -83,3 +83,30 @@ def test_a_no_newline_marker_and_garbage_are_skipped():
     (file,) = diffs.parse(text)
     assert [(line.kind, line.text) for line in file.hunks[0].lines] == [("-", "a"), ("+", "b")]
     assert diffs.parse("not a diff at all") == []
+
+
+TEN = "".join(f"line {n}\n" for n in range(1, 11))
+
+
+def test_an_insertion_inside_a_range_touches_it_and_shifts_the_lines_below(tmp_path):
+    """Under -U0 a pure insertion (``@@ -4,0 +8 @@``) has no old line: it sits after
+    the line its header names."""
+    lines = TEN.splitlines(keepends=True)
+    after = "".join(["new a\n", "new b\n", "new c\n", *lines[:4], "inserted\n", *lines[4:]])
+    first, second = two_commits(tmp_path, {"a.txt": TEN}, {"a.txt": after})
+    change = diffs.changes_between(tmp_path / "r", old=first, new=second)["a.txt"]
+    assert [(h.old_start, h.old_count, h.new_count) for h in change.hunks] == [(0, 0, 3), (4, 0, 1)]
+    assert change.touches(3, 6)  # a comment on lines 3-6: the insertion is inside it
+    assert change.touches(4, 4)  # right after its last line
+    assert not change.touches(5, 9) and not change.touches(1, 3)
+    # lines the change leaves alone are where they were, shifted by what came before
+    assert [change.new_number(n) for n in (1, 4, 5, 8, 10)] == [4, 7, 9, 12, 14]
+
+
+def test_new_numbers_past_removed_and_replaced_lines(tmp_path):
+    lines = TEN.splitlines(keepends=True)
+    after = "".join([lines[0], *lines[3:6], "six\n", "six b\n", *lines[7:]])  # 2-3 gone, 7 x2
+    first, second = two_commits(tmp_path, {"a.txt": TEN}, {"a.txt": after})
+    change = diffs.changes_between(tmp_path / "r", old=first, new=second)["a.txt"]
+    assert not change.touches(4, 6) and change.touches(7, 7) and change.touches(2, 2)
+    assert [change.new_number(n) for n in (1, 4, 6, 8, 10)] == [1, 2, 4, 7, 9]

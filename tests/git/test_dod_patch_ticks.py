@@ -81,3 +81,14 @@ def test_the_patch_id_is_of_the_change_since_the_fork(shop):
     assert same and same == facts.patch_id(clone, main="main", head=two)
     assert facts.patch_id(clone, main="main", head=three) != same
     assert facts.patch_id(clone, main="main", head="main") == ""
+
+
+def test_a_change_in_indentation_only_is_a_different_patch(shop):
+    """Whitespace is code (Python's blocks, YAML's nesting): re-indenting needs a new tick."""
+    clone = Path(shop["clone"])
+    git(clone, "checkout", "-q", "-b", "feat/x")
+    flat = commit(clone, {"shop/tax.py": "if True:\n    RATE = 0.2\nRATE = 0.3\n"}, "tax")
+    nested = commit(clone, {"shop/tax.py": "if True:\n    RATE = 0.2\n    RATE = 0.3\n"}, "indent")
+    assert facts.patch_id(clone, main="main", head=flat) != facts.patch_id(
+        clone, main="main", head=nested
+    )

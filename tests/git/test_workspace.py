@@ -15,6 +15,7 @@ from fleet import dispatch, gates, merging, workspace
 from fleet.git import diffs
 from fleet.models import FileViewed, Finding, Message, Review, ReviewComment, Task
 
+from ..api.conftest import AgentClient
 from ..conftest import make_user
 from .conftest import commit
 from .test_gates import green_task, red_reasons
@@ -110,6 +111,37 @@ def test_request_changes_sends_the_drafts_in_one_message_and_returns_the_task(
     page = client.get(response["Location"]).content.decode()
     assert "You have no draft comments to send" in page
     assert Message.objects.count() == 1
+
+
+def test_a_builder_booting_after_its_submit_learns_the_comments_then_gets_them_again(
+    client, repository, shop, lead
+):
+    """The usual order: the builder submitted (it holds no task), a person requests
+    changes, the builder's next session boots and then pulls work."""
+    task = green_task(repository, shop)
+    builder = task.assignee
+    builder.current_task = None
+    builder.save(update_fields=["current_task"])
+    client.force_login(lead)
+    comment(client, task, line_start="1", body="Use a Decimal.")
+    client.post(reverse("fleet-task-request-changes", args=[task.key]))
+    task.refresh_from_db()
+    assert task.status == Task.CHANGES_REQUESTED
+
+    boot = dispatch.boot(builder)
+    assert boot["task"] is None
+    assert boot["digest"]["review"] == ["T-1: shop/tax.py:1: Use a Decimal. (from lea)"]
+    client.logout()
+    response = AgentClient(client, builder.issue_token()).call("post", "work/next")
+    assert response.status_code == 200, response.content
+    work = response.json()
+    assert work["task"]["key"] == "T-1" and work["task"]["status"] == Task.WORKING
+    assert work["review_comments"] == ["shop/tax.py:1: Use a Decimal. (from lea)"]
+    # holding it now, the digest names its comments as before
+    builder.refresh_from_db()
+    assert dispatch.boot(builder)["digest"]["review"] == [
+        "shop/tax.py:1: Use a Decimal. (from lea)"
+    ]
 
 
 def test_sent_comments_block_the_review_gate_until_resolved_after_a_resubmit(
@@ -255,3 +287,73 @@ def test_viewed_marks_need_a_file_and_its_patch(client, repository, shop, lead):
     assert FileViewed.objects.get().patch_hash == "abc"
     client.post(url, {"path": "shop/tax.py", "hash": "abc", "viewed": "0"})
     assert not FileViewed.objects.exists()
+
+
+TEN = "".join(f"line {n}\n" for n in range(1, 11))
+
+
+def test_a_thread_moves_with_its_lines_when_a_resubmit_shifts_them(repository, shop, lead):
+    """Raised on line 8 of one commit; the next adds 3 lines at the top and one after
+    line 4 (not touching line 8): the thread is at new line 12, not outdated."""
+    task = green_task(repository, shop)
+    worktree = Path(task.worktree_path)
+    first = commit(worktree, {"shop/ten.py": TEN}, "ten")
+    lines = TEN.splitlines(keepends=True)
+    shifted = "".join(["a\n", "b\n", "c\n", *lines[:4], "inserted\n", *lines[4:]])
+    second = commit(worktree, {"shop/ten.py": shifted}, "shift")
+    review = Review.objects.create(task=task, commit_sha=first, status=Review.CLOSED)
+    finding = Finding.objects.create(
+        review=review, path="shop/ten.py", line_start=8, severity="minor", title="Eight"
+    )
+    on_new = ReviewComment.objects.create(
+        task=task, author=lead, path="shop/ten.py", line_start=7, line_end=8,
+        side=ReviewComment.NEW, body="Here.", commit_sha=first, state=ReviewComment.SENT,
+    )  # fmt: skip
+    on_range = ReviewComment.objects.create(
+        task=task, author=lead, path="shop/ten.py", line_start=3, line_end=6,
+        side=ReviewComment.NEW, body="Around.", commit_sha=first, state=ReviewComment.SENT,
+    )  # fmt: skip
+    fid = workspace.file_id("shop/ten.py")
+    got = {
+        t.anchor: (t.slot, t.outdated)
+        for t in workspace.threads(
+            task, [finding], [on_new, on_range], head=second, repo_path=repository.path
+        )
+    }
+    assert got[f"finding-{finding.pk}"] == (f"{fid}-n12", False)
+    assert got[f"comment-{on_new.pk}"] == (f"{fid}-n12", False)
+    # the insertion after line 4 is inside lines 3-6: that comment is outdated
+    assert got[f"comment-{on_range.pk}"] == (f"{fid}-top", True)
+    # on the commit it was raised on, the thread stays where it was
+    (same,) = workspace.threads(task, [finding], [], head=first, repo_path=repository.path)
+    assert same.slot == f"{fid}-n8"
+
+
+def test_an_outdated_threads_code_is_read_once_per_commit(repository, shop, lead):
+    task = green_task(repository, shop)
+    worktree = Path(task.worktree_path)
+    first = commit(worktree, {"shop/ten.py": TEN}, "ten")
+    second = commit(worktree, {"shop/ten.py": TEN.replace("line 8", "eight")}, "eight")
+    review = Review.objects.create(task=task, commit_sha=first, status=Review.CLOSED)
+    finding = Finding.objects.create(
+        review=review, path="shop/ten.py", line_start=8, severity="minor", title="Eight"
+    )
+    workspace._file_lines.cache_clear()
+    for _ in range(3):  # three live renders
+        (thread,) = workspace.threads(task, [finding], [], head=second, repo_path=repository.path)
+        assert thread.outdated and (8, "line 8") in thread.snippet
+    assert workspace._file_lines.cache_info().misses == 1
+
+
+def test_split_rows_take_old_side_comments_on_context_lines():
+    (file,) = diffs.parse("diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1,3 +1,4 @@\n a\n+X\n b\n c\n")
+    fid = workspace.file_id("x")
+    for split in (False, True):
+        rows = str(workspace.render_file(file, split=split)[0]["rows"])
+        assert f'data-slots="{fid}-n3 {fid}-o2"' in rows  # "b": old line 2, new line 3
+
+
+def test_a_lone_carriage_return_keeps_code_and_numbers_in_step():
+    html = workspace.highlighted_lines("x.py", ["a = 1\rb = 2", "c = 3", "d = 4"])
+    assert len(html) == 3
+    assert "\u240d" in html[0] and "c" in html[1] and "d" in html[2]

@@ -35,20 +35,47 @@
     holder.firstElementChild.appendChild(item);
   }
 
+  // The placed threads are outside the live region, so live.js cannot carry what was
+  // typed in them (an overrule reason) into the fresh copies: do it here, by id, and
+  // give the focus back, before the stale copies go.
+  function keep(stale) {
+    const kept = { values: new Map(), focusId: null };
+    const active = document.activeElement;
+    stale.forEach((el) => {
+      el.querySelectorAll("input[id]:not([type=hidden]), textarea[id]").forEach((input) => {
+        if (input.value) kept.values.set(input.id, input.value);
+      });
+      if (active && active.id && el.contains(active)) kept.focusId = active.id;
+      el.remove();
+    });
+    return kept;
+  }
+
+  function restore(kept) {
+    kept.values.forEach((value, id) => {
+      const twin = document.getElementById(id);
+      if (twin && !twin.value) twin.value = value;
+    });
+    const again = kept.focusId && document.getElementById(kept.focusId);
+    if (again && (document.activeElement === document.body || !document.activeElement)) {
+      again.focus({ preventScroll: true });
+    }
+  }
+
   function distribute() {
     const box = document.getElementById("task-threads");
     if (!box) return;
+    let kept = null;
     if (!box.dataset.placed) {
       // a fresh list (page load or a live update): what was placed before is stale
-      page.querySelectorAll("#files .thread-row, #files .file-top > .thread-item").forEach(
-        (el) => el.remove()
-      );
+      kept = keep(page.querySelectorAll("#files .thread-row, #files .file-top > .thread-item"));
       box.dataset.placed = "1";
     }
     box.querySelectorAll(":scope > .thread-item").forEach((item) => {
       const where = rowFor(item.dataset.slot);
       if (where) place(item, where);
     });
+    if (kept) restore(kept);
     box.classList.toggle("empty", !box.querySelector(".thread-item"));
     // The diff is this page's; the threads are live: say when they are of a newer commit.
     const files = document.getElementById("files");
