@@ -13,6 +13,7 @@ from typing import NamedTuple
 from django.db import connection
 
 from fleet.models import Agent, Event, FileClaim, SharedFile, Task, Wave
+from fleet.models.base import after_event
 from fleet.rawsql import (
     aware,
     col,
@@ -242,6 +243,7 @@ def record(kind: str, *, by: Agent, **fields) -> None:
     """``Event.objects.record`` in plain SQL (no id needed back)."""
     event = Event.objects.build(kind, by=by, **fields)
     insert_rows(Event, [event], _EVENT)
+    after_event()
 
 
 _EVENT = [f.name for f in Event._meta.concrete_fields if not f.primary_key]

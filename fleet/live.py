@@ -682,6 +682,7 @@ class Pump:
         self.watched: Counter[tuple[str, str]] = Counter()
         self.sent_at: dict[tuple[str, str], float] = {}  # `at` of the page's last frame
         self.sent: dict[tuple[str, str], float] = {}  # when that frame went to the layer
+        self.opened: dict[tuple[str, str], float] = {}  # when the read for it began
         self.due: dict[tuple[str, str], Due] = {}  # read, waiting for the page's window
         self.poked: set[int] | None = set()  # agents that beat since the last read (None: any)
 
@@ -697,6 +698,7 @@ class Pump:
                 del self.watched[page]
                 self.sent_at.pop(page, None)
                 self.sent.pop(page, None)  # (what it had due goes at the next read)
+                self.opened.pop(page, None)
         if self.watched:
             self.ensure_running()
 
@@ -739,9 +741,10 @@ class Pump:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     self.sent_at[page] = at  # before sending: see shared_snapshot
-                    self.sent[page] = time.monotonic()
+                    sent = self.sent[page] = time.monotonic()
                     await layer.group_send(
-                        group(*page), {"type": "fleet.fragment", "html": html, "at": at}
+                        group(*page),
+                        {"type": "fleet.fragment", "html": html, "at": at, "sent": sent},
                     )
             except asyncio.CancelledError:
                 raise
@@ -755,18 +758,21 @@ class Pump:
             self.ensure_running()
 
     def _opens(self, page: tuple[str, str]) -> float:
-        """When the page's window ends: it may have its next frame from then on."""
-        return self.sent_at.get(page, -TICK) + TICK
+        """When the page's window ends: it may have its next frame from then on. (From
+        the start of the read its last frame came from, so that a steady stream gets a
+        frame every TICK, not every TICK and a read.)"""
+        return self.opened.get(page, -TICK) + TICK
 
     def _wanted(self) -> float:
         """When a page the pokes since the last read concern may have its frame (a
-        heartbeat shows on the overview and on its agent's page only)."""
+        heartbeat shows on the pages of pulses and on its agent's page only; an event
+        may show anywhere)."""
         poked = self.poked
         pages = [
             page
             for page in self.watched
             if poked is None
-            or page[0] == "overview"
+            or page[0] in PULSED
             or (page[0] == "agent" and _int_key(page[1]) in poked)
         ]
         return min(map(self._opens, pages), default=float("inf"))
@@ -846,9 +852,11 @@ class Pump:
         # What newly needs a person is not held back by any page's window (nor lost
         # on a full-refresh tick, which renders every page without the rows).
         needs = attention.frames(new_rows) if new_rows else []
-        ready = sorted(page for page in self.due if self._opens(page) <= at)
+        ready = sorted(page for page in self.due if self._opens(page) <= self.read_at)
         if not ready:
             return at, needs
+        for page in ready:
+            self.opened[page] = self.read_at
         now, pulsed = timezone.now(), {}
         frames = self._render({page for page in ready if self.due[page].full})
         for page in ready:

@@ -22,6 +22,18 @@ class TransitionError(Exception):
 # --- events ---------------------------------------------------------------
 
 
+def after_event(using: str | None = None) -> None:
+    """Once the event's transaction commits, this process's live pump reads it at once
+    (a page that had no frame for its window gets it now, not at the next poll)."""
+
+    def poke() -> None:
+        from fleet.live import PUMP
+
+        PUMP.poke(None)
+
+    transaction.on_commit(poke, using=using)
+
+
 class EventQuerySet(models.QuerySet):
     def after(self, event_id: int) -> EventQuerySet:
         return self.filter(id__gt=event_id).order_by("id")
@@ -33,6 +45,7 @@ class EventQuerySet(models.QuerySet):
         """Append one event (the arguments are ``build``'s)."""
         event = self.build(kind, **fields)
         event.save(force_insert=True, using=self.db)
+        after_event(self.db)
         return event
 
     def build(
