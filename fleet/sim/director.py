@@ -199,7 +199,8 @@ def setup(*, builders: int = 4, reviewers: int = 2, lead: str = LEAD) -> Stage:
 
 @dataclass
 class Lead:
-    """A patient person: acts on what has waited ``patience`` real seconds."""
+    """A patient person: acts on what has waited ``patience`` real seconds, and not
+    while people are at work (``patience`` after their latest action)."""
 
     stage: Stage
     patience: float
@@ -207,6 +208,10 @@ class Lead:
     seen: dict[tuple, float] = field(default_factory=dict)
     failed: set[tuple] = field(default_factory=set)  # what did not work: not retried
     said: set[str] = field(default_factory=set)
+    # The latest thing a person did in Fleet (event id, and when the lead saw it): the
+    # lead leaves every decision to them until they have been quiet for ``patience``.
+    person_event: int = 0
+    person_at: float = 0.0
 
     def once(self, line: str) -> None:
         if line not in self.said:
@@ -221,9 +226,24 @@ class Lead:
     def waited(self, *key: Any) -> bool:
         now = time.monotonic()
         first = self.seen.setdefault(key, now)
-        return now - first >= self.patience
+        return now - max(first, self.person_at) >= self.patience
+
+    def watch_people(self) -> None:
+        latest = (
+            Event.objects.filter(actor__startswith="user:")
+            .exclude(actor=f"user:{self.stage.lead.username}")
+            .order_by("-pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if latest is None or latest == self.person_event:
+            return
+        if self.person_event:  # not the first look: a person acted since the last one
+            self.person_at = time.monotonic()
+        self.person_event = latest
 
     def tick(self) -> None:
+        self.watch_people()
         for action in (
             self.budget_waves,
             self.plan_waves,

@@ -4,6 +4,7 @@ is up, or ``stop`` is set. Used by ``fleet_simulate``, ``fleet_bench`` and the t
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fleet.bench.load import percentile_ms
+from fleet.git.errors import GitError
 from fleet.sim import director
 from fleet.sim.agents import in_process
 
@@ -92,7 +94,9 @@ def play(
             drain()
             if now - looked >= 2:
                 looked = now
-                note_steps(stage, timeline, now - story)
+                # A fetch racing the worker's may fail: look again next time.
+                with contextlib.suppress(GitError):
+                    note_steps(stage, timeline, now - story)
             if director.finished(stage):
                 timeline.setdefault("finished", round(time.monotonic() - story, 1))
                 say("every task of the plan is merged")

@@ -27,7 +27,7 @@ from .test_live import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-PATIENCE = 12  # real seconds the simulated lead leaves each decision to people
+PATIENCE = 15  # real seconds the simulated lead leaves each decision to people
 
 
 def wait_for(find, seconds: float = 60):
