@@ -94,6 +94,8 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         return super().__call__(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh and not request.path_info.startswith(self.static_prefix):
+            return await self.get_response(request)  # a page: no file lookup, no thread
         static_file = (
             await sync_to_async(self.find_file, thread_sensitive=False)(request.path_info)
             if self.autorefresh

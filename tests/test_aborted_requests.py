@@ -22,3 +22,27 @@ def test_every_middleware_runs_async_under_asgi():
         if not getattr(import_string(name), "async_capable", False)
     ]
     assert sync_only == []
+
+
+def test_a_page_request_skips_the_static_file_lookup(settings):
+    """Under DEBUG (autorefresh) only paths under STATIC_URL look for a file (in a
+    thread); a page goes straight on."""
+    import asyncio
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from fleet.middleware import StaticFilesMiddleware
+
+    looked: list[str] = []
+
+    async def page(request):
+        return HttpResponse("the page")
+
+    middleware = StaticFilesMiddleware(page)
+    middleware.autorefresh = True
+    middleware.find_file = lambda url: looked.append(url)
+    response = asyncio.run(middleware(RequestFactory().get("/plans/")))
+    assert response.content == b"the page" and looked == []
+    asyncio.run(middleware(RequestFactory().get(settings.STATIC_URL + "fleet/nope.css")))
+    assert looked == [settings.STATIC_URL + "fleet/nope.css"]

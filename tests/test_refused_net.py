@@ -45,3 +45,20 @@ def test_an_uncaught_refusal_goes_back_to_its_page_with_the_reason(client):
 def test_the_api_is_not_redirected(client):
     with pytest.raises(TransitionError):
         client.post("/api/v1/act")
+
+
+def test_a_stale_approve_names_the_person_who_approved_not_the_agent_that_started():
+    """The wave moved on after the approval (an agent started it): the message still
+    says who approved it, the state it is in now, and when."""
+    from fleet.models import Event, Wave
+    from fleet.views.refusals import state_note
+
+    from .conftest import make_agent, make_wave
+
+    wave = make_wave(status=Wave.RUNNING)
+    approver = make_user("alma", "lead")
+    Event.objects.record("wave.approve", by=approver, wave=wave)
+    Event.objects.record("wave.start", by=make_agent(name="ivy"), wave=wave)
+    note = state_note(wave)
+    assert note.startswith("Wave 1 is running now (wave.approve by alma at ")
+    assert "ivy" not in note

@@ -210,7 +210,7 @@ class Lead:
     said: set[str] = field(default_factory=set)
     # The latest thing a person did in Fleet (event id, and when the lead saw it): the
     # lead leaves every decision to them until they have been quiet for ``patience``.
-    person_event: int = 0
+    person_event: int | None = None  # None: not looked yet
     person_at: float = 0.0
 
     def once(self, line: str) -> None:
@@ -229,17 +229,26 @@ class Lead:
         return now - max(first, self.person_at) >= self.patience
 
     def watch_people(self) -> None:
+        """A person at work on this run's stage (its plan, waves, tasks, agents or
+        repository) holds the lead back; what people do elsewhere in Fleet does not."""
+        stage = self.stage
+        on_stage = (
+            Q(plan=stage.plan)
+            | Q(wave__plan=stage.plan)
+            | Q(task__wave__plan=stage.plan)
+            | Q(agent_id__in=stage.agent_ids)
+            | Q(repository=stage.repository)
+        )
         latest = (
-            Event.objects.filter(actor__startswith="user:")
+            Event.objects.filter(on_stage, actor__startswith="user:")
             .exclude(actor=f"user:{self.stage.lead.username}")
             .order_by("-pk")
             .values_list("pk", flat=True)
             .first()
+            or 0
         )
-        if latest is None or latest == self.person_event:
-            return
-        if self.person_event:  # not the first look: a person acted since the last one
-            self.person_at = time.monotonic()
+        if self.person_event is not None and latest != self.person_event:
+            self.person_at = time.monotonic()  # a person acted since the last look
         self.person_event = latest
 
     def tick(self) -> None:

@@ -15,18 +15,20 @@ Subject = Wave | Task | Agent
 
 
 def _last_change(subject: Subject) -> Event | None:
-    """The latest event that changed this wave, task or agent (its kind names it)."""
+    """The latest event by a person that changed this wave, task or agent (what a
+    stale page's button collided with: an approval, a resume, a verdict), else the
+    latest by anyone (an agent starting the wave it approved is not who approved it)."""
     field, prefix = {
         Wave: ("wave", "wave."),
         Task: ("task", "task."),
         Agent: ("agent", "agent."),
     }[type(subject)]
-    return (
+    changes = (
         Event.objects.filter(**{field: subject}, kind__startswith=prefix)
         .exclude(kind__in=("agent.boot", "task.heartbeat"))
         .order_by("-id")
-        .first()
     )
+    return changes.filter(actor__startswith="user:").first() or changes.first()
 
 
 def _who(event: Event) -> str:

@@ -127,3 +127,25 @@ def test_bad_options_are_refused():
     for options in ({"speed": 0}, {"builders": 9}, {"duration": 0}):
         with pytest.raises(CommandError):
             call_command("fleet_simulate", url="http://127.0.0.1:9", wait=0, **options)
+
+
+def test_only_people_at_work_on_the_stage_hold_the_lead_back(data_dir):
+    """A manager capping the fleet or editing another repository every few seconds
+    does not hold the demo's lead back; a person acting on the stage's plan does."""
+    from fleet.models import Event
+
+    from ..conftest import make_repository, make_user
+
+    stage = director.setup(builders=1, reviewers=1)
+    lead = director.Lead(stage, patience=100, say=lambda line: None)
+    person = make_user("someone", "manager")
+    elsewhere = make_repository()
+    Event.objects.record("repository.edit", by=person, repository=elsewhere)
+    lead.watch_people()  # the first look only notes where the log is
+    Event.objects.record("budget.set", by=person, payload={"scope": "fleet"})
+    Event.objects.record("repository.edit", by=person, repository=elsewhere)
+    lead.watch_people()
+    assert lead.person_at == 0  # nothing on the stage
+    Event.objects.record("wave.budget", by=person, wave=stage.plan.waves.get(number=2))
+    lead.watch_people()
+    assert lead.person_at > 0
