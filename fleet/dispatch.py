@@ -201,7 +201,7 @@ def digest(agent: Agent, task: Task | None) -> dict[str, list[str]]:
     # builder holds no task, so a session that boots before work/next hands the
     # returned task back learns them from the tasks returned to it.
     if task is not None and task.assignee_id == agent.pk:
-        found["review"] = workspace.open_comments(task)
+        review = workspace.open_comments(task)
     else:
         returned = Task.objects.filter(status=Task.CHANGES_REQUESTED, assignee=agent)
         review = [
@@ -209,8 +209,8 @@ def digest(agent: Agent, task: Task | None) -> dict[str, list[str]]:
             for t in returned.order_by("updated_at", "pk")
             for line in workspace.open_comments(t)
         ]
-        if review:
-            found["review"] = review
+    if review:  # (no empty section: a digest without comments reads as before)
+        found["review"] = review
     return found
 
 

@@ -5,6 +5,8 @@ needs them in their role (the Notification API is spied on; the server is real).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from fleet.models import Agent, Finding, Review, Task
@@ -51,6 +53,15 @@ def open_page(browser, base: str, spy: bool = False):
     return context, page
 
 
+def wait_js(page, expression: str, timeout: float = 10) -> None:
+    """Until the expression is true in the page. (Page.wait_for_function evaluates a
+    string inside the page, which Fleet's Content-Security-Policy refuses: no eval.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true within {timeout} s: {expression}"
+        page.wait_for_timeout(100)
+
+
 def a_review_for(reviewer: Agent) -> Review:
     builder = make_agent(name="bea")
     task = make_task(key="T-31", title="Add tax", status=Task.IN_REVIEW, assignee=builder)
@@ -76,9 +87,7 @@ def test_the_review_queue_fills_live_and_a_reviewer_who_opted_in_is_notified(bro
         optin = page.locator("#attention-optin")
         assert optin.inner_text() == "Notify me"
         optin.click()
-        page.wait_for_function(
-            "document.getElementById('attention-optin').textContent === 'Notifications on'"
-        )
+        page.locator("#attention-optin", has_text="Notifications on").wait_for(timeout=5_000)
         finding = {
             "path": "shop/tax.py",
             "line_start": 3,
@@ -92,7 +101,7 @@ def test_the_review_queue_fills_live_and_a_reviewer_who_opted_in_is_notified(bro
         assert page.locator("#review-queue form.accept button").is_visible()
         page.keyboard.press("j")
         assert page.evaluate("document.activeElement.classList.contains('finding')")
-        page.wait_for_function("window.__notes.length > 0", timeout=10_000)
+        wait_js(page, "window.__notes.length > 0")
         notes = page.evaluate("window.__notes")
         assert notes == [
             {
@@ -141,9 +150,7 @@ def test_the_agents_page_follows_heartbeats_and_stops_live(browser, server):
         page.goto(f"{base}/agents/")
         page.wait_for_selector('#live-indicator[data-state="live"]', timeout=10_000)
         page.click("#attention-optin")
-        page.wait_for_function(
-            "document.getElementById('attention-optin').textContent === 'Notifications on'"
-        )
+        page.locator("#attention-optin", has_text="Notifications on").wait_for(timeout=5_000)
         row = page.locator(f"#agent-row-{ada.pk}")
         assert "booting" in row.inner_text()
         assert not row.locator("form.lead-only").is_visible()  # a manager does not revoke
@@ -153,7 +160,7 @@ def test_the_agents_page_follows_heartbeats_and_stops_live(browser, server):
         ada.stop(reason="budget")
         row.locator(".badge", has_text="stopped").wait_for(timeout=10_000)
         assert "budget" in row.inner_text()
-        page.wait_for_function("window.__notes.length > 0", timeout=10_000)
+        wait_js(page, "window.__notes.length > 0")
         assert page.evaluate("window.__notes[0].title") == "ada was stopped at its budget"
         screenshot(page, "agents-live")
         assert page.js_errors == []
