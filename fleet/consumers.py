@@ -40,8 +40,24 @@ def _may_watch(user_id, session) -> bool:
     return user is not None and bool(user_roles(user))
 
 
+# Messages whose handlers touch no database on the event loop's behalf (what they
+# read runs in database_sync_to_async or the snapshot pool, which close their own).
+NO_DATABASE = frozenset({"fleet.fragment", "websocket.receive"})
+
+
 class FleetConsumer(AsyncWebsocketConsumer):
     groups: list[str] = []
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels closes stale database connections before every handler, on the
+        shared sync thread, which records heartbeats: once per browser per frame, so
+        a frame's fan-out to fifty dashboards queued behind the heartbeat batches.
+        Frames and acks go straight to their handlers."""
+        if message.get("type") in NO_DATABASE:
+            handler = self.fleet_fragment if message["type"] == "fleet.fragment" else None
+            await (handler or self.websocket_receive)(message)
+            return
+        await super().dispatch(message)
 
     async def connect(self) -> None:
         user = self.scope.get("user")

@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,7 +66,7 @@ from fleet.templatetags.fleet_tags import age
 log = logging.getLogger("fleet.live")
 
 TICK = 0.2  # a page's window after a frame (and the poll): at most five frames a second
-PULSE_REFRESH = 5.0  # seconds between pulses of every watched agent (ages move on)
+PULSE_REFRESH = 5.0  # seconds between refreshes of ages on screen (see Pump._aged)
 REFRESH = 30.0  # seconds between full snapshots (catches changes that wrote no event)
 WINDOW = 500  # ids re-read behind the newest (PostgreSQL may commit ids out of order)
 BUDGET_WARN = Decimal("0.8")  # spend at this share of a cap is a warning
@@ -656,10 +656,9 @@ EVENT_FIELDS = (
 @dataclass
 class Due:
     """What a page has to be sent at its next frame: all of it (``full``), or the
-    pulses of the agents that beat (``every`` agent's when ages moved on)."""
+    pulses of these agents (they beat, or their ages moved on)."""
 
     full: bool = False
-    every: bool = False
     beats: set[int] = field(default_factory=set)
 
 
@@ -674,6 +673,7 @@ class Pump:
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
         self.beat_rows: dict[int, dict] = {}  # the newest pulse row of agents with one due
+        self.pulsed_at: dict[int, float] = {}  # when each agent's pulse was last read
         self.screen_seen: dict[int, Any] = {}
         self.last_full = self.last_pulses = 0.0
         self.read_at = 0.0  # when the pump last read what changed
@@ -682,6 +682,7 @@ class Pump:
         self.watched: Counter[tuple[str, str]] = Counter()
         self.sent_at: dict[tuple[str, str], float] = {}  # `at` of the page's last frame
         self.sent: dict[tuple[str, str], float] = {}  # when that frame went to the layer
+        self.sends: dict[tuple[str, str], deque[float]] = {}  # when its last frames did
         self.opened: dict[tuple[str, str], float] = {}  # when the read for it began
         self.due: dict[tuple[str, str], Due] = {}  # read, waiting for the page's window
         self.poked: set[int] | None = set()  # agents that beat since the last read (None: any)
@@ -698,6 +699,7 @@ class Pump:
                 del self.watched[page]
                 self.sent_at.pop(page, None)
                 self.sent.pop(page, None)  # (what it had due goes at the next read)
+                self.sends.pop(page, None)
                 self.opened.pop(page, None)
         if self.watched:
             self.ensure_running()
@@ -724,6 +726,7 @@ class Pump:
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
         self.screen_seen, self.due, self.beat_rows, self.poked = {}, {}, {}, set()
+        self.pulsed_at = {}
         self.wake = asyncio.Event()
         self.task = loop.create_task(self._run())
 
@@ -735,13 +738,20 @@ class Pump:
             try:
                 at, frames = await sync_to_async(self.collect, thread_sensitive=False)()
                 for page, html in frames:
-                    # Frames of one page leave at least TICK apart on the wire too
-                    # (renders vary in length): five a second at most.
-                    wait = self.sent.get(page, -TICK) + TICK - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                    # Reads for a page are TICK apart, but renders vary in length: on
+                    # the wire too, at most five frames in any second (a frame waits
+                    # only when the page's fifth-last left less than a second ago).
+                    count = max(1, round(1 / TICK))
+                    sends = self.sends.get(page)
+                    if sends is None or sends.maxlen != count:
+                        sends = self.sends[page] = deque(sends or (), maxlen=count)
+                    if len(sends) == count:
+                        wait = sends[0] + count * TICK - time.monotonic()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
                     self.sent_at[page] = at  # before sending: see shared_snapshot
                     sent = self.sent[page] = time.monotonic()
+                    sends.append(sent)
                     await layer.group_send(
                         group(*page),
                         {"type": "fleet.fragment", "html": html, "at": at, "sent": sent},
@@ -799,7 +809,7 @@ class Pump:
         """What changed since the last tick, noted against every watched page it
         shows on; then the frames of the pages whose window is over, each rendered
         once: in full when events touched it (and every page every REFRESH seconds),
-        else the pulses of the agents that beat (every agent's every PULSE_REFRESH).
+        else the pulses of the agents that beat or whose age moved on (see _aged).
 
         Returns ``at`` with the frames: a moment after the change was read and before
         anything was rendered, so a frame is never older than what it shows (what a
@@ -812,11 +822,15 @@ class Pump:
         finally:
             close_old_connections()
 
-    def _read(self) -> tuple[float, dict, list[dict] | None, list[int] | None, list[dict]]:
-        """(at, watched pages, new event rows or None for "render everything",
-        agents that heartbeated or None for "every agent", the new event rows even
-        then: they are marked seen, and what needs a person goes from them)."""
+    def _read(self) -> tuple[float, dict, list[dict] | None, list[int], list[int], bool, list]:
+        """(at, watched pages, new event rows or None for "render everything", agents
+        that heartbeated, agents whose pulse aged, whether agent and budget pages are
+        due in full (every PULSE_REFRESH), and the new event rows even when everything
+        renders: they are marked seen, and what needs a person goes from them)."""
         now = self.read_at = time.monotonic()
+        with self.lock:
+            pulsed = any(view in PULSED for view, _ in self.watched)
+        every = False
         if self.last_id is None:  # first tick: start from here, and send everything
             self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
             self.seen = set(
@@ -824,7 +838,7 @@ class Pump:
             )
             self._beats()
             self.last_full = self.last_pulses = now
-            rows, beats, new_rows = None, [], []
+            rows, beats, new_rows, every = None, [], [], True  # (every: the agents there are)
         else:
             ids = set(
                 Event.objects.filter(id__gt=self.last_id - WINDOW).values_list("id", flat=True)
@@ -841,14 +855,17 @@ class Pump:
                 rows = None
             elif now - self.last_pulses >= PULSE_REFRESH:
                 self.last_pulses = now
-                beats = None
+                every = True
+        aged = self._aged(pulsed, beats, every)
+        if rows is not None and (beats or aged):
+            self.beat_rows.update(_pulse_rows(beats + aged))
         with self.lock:
             watched = dict(self.watched)
-        return time.monotonic(), watched, rows, beats, new_rows
+        return time.monotonic(), watched, rows, beats, aged, every, new_rows
 
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
-        at, watched, rows, beats, new_rows = self._read()
-        self._note(watched, rows, beats)
+        at, watched, rows, beats, aged, every, new_rows = self._read()
+        self._note(watched, rows, beats, aged, every)
         # What newly needs a person is not held back by any page's window (nor lost
         # on a full-refresh tick, which renders every page without the rows).
         needs = attention.frames(new_rows) if new_rows else []
@@ -863,14 +880,10 @@ class Pump:
             due = self.due.pop(page)
             if due.full:
                 continue
-            # The overview's pulses (the same for every overview page: render once).
-            which = None if due.every else tuple(sorted(due.beats & set(self.beat_rows)))
+            # The pulses (the same for every page of pulses due them: render once).
+            which = tuple(sorted(due.beats & set(self.beat_rows)))
             if which not in pulsed:
-                pulsed[which] = (
-                    pulses(None)
-                    if which is None
-                    else "".join(pulse(self.beat_rows[pk], now) for pk in which)
-                )
+                pulsed[which] = "".join(pulse(self.beat_rows[pk], now) for pk in which)
             if pulsed[which]:
                 frames.append((page, pulsed[which]))
         frames.sort(key=lambda frame: frame[0])
@@ -879,36 +892,37 @@ class Pump:
         self.beat_rows = {pk: row for pk, row in self.beat_rows.items() if pk in keep}
         return at, frames
 
-    def _note(self, watched: Mapping[tuple[str, str], int], rows: list[dict] | None, beats) -> None:
+    def _note(
+        self,
+        watched: Mapping[tuple[str, str], int],
+        rows: list[dict] | None,
+        beats: list[int],
+        aged: list[int],
+        every: bool,
+    ) -> None:
         """Add what this read found to what each watched page has due."""
         for page in [page for page in self.due if page not in watched]:
             del self.due[page]  # nobody watches it any more
         full = set(watched) if rows is None else self._touched(rows, watched)
         full |= self._screens(watched)
-        if rows is not None and beats != []:
-            # An agent's own page (small) is rendered again, spend and session included;
-            # the overview gets the pulses of the agents that beat.
+        if rows is not None:
+            # An agent's own page (small) is rendered again when it beat, spend and
+            # session included, and every PULSE_REFRESH; so is the budget page (spend
+            # arrives with heartbeats, not events).
             full |= {
                 page
                 for page in watched
-                if page[0] == "agent" and (beats is None or _int_key(page[1]) in beats)
+                if (page[0] == "agent" and (every or _int_key(page[1]) in beats))
+                or (page[0] == "budget" and every)
             }
-            if beats is None:
-                # Spend arrives with heartbeats, not events: the budget page follows it
-                # at the pulses' pace (every PULSE_REFRESH seconds).
-                full |= {page for page in watched if page[0] == "budget"}
         for page in full:
             self.due.setdefault(page, Due()).full = True
-        if rows is None or beats == []:
+        if rows is None or not (beats or aged):
             return
+        # The pages of pulses get the pulses of the agents that beat or aged.
         for page in watched:
-            if page[0] not in PULSED or page in full:
-                continue
-            due = self.due.setdefault(page, Due())
-            if beats is None:
-                due.every = True
-            else:
-                due.beats.update(beats)
+            if page[0] in PULSED and page not in full:
+                self.due.setdefault(page, Due()).beats.update(beats, aged)
 
     @staticmethod
     def _touched(rows: list[dict], watched: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
@@ -953,25 +967,51 @@ class Pump:
         return changed
 
     def _beats(self) -> list[int]:
-        """Agents whose heartbeat time changed since we last looked (their newest
-        pulse rows are kept for the frames due: one query a read). A beat is stamped
+        """Agents whose heartbeat time changed since we last looked. A beat is stamped
         when its batch starts and may commit a little later, so the query looks a few
-        seconds back and compares with what it saw."""
+        seconds back and compares with what it saw (only the stamps: the pulse rows
+        of the agents that changed are read after, in one query with those that
+        aged)."""
         since = timezone.now() - timedelta(seconds=5)
-        rows = (
-            Agent.objects.filter(last_heartbeat_at__gt=since)
-            .annotate(budget_usd=_budget_cap())
-            .values(*PULSE_FIELDS, "budget_usd")
+        current = dict(
+            Agent.objects.filter(last_heartbeat_at__gt=since).values_list("pk", "last_heartbeat_at")
         )
-        changed, current = [], {}
-        for row in rows:
-            pk, stamp = row["pk"], row["last_heartbeat_at"]
-            current[pk] = stamp
-            if self.beat_seen.get(pk) != stamp:
-                changed.append(pk)
-                self.beat_rows[pk] = row
+        changed = [pk for pk, stamp in current.items() if self.beat_seen.get(pk) != stamp]
         self.beat_seen = current
         return changed
+
+    def _aged(self, pulsed: bool, beats: list[int], every: bool) -> list[int]:
+        """Every PULSE_REFRESH: the agents whose pulse on the pages of pulses was read
+        more than half of that ago (their heartbeat's age moved on), in one frame. A
+        busy fleet's agents, whose beats keep their pulses fresh, cost nothing, and
+        the ticks between stay free for the leading edge. (An age on screen is thus
+        at most one and a half PULSE_REFRESH behind.) Which agents there are is read
+        then too (one small query); one seen for the first time was on the page as
+        it is now."""
+        if not pulsed:  # nobody watches a page of pulses: their snapshots will be fresh
+            self.pulsed_at = {}
+            return []
+        now = self.read_at
+        for pk in beats:
+            self.pulsed_at[pk] = now
+        if not every:
+            return []
+        agents = Agent.objects.values_list("pk", flat=True)
+        self.pulsed_at = {pk: self.pulsed_at.get(pk, now) for pk in agents}
+        aged = [pk for pk, at in self.pulsed_at.items() if at < now - PULSE_REFRESH / 2]
+        for pk in aged:
+            self.pulsed_at[pk] = now
+        return aged
+
+
+def _pulse_rows(ids: list[int]) -> dict[int, dict]:
+    """The pulse rows of these agents, by primary key (one query)."""
+    rows = (
+        Agent.objects.filter(pk__in=ids)
+        .annotate(budget_usd=_budget_cap())
+        .values(*PULSE_FIELDS, "budget_usd")
+    )
+    return {row["pk"]: row for row in rows}
 
 
 PUMP = Pump()

@@ -47,6 +47,8 @@ def test_heartbeat_bench_runs_servers_and_reports_what_it_measured(tmp_path, cap
 def test_bench_refuses_silly_bounds():
     with pytest.raises(CommandError, match="--agents"):
         call_command("fleet_bench", "heartbeat", "--agents", "0")
+    with pytest.raises(CommandError, match="--quiet-seconds"):
+        call_command("fleet_bench", "live", "--quiet-seconds", "-1")
 
 
 def test_git_bench_runs_on_a_small_generated_repository(tmp_path, capsys):
@@ -143,6 +145,8 @@ def test_live_bench_sees_heartbeats_arrive_at_dashboards(tmp_path, capsys):
         "2",
         "--seconds",
         "2",
+        "--quiet-seconds",
+        "3",
         "--json",
         str(out),
     )
@@ -152,6 +156,9 @@ def test_live_bench_sees_heartbeats_arrive_at_dashboards(tmp_path, capsys):
     assert figures["errors"] == 0 and figures["heartbeats_sent"] > 0
     assert figures["seen"] > 0 and figures["p50_ms"] > 0
     assert 0 < figures["frames_per_client_s"] <= figures["frames_per_client_s_max"]
+    # The quiet phase: five agents beat every 10 s; in 3 s some did, and were seen.
+    quiet = figures["quiet"]
+    assert quiet["agents"] == 5 and quiet["seen"] > 0 and quiet["p50_ms"] > 0
 
 
 def test_sim_bench_uses_the_simulator_as_its_load(tmp_path, capsys):

@@ -300,8 +300,9 @@ async def test_a_steady_stream_gets_at_most_five_frames_a_second_and_its_last_st
     await layer.group_discard(live.group("overview", ""), tap)
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert len(stamps) >= 3, gaps  # a stream, not one frame
-    assert min(gaps) >= live.TICK, gaps  # on the wire: never more than five in any second
-    assert max(sum(1 for s in stamps if t <= s < t + 1) for t in stamps) <= 5
+    # On the wire: never more than five in any second (a frame after a slow render
+    # may follow its predecessor sooner than a TICK; it is not held for it).
+    assert max(sum(1 for s in stamps if t <= s < t + 1) for t in stamps) <= 5, gaps
     assert any("steady 119" in frame for frame in received)  # nothing lost
     await comm.disconnect()
 
@@ -356,3 +357,27 @@ async def test_a_wave_page_moves_a_card_across_its_board_live():
     doing = frame[frame.index('id="column-in-progress"') : frame.index('id="column-in-review"')]
     assert 'id="task-T-900"' in doing
     await page.disconnect()
+
+
+def test_ages_refresh_in_one_frame_and_a_beating_agent_costs_nothing(monkeypatch):
+    monkeypatch.setattr(live, "PULSE_REFRESH", 1.0)
+    monkeypatch.setattr(live, "REFRESH", 600.0)
+    agents = [make_agent(name=f"quiet-{i}") for i in range(6)]
+    busy = agents[2]
+    pump, page = live.Pump(), ("overview", "")
+    pump.watched[page] = 1
+
+    def tick() -> list[int]:
+        pump.opened.clear()  # the page's window is over: what it has due goes now
+        frames = [html for p, html in pump._collect()[1] if p == page]
+        return [a.pk for a in agents for html in frames if f'id="agent-{a.pk}-pulse"' in html]
+
+    pump._collect()  # the first tick sends everything
+    assert tick() == []  # nothing beat, no age has moved on yet
+    time.sleep(0.6)
+    beat(busy, "busy")
+    assert tick() == [busy.pk]  # its beat
+    time.sleep(0.45)  # a refresh is due: the others' pulses are a second old, busy's not
+    aged = tick()
+    assert sorted(aged) == sorted(a.pk for a in agents if a != busy)
+    assert tick() == []  # every age is fresh again: nothing until the next refresh

@@ -55,6 +55,7 @@ def run(
             agents=50 if quick else 500,
             dashboards=5 if quick else 50,
             seconds=3 if quick else 20,
+            quiet=3 if quick else 20,
             redis_url=layer,
             progress=progress,
         )

@@ -126,6 +126,12 @@ class Command(BaseCommand):
         lb.add_argument("--agents", type=int, default=500)
         lb.add_argument("--dashboards", type=int, default=50)
         lb.add_argument("--seconds", type=float, default=20)
+        lb.add_argument(
+            "--quiet-seconds",
+            type=float,
+            default=20,
+            help="then this long quiet: 20 agents beating every 10 s (0: no quiet phase)",
+        )
         _database_option(lb)
         lb.add_argument("--json", dest="json_path", help="where to write the JSON figures")
 
@@ -288,11 +294,14 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name} must be between {low} and {high}")
         if not 1 <= options["seconds"] <= 600:
             raise CommandError("--seconds must be between 1 and 600")
+        if not 0 <= options["quiet_seconds"] <= 600:
+            raise CommandError("--quiet-seconds must be between 0 and 600")
         # The in-memory layer, then Redis (--redis-url, else REDIS_URL) when there is one.
         return live.run_layers(
             agents=options["agents"],
             dashboards=options["dashboards"],
             seconds=options["seconds"],
+            quiet=options["quiet_seconds"],
             database_url=options["database_url"] or None,
             progress=progress,
             redis_url=options["redis_url"] or os.environ.get("REDIS_URL") or None,
