@@ -381,3 +381,50 @@ def test_ages_refresh_in_one_frame_and_a_beating_agent_costs_nothing(monkeypatch
     aged = tick()
     assert sorted(aged) == sorted(a.pk for a in agents if a != busy)
     assert tick() == []  # every age is fresh again: nothing until the next refresh
+
+
+def test_a_refresh_renders_beside_the_ticks_and_its_frame_ends_with_fresh_pulses(monkeypatch):
+    import threading
+
+    from fleet.models import Event
+
+    no_refreshes(monkeypatch)
+    ada = make_agent(name="ada-refresh")
+    gate, real = threading.Event(), live._fresh_snapshot
+
+    def slow(view, key):  # a large fleet's overview: it takes a while
+        gate.wait(10)
+        return real(view, key)
+
+    monkeypatch.setattr(live, "_fresh_snapshot", slow)
+    pump, page = live.Pump(), ("overview", "")
+    pump.watched[page] = 1
+
+    def tick() -> list[str]:
+        pump.opened.clear()  # the page's window is over: what it has due goes now
+        return [html for p, html in pump._collect()[1] if p == page]
+
+    pump._collect()  # the first tick sends everything
+    pump.last_full = -1e9  # the periodic refresh is due at the next read
+    assert tick() == [] and page in pump.refreshing  # started, not awaited
+    beat(ada, "while it renders")
+    (pulses,) = tick()  # the pulses go meanwhile
+    assert "while it renders" in pulses and 'id="fleet-agents"' not in pulses
+    began = pump.refreshing[page].at
+    gate.set()
+    pump.refreshing[page].future.result(timeout=10)
+    (frame,) = tick()
+    assert 'id="fleet-agents"' in frame  # the page in full, then the fresh pulse after it
+    pulse_id = f'id="agent-{ada.pk}-pulse"'
+    assert frame.count(pulse_id) == 2 and frame.rindex(pulse_id) > frame.index("fleet-agents")
+    assert pump.frame_at[page] == began and page not in pump.refreshing
+
+    # A render for an event supersedes a refresh still under way.
+    gate.clear()
+    pump.last_full = -1e9
+    assert tick() == [] and page in pump.refreshing
+    Event.objects.record("agent.note", agent=ada, payload={"note": "an event"})
+    (full,) = tick()
+    assert 'id="fleet-agents"' in full and page not in pump.refreshing
+    gate.set()
+    assert tick() == []  # its result, when it comes, is dropped
