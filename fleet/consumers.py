@@ -144,9 +144,15 @@ class FleetConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def fleet_fragment(self, message: dict) -> None:
-        """A server-rendered HTML fragment, already rendered once for all clients."""
+        """A server-rendered HTML fragment, already rendered once for all clients. A
+        refresh's frame has a ``tail`` (the fresh pulses after its regions) read later
+        than its regions: a browser whose snapshot began between the two takes the
+        tail only."""
+        html = message["html"] + message.get("tail", "")
         if message.get("at", time.monotonic()) < self.snapshot_at:
-            return
+            if not message.get("tail") or message.get("tail_at", 0.0) < self.snapshot_at:
+                return
+            html = message["tail"]
         if time.monotonic() - self.checked_at > RECHECK:
             self.checked_at = time.monotonic()
             allowed = await database_sync_to_async(_may_watch, thread_sensitive=False)(
@@ -161,4 +167,4 @@ class FleetConsumer(AsyncWebsocketConsumer):
             if time.monotonic() - self.acked_at > STALL:
                 await self.close(code=1013)
             return
-        await self._send(message["html"])
+        await self._send(html)

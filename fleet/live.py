@@ -533,6 +533,9 @@ def snapshot(view: str, key: str = "") -> str:
 # browser after a restart) queues there, not in front of handshakes, heartbeats or
 # the pump.
 RENDERERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fleet-snapshot")
+# The pump's periodic full refreshes, one page after another, on a thread of their own:
+# neither in the way of the pump's ticks nor of the snapshots of browsers connecting.
+REFRESHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-refresh")
 SNAPSHOT_REUSE = 2.0  # seconds a snapshot may serve other browsers that connect
 _rendered: dict[tuple[str, str], tuple[float, str]] = {}
 _rendering: dict[tuple[str, str], threading.Lock] = {}
@@ -655,17 +658,17 @@ class Due:
 
     full: bool = False
     beats: set[int] = field(default_factory=set)
-    refreshed: tuple[float, str, set[int]] | None = None  # a Refresh done: (at, html, beats)
+    refreshed: tuple[float, str, set[int]] | None = None  # a Refresh done: (began, html, beats)
 
 
 @dataclass
 class Refresh:
     """A page's periodic full render, under way on the snapshot pool rather than in
     the pump's tick (the overview of a large fleet takes a second or more, and the
-    pulses must not wait for it): when it began, and the agents that beat since,
-    whose pulses go after it, fresh, in the same frame."""
+    pulses must not wait for it), and the agents that beat since it was asked for,
+    whose pulses go after it, fresh, in the same frame. The future's result is (when
+    the render began, its html)."""
 
-    at: float
     future: Future
     beats: set[int] = field(default_factory=set)
 
@@ -694,7 +697,8 @@ class Pump:
         self.opened: dict[tuple[str, str], float] = {}  # when the read for it began
         self.due: dict[tuple[str, str], Due] = {}  # read, waiting for the page's window
         self.refreshing: dict[tuple[str, str], Refresh] = {}
-        self.frame_at: dict[tuple[str, str], float] = {}  # a frame older than its tick's
+        # A refresh's frame: when its regions were read, and the fresh pulses after them.
+        self.tails: dict[tuple[str, str], tuple[float, str]] = {}
         self.poked: set[int] | None = set()  # agents that beat since the last read (None: any)
 
     def watch(self, view: str, key: str, delta: int) -> None:
@@ -736,7 +740,7 @@ class Pump:
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
         self.screen_seen, self.due, self.beat_rows, self.poked = {}, {}, {}, set()
-        self.pulsed_at, self.refreshing, self.frame_at = {}, {}, {}
+        self.pulsed_at, self.refreshing, self.tails = {}, {}, {}
         self.wake = asyncio.Event()
         self.task = loop.create_task(self._run())
 
@@ -748,7 +752,7 @@ class Pump:
             try:
                 at, frames = await sync_to_async(self.collect, thread_sensitive=False)()
                 for page, html in frames:
-                    page_at = self.frame_at.pop(page, at)
+                    tail = self.tails.pop(page, None)
                     # Reads for a page are TICK apart, but renders vary in length: on
                     # the wire too, at most five frames in any second (a frame waits
                     # only when the page's fifth-last left less than a second ago).
@@ -760,13 +764,16 @@ class Pump:
                         wait = sends[0] + count * TICK - time.monotonic()
                         if wait > 0:
                             await asyncio.sleep(wait)
-                    self.sent_at[page] = page_at  # before sending: see shared_snapshot
+                    self.sent_at[page] = at  # before sending: see shared_snapshot
                     sent = self.sent[page] = time.monotonic()
                     sends.append(sent)
-                    await layer.group_send(
-                        group(*page),
-                        {"type": "fleet.fragment", "html": html, "at": page_at, "sent": sent},
-                    )
+                    message = {"type": "fleet.fragment", "html": html, "at": at, "sent": sent}
+                    if tail is not None:
+                        # A refresh: its regions were read from tail[0] on, its pulses
+                        # at this tick (a browser whose snapshot began between the
+                        # two takes the pulses only: see FleetConsumer.fleet_fragment).
+                        message.update(at=tail[0], tail=tail[1], tail_at=at)
+                    await layer.group_send(group(*page), message)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -880,6 +887,7 @@ class Pump:
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
         at, watched, rows, beats, aged, every, refresh, new_rows = self._read()
         self._note(watched, rows, beats, aged, every, refresh)
+        self.tails = {}  # (none left unless a tick failed half way)
         # What newly needs a person is not held back by any page's window (nor lost
         # on the first tick, which renders every page without the rows).
         needs = attention.frames(new_rows) if new_rows else []
@@ -890,7 +898,10 @@ class Pump:
         for page in ready:
             self.opened[page] = self.read_at
         now, pulsed = timezone.now(), {}
-        frames = self._render({page for page in ready if self.due[page].full})
+        in_full = {page for page in ready if self.due[page].full}
+        for page in in_full & set(self.refreshing):
+            self.refreshing.pop(page).future.cancel()  # this render supersedes it
+        frames = self._render(in_full)
         for page in ready:
             due = self.due.pop(page)
             if due.full:
@@ -898,8 +909,8 @@ class Pump:
             if due.refreshed is not None:
                 began, html, since = due.refreshed
                 fresh = _pulse_rows(sorted(since | due.beats)) if since | due.beats else {}
-                frames.append((page, html + "".join(pulse(fresh[pk], now) for pk in sorted(fresh))))
-                self.frame_at[page] = began  # what it shows was read from then on
+                frames.append((page, html))
+                self.tails[page] = (began, "".join(pulse(fresh[pk], now) for pk in sorted(fresh)))
                 continue
             # The pulses (the same for every page of pulses due them: render once).
             which = tuple(sorted(due.beats & set(self.beat_rows)))
@@ -941,12 +952,13 @@ class Pump:
             }
         for page in full:
             self.due.setdefault(page, Due()).full = True
-            self.refreshing.pop(page, None)  # this render supersedes it
-        if refresh:
-            self._refresh([page for page in watched if page not in full])
+            if page in self.refreshing:
+                self.refreshing.pop(page).future.cancel()  # this render supersedes it
         for page, under_way in self.refreshing.items():
             if page[0] in PULSED:
                 under_way.beats.update(beats, aged)
+        if refresh:  # (a page due in full anyway needs none)
+            self._refresh([page for page in watched if not self.due.get(page, Due()).full])
         if rows is None or not (beats or aged):
             return
         # The pages of pulses get the pulses of the agents that beat or aged.
@@ -955,14 +967,13 @@ class Pump:
                 self.due.setdefault(page, Due()).beats.update(beats, aged)
 
     def _refresh(self, pages: list[tuple[str, str]]) -> None:
-        """Start the periodic full render of these pages on the snapshot pool (it
+        """Start the periodic full render of these pages on a thread of its own (it
         catches changes that wrote no event); the pump is poked when one is done."""
         for page in pages:
             if page in self.refreshing:
                 continue
-            began = time.monotonic()
-            future = RENDERERS.submit(_fresh_snapshot, *page)
-            self.refreshing[page] = Refresh(began, future)
+            future = REFRESHER.submit(_fresh_snapshot, *page)
+            self.refreshing[page] = Refresh(future)
             future.add_done_callback(lambda _: self.poke(None))
 
     def _refreshed(self) -> None:
@@ -972,14 +983,14 @@ class Pump:
                 continue
             del self.refreshing[page]
             try:
-                html = under_way.future.result()
+                began, html = under_way.future.result()
             except NoSuchPage:
                 continue  # deleted meanwhile; its browsers keep what they have
             except Exception:
                 log.exception("refreshing the live page %s %s failed", *page)
                 continue
             due = self.due.setdefault(page, Due())
-            due.refreshed = (under_way.at, html, under_way.beats)
+            due.refreshed = (began, html, under_way.beats)
 
     @staticmethod
     def _touched(rows: list[dict], watched: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
@@ -1042,7 +1053,8 @@ class Pump:
         more than half of that ago (their heartbeat's age moved on), in one frame. A
         busy fleet's agents, whose beats keep their pulses fresh, cost nothing, and
         the ticks between stay free for the leading edge. (An age on screen is thus
-        at most one and a half PULSE_REFRESH behind.) Which agents there are is read
+        at most one and a half PULSE_REFRESH behind; two, just after a page of pulses
+        is first watched.) Which agents there are is read
         then too (one small query); one seen for the first time was on the page as
         it is now."""
         if not pulsed:  # nobody watches a page of pulses: their snapshots will be fresh
@@ -1061,10 +1073,11 @@ class Pump:
         return aged
 
 
-def _fresh_snapshot(view: str, key: str) -> str:
+def _fresh_snapshot(view: str, key: str) -> tuple[float, str]:
     close_old_connections()
     try:
-        return snapshot(view, key)
+        began = time.monotonic()
+        return began, snapshot(view, key)
     finally:
         close_old_connections()
 

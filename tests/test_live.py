@@ -410,14 +410,15 @@ def test_a_refresh_renders_beside_the_ticks_and_its_frame_ends_with_fresh_pulses
     beat(ada, "while it renders")
     (pulses,) = tick()  # the pulses go meanwhile
     assert "while it renders" in pulses and 'id="fleet-agents"' not in pulses
-    began = pump.refreshing[page].at
     gate.set()
-    pump.refreshing[page].future.result(timeout=10)
+    began, _ = pump.refreshing[page].future.result(timeout=10)
     (frame,) = tick()
-    assert 'id="fleet-agents"' in frame  # the page in full, then the fresh pulse after it
-    pulse_id = f'id="agent-{ada.pk}-pulse"'
-    assert frame.count(pulse_id) == 2 and frame.rindex(pulse_id) > frame.index("fleet-agents")
-    assert pump.frame_at[page] == began and page not in pump.refreshing
+    # The page in full, read from `began` on; then the fresh pulse of the agent that beat
+    # meanwhile, read at this tick (its tail: see the consumer's test below).
+    assert 'id="fleet-agents"' in frame and page not in pump.refreshing
+    tail_began, tail = pump.tails[page]
+    assert tail_began == began and f'id="agent-{ada.pk}-pulse"' in tail
+    assert "while it renders" in tail and 'id="fleet-agents"' not in tail
 
     # A render for an event supersedes a refresh still under way.
     gate.clear()
@@ -428,3 +429,29 @@ def test_a_refresh_renders_beside_the_ticks_and_its_frame_ends_with_fresh_pulses
     assert 'id="fleet-agents"' in full and page not in pump.refreshing
     gate.set()
     assert tick() == []  # its result, when it comes, is dropped
+
+    # A page already due in full (its window still closed) needs no refresh besides.
+    Event.objects.record("agent.note", agent=ada, payload={"note": "another"})
+    pump.opened[page] = time.monotonic()  # a frame just went: the window is closed
+    assert pump._collect()[1] == [] and pump.due[page].full  # noted, waiting
+    pump.last_full = -1e9  # the refresh's tick comes while it waits
+    assert pump._collect()[1] == [] and page not in pump.refreshing
+
+
+async def test_a_refresh_frame_gives_a_browser_with_a_newer_snapshot_its_pulses_only():
+    from fleet.consumers import FleetConsumer
+
+    consumer = FleetConsumer()
+    consumer.snapshot_at, consumer.checked_at, consumer.acks = 10.0, time.monotonic(), False
+    sent = []
+
+    async def capture(html):
+        sent.append(html)
+
+    consumer._send = capture
+    frame = {"type": "fleet.fragment", "html": "<regions>", "tail": "<pulses>", "sent": 0.0}
+    await consumer.fleet_fragment(frame | {"at": 11.0, "tail_at": 12.0})  # both newer
+    await consumer.fleet_fragment(frame | {"at": 9.0, "tail_at": 12.0})  # regions older
+    await consumer.fleet_fragment(frame | {"at": 8.0, "tail_at": 9.0})  # both older
+    await consumer.fleet_fragment({"type": "fleet.fragment", "html": "<plain>", "at": 11.0})
+    assert sent == ["<regions><pulses>", "<pulses>", "<plain>"]

@@ -30,8 +30,13 @@ QUIET_AGENTS, QUIET_PERIOD, PAUSE = 20, 10.0, 2.0
 async def _agent(port: int, agent: dict, index: int, beats: dict, stats: dict) -> None:
     """Beats at ``beats["first"]``, then every ``beats["every"]`` seconds until
     ``beats["until"]``, each carrying its tag and when it was sent in its status line."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     next_at = beats["first"]
+    if next_at >= beats["until"]:
+        return
+    # Connected just before the first beat: a quiet agent's connection would otherwise
+    # sit idle long enough for the server to close it.
+    await asyncio.sleep(max(0.0, next_at - 0.5 - time.monotonic()))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while next_at < beats["until"]:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
