@@ -131,8 +131,13 @@ def leased_task(agent: Agent) -> Task | None:
 
 
 def boot(agent: Agent) -> dict[str, Any]:
-    """Start a new session and return everything it needs, in one call."""
+    """Start a new session and return everything it needs, in one call. Boots of one
+    agent queue on its row: two at once (a runner restarting a CLI while its hook
+    boots) end one session each, in turn, rather than both ending the same one and
+    the second failing on the one-open-session constraint."""
     with transaction.atomic():
+        Agent.objects.select_for_update(no_key=True).filter(pk=agent.pk).exists()
+        agent.refresh_from_db()
         previous = agent.sessions.filter(ended_at__isnull=True).first()
         if previous is not None:
             reason = "rotated" if agent.status == Agent.ROTATING else "crashed"
