@@ -663,7 +663,7 @@ class Due:
 
 @dataclass
 class Refresh:
-    """A page's periodic full render, under way on the snapshot pool rather than in
+    """A page's periodic full render, under way on a thread of its own rather than in
     the pump's tick (the overview of a large fleet takes a second or more, and the
     pulses must not wait for it), and the agents that beat since it was asked for,
     whose pulses go after it, fresh, in the same frame. The future's result is (when
