@@ -67,7 +67,7 @@ from fleet.templatetags.fleet_tags import age
 log = logging.getLogger("fleet.live")
 
 TICK = 0.2  # a page's window after a frame (and the poll): at most five frames a second
-PULSE_REFRESH = 5.0  # seconds between refreshes of ages on screen (see Pump._aged)
+PULSE_REFRESH = 5.0  # seconds between full renders of agent and budget pages (spend)
 REFRESH = 30.0  # seconds between full snapshots (catches changes that wrote no event)
 WINDOW = 500  # ids re-read behind the newest (PostgreSQL may commit ids out of order)
 BUDGET_WARN = Decimal("0.8")  # spend at this share of a cap is a warning
@@ -612,9 +612,16 @@ def pulse(agent: dict[str, Any], now=None) -> str:
     # fixed words; the status line is the agent's, and escaped.
     of = f" of ${cap:.2f}" if cap is not None else ""
     said = f'<p class="status-line">{conditional_escape(line)}</p>' if line else ""
+    # The age moves on by itself: the browser advances it from here, its colour turning
+    # as the lease nears its end (live.js), so no frame goes for it.
+    ticks = (
+        f' data-age="{int(seconds)}" data-ttl="{int(settings.FLEET_HEARTBEAT_TTL)}"'
+        if seconds is not None and health != "off"
+        else ""
+    )
     return mark_safe(
         f'<div class="pulse" id="agent-{int(pk)}-pulse"><dl>'
-        f'<dt>Heartbeat</dt><dd class="hb hb-{health}">'
+        f'<dt>Heartbeat</dt><dd class="hb hb-{health}"{ticks}>'
         f"{'none yet' if newborn else age(seconds)}</dd>"
         f'<dt>Context</dt><dd><span class="gauge" title="Rotation at {rotate}%"><meter min="0" '
         f'max="100" low="{rotate}" high="{rotate}" optimum="0" value="{context}">{context}%'
@@ -654,7 +661,7 @@ EVENT_FIELDS = (
 @dataclass
 class Due:
     """What a page has to be sent at its next frame: all of it (``full``), or the
-    pulses of these agents (they beat, or their ages moved on)."""
+    pulses of these agents (they beat)."""
 
     full: bool = False
     beats: set[int] = field(default_factory=set)
@@ -684,7 +691,6 @@ class Pump:
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
         self.beat_rows: dict[int, dict] = {}  # the newest pulse row of agents with one due
-        self.pulsed_at: dict[int, float] = {}  # when each agent's pulse was last read
         self.screen_seen: dict[int, Any] = {}
         self.last_full = self.last_pulses = 0.0
         self.read_at = 0.0  # when the pump last read what changed
@@ -740,7 +746,7 @@ class Pump:
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
         self.screen_seen, self.due, self.beat_rows, self.poked = {}, {}, {}, set()
-        self.pulsed_at, self.refreshing, self.tails = {}, {}, {}
+        self.refreshing, self.tails = {}, {}
         self.wake = asyncio.Event()
         self.task = loop.create_task(self._run())
 
@@ -827,7 +833,7 @@ class Pump:
         """What changed since the last tick, noted against every watched page it
         shows on; then the frames of the pages whose window is over, each rendered
         once: in full when events touched it (and every page every REFRESH seconds),
-        else the pulses of the agents that beat or whose age moved on (see _aged).
+        else the pulses of the agents that beat (their ages move on in the browser).
 
         Returns ``at`` with the frames: a moment after the change was read and before
         anything was rendered, so a frame is never older than what it shows (what a
@@ -842,15 +848,13 @@ class Pump:
 
     def _read(
         self,
-    ) -> tuple[float, dict, list[dict] | None, list[int], list[int], bool, bool, list]:
+    ) -> tuple[float, dict, list[dict] | None, list[int], bool, bool, list]:
         """(at, watched pages, new event rows or None for "render everything", agents
-        that heartbeated, agents whose pulse aged, whether agent and budget pages are
-        due in full (every PULSE_REFRESH), whether every page is due a refresh (every
-        REFRESH), and the new event rows even when everything renders: they are marked
-        seen, and what needs a person goes from them)."""
+        that heartbeated, whether agent and budget pages are due in full (every
+        PULSE_REFRESH), whether every page is due a refresh (every REFRESH), and the
+        new event rows even when everything renders: they are marked seen, and what
+        needs a person goes from them)."""
         now = self.read_at = time.monotonic()
-        with self.lock:
-            pulsed = any(view in PULSED for view, _ in self.watched)
         every = refresh = False
         if self.last_id is None:  # first tick: start from here, and send everything
             self.last_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -859,7 +863,7 @@ class Pump:
             )
             self._beats()
             self.last_full = self.last_pulses = now
-            rows, beats, new_rows, every = None, [], [], True  # (every: the agents there are)
+            rows, beats, new_rows = None, [], []
         else:
             ids = set(
                 Event.objects.filter(id__gt=self.last_id - WINDOW).values_list("id", flat=True)
@@ -877,16 +881,15 @@ class Pump:
             elif now - self.last_pulses >= PULSE_REFRESH:
                 self.last_pulses = now
                 every = True
-        aged = self._aged(pulsed, beats, every)
-        if rows is not None and (beats or aged):
-            self.beat_rows.update(_pulse_rows(beats + aged))
+        if rows is not None and beats:
+            self.beat_rows.update(_pulse_rows(beats))
         with self.lock:
             watched = dict(self.watched)
-        return time.monotonic(), watched, rows, beats, aged, every, refresh, new_rows
+        return time.monotonic(), watched, rows, beats, every, refresh, new_rows
 
     def _collect(self) -> tuple[float, list[tuple[tuple[str, str], str]]]:
-        at, watched, rows, beats, aged, every, refresh, new_rows = self._read()
-        self._note(watched, rows, beats, aged, every, refresh)
+        at, watched, rows, beats, every, refresh, new_rows = self._read()
+        self._note(watched, rows, beats, every, refresh)
         self.tails = {}  # (none left unless a tick failed half way)
         # What newly needs a person is not held back by any page's window (nor lost
         # on the first tick, which renders every page without the rows).
@@ -929,7 +932,6 @@ class Pump:
         watched: Mapping[tuple[str, str], int],
         rows: list[dict] | None,
         beats: list[int],
-        aged: list[int],
         every: bool,
         refresh: bool = False,
     ) -> None:
@@ -956,15 +958,15 @@ class Pump:
                 self.refreshing.pop(page).future.cancel()  # this render supersedes it
         for page, under_way in self.refreshing.items():
             if page[0] in PULSED:
-                under_way.beats.update(beats, aged)
+                under_way.beats.update(beats)
         if refresh:  # (a page due in full anyway needs none)
             self._refresh([page for page in watched if not self.due.get(page, Due()).full])
-        if rows is None or not (beats or aged):
+        if rows is None or not beats:
             return
-        # The pages of pulses get the pulses of the agents that beat or aged.
+        # The pages of pulses get the pulses of the agents that beat.
         for page in watched:
             if page[0] in PULSED and page not in full:
-                self.due.setdefault(page, Due()).beats.update(beats, aged)
+                self.due.setdefault(page, Due()).beats.update(beats)
 
     def _refresh(self, pages: list[tuple[str, str]]) -> None:
         """Start the periodic full render of these pages on a thread of its own (it
@@ -1038,8 +1040,7 @@ class Pump:
         """Agents whose heartbeat time changed since we last looked. A beat is stamped
         when its batch starts and may commit a little later, so the query looks a few
         seconds back and compares with what it saw (only the stamps: the pulse rows
-        of the agents that changed are read after, in one query with those that
-        aged)."""
+        of the agents that changed are read after, in one query)."""
         since = timezone.now() - timedelta(seconds=5)
         current = dict(
             Agent.objects.filter(last_heartbeat_at__gt=since).values_list("pk", "last_heartbeat_at")
@@ -1047,30 +1048,6 @@ class Pump:
         changed = [pk for pk, stamp in current.items() if self.beat_seen.get(pk) != stamp]
         self.beat_seen = current
         return changed
-
-    def _aged(self, pulsed: bool, beats: list[int], every: bool) -> list[int]:
-        """Every PULSE_REFRESH: the agents whose pulse on the pages of pulses was read
-        more than half of that ago (their heartbeat's age moved on), in one frame. A
-        busy fleet's agents, whose beats keep their pulses fresh, cost nothing, and
-        the ticks between stay free for the leading edge. (An age on screen is thus
-        at most one and a half PULSE_REFRESH behind; two, just after a page of pulses
-        is first watched.) Which agents there are is read
-        then too (one small query); one seen for the first time was on the page as
-        it is now."""
-        if not pulsed:  # nobody watches a page of pulses: their snapshots will be fresh
-            self.pulsed_at = {}
-            return []
-        now = self.read_at
-        for pk in beats:
-            self.pulsed_at[pk] = now
-        if not every:
-            return []
-        agents = Agent.objects.values_list("pk", flat=True)
-        self.pulsed_at = {pk: self.pulsed_at.get(pk, now) for pk in agents}
-        aged = [pk for pk, at in self.pulsed_at.items() if at < now - PULSE_REFRESH / 2]
-        for pk in aged:
-            self.pulsed_at[pk] = now
-        return aged
 
 
 def _fresh_snapshot(view: str, key: str) -> tuple[float, str]:

@@ -92,3 +92,32 @@ def test_without_a_websocket_the_overview_polls(page, live_server):
     dispatch.heartbeat(agent, Beat(context_pct=40, status_line="seen by polling"))
     page.locator(f"#agent-{agent.pk}", has_text="seen by polling").wait_for(timeout=10_000)
     screenshot(page, "overview-polling")
+
+
+def test_heartbeat_ages_move_on_in_the_browser_without_frames(page, tmp_path):
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    make_user("lena", "lead", password="pw-lena-123")
+    ttl = settings.FLEET_HEARTBEAT_TTL
+    # Ten seconds short of half the lease: amber is due while the page is open.
+    last = timezone.now() - timedelta(seconds=ttl / 2 - 10)
+    agent = make_agent(name="ada", last_heartbeat_at=last)
+    server = Server(free_port(), tmp_path / "ages").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        login(page, base)
+        page.wait_for_selector('#live-indicator[data-state="live"]', timeout=10_000)
+        age = page.locator(f"#agent-{agent.pk}-pulse .hb")
+        assert age.get_attribute("data-ttl") == str(ttl)
+        before = age.inner_text()
+        assert "hb-ok" in age.get_attribute("class") and before.endswith("s ago"), before
+        # No heartbeat, no event: the browser moves the age on and turns it amber.
+        page.wait_for_selector(f"#agent-{agent.pk}-pulse .hb.hb-amber", timeout=20_000)
+        after = age.inner_text()
+        assert after != before, (before, after)
+        screenshot(page, "overview-ages")
+    finally:
+        server.stop()

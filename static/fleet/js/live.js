@@ -125,6 +125,43 @@
   setTimeout(() => { if (!open) startPolling(); }, POLL_MS + 1000);
 })();
 
+// Heartbeat ages move on by themselves: each age shown ticks on from the one it had
+// when it was rendered (data-age, seconds), its colour turning amber at half the
+// heartbeat lease and red at its end (data-ttl), until a newer pulse replaces it. The
+// server sends no frame for an age.
+(function () {
+  "use strict";
+  const HEALTH = ["hb-ok", "hb-amber", "hb-red"];
+
+  function ageText(seconds) {
+    if (seconds < 60) return seconds + "s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + "m ago";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + "h ago";
+    return Math.floor(seconds / 86400) + "d ago";
+  }
+
+  function tick() {
+    const now = performance.now();
+    for (const el of document.querySelectorAll(".hb[data-age]")) {
+      if (!el.dataset.since) el.dataset.since = String(now);
+      const age = Number(el.dataset.age) + (now - Number(el.dataset.since)) / 1000;
+      const seconds = Math.max(0, Math.floor(age));
+      const ttl = Number(el.dataset.ttl);
+      if (!Number.isFinite(seconds) || !Number.isFinite(ttl)) continue;
+      const text = ageText(seconds);
+      if (el.textContent !== text) el.textContent = text;
+      const health = seconds >= ttl ? "hb-red" : seconds >= ttl / 2 ? "hb-amber" : "hb-ok";
+      for (const name of HEALTH) el.classList.toggle(name, name === health);
+    }
+  }
+
+  // New pulses start counting as soon as they are in (not up to a second later).
+  document.addEventListener("htmx:wsAfterMessage", tick);
+  document.addEventListener("fleet:swapped", tick);
+  tick();
+  setInterval(tick, 1000);
+})();
+
 // A live frame replaces whole regions, which people may be working in (a reason being
 // typed in the review queue): carry what they typed into the new region, and give the
 // focus back to the element of the same id.
