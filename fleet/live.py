@@ -35,7 +35,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -615,7 +615,7 @@ def pulse(agent: dict[str, Any], now=None) -> str:
     # The age moves on by itself: the browser advances it from here, its colour turning
     # as the lease nears its end (live.js), so no frame goes for it.
     ticks = (
-        f' data-age="{int(seconds)}" data-ttl="{int(settings.FLEET_HEARTBEAT_TTL)}"'
+        f' data-age="{max(0.0, seconds):.1f}" data-ttl="{int(settings.FLEET_HEARTBEAT_TTL)}"'
         if seconds is not None and health != "off"
         else ""
     )
@@ -690,6 +690,7 @@ class Pump:
         self.last_id: int | None = None
         self.seen: set[int] = set()
         self.beat_seen: dict[int, Any] = {}
+        self.beats_read: datetime | None = None  # when _beats last looked
         self.beat_rows: dict[int, dict] = {}  # the newest pulse row of agents with one due
         self.screen_seen: dict[int, Any] = {}
         self.last_full = self.last_pulses = 0.0
@@ -745,6 +746,7 @@ class Pump:
                 return
             self.task.cancel()  # a pump of another (test) loop
         self.loop, self.last_id, self.seen, self.beat_seen = loop, None, set(), {}
+        self.beats_read = None
         self.screen_seen, self.due, self.beat_rows, self.poked = {}, {}, {}, set()
         self.refreshing, self.tails = {}, {}
         self.wake = asyncio.Event()
@@ -1039,9 +1041,13 @@ class Pump:
     def _beats(self) -> list[int]:
         """Agents whose heartbeat time changed since we last looked. A beat is stamped
         when its batch starts and may commit a little later, so the query looks a few
-        seconds back and compares with what it saw (only the stamps: the pulse rows
-        of the agents that changed are read after, in one query)."""
-        since = timezone.now() - timedelta(seconds=5)
+        seconds back — from the previous look, however long ago that was (a beat
+        missed stays wrong on screen, its age counting on in the browser) — and
+        compares with what it saw (only the stamps: the pulse rows of the agents that
+        changed are read after, in one query)."""
+        now = timezone.now()
+        since = min(now, self.beats_read or now) - timedelta(seconds=5)
+        self.beats_read = now
         current = dict(
             Agent.objects.filter(last_heartbeat_at__gt=since).values_list("pk", "last_heartbeat_at")
         )

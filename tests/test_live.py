@@ -377,9 +377,12 @@ def test_ages_go_in_no_frame_the_browser_advances_them(monkeypatch):
         pump.opened.clear()  # the page's window is over: anything due would go now
         assert pump._collect()[1] == []
     # What the browser counts from: the age at the render, and the lease.
-    html = live.pulses([quiet.pk, stopped.pk])
+    row = {"pk": quiet.pk, "status": "idle", "spent_usd": 0, "context_pct": 0}
+    now = timezone.now()
+    html = live.pulse(row | {"last_heartbeat_at": now - timedelta(seconds=7.25)}, now)
     ttl = settings.FLEET_HEARTBEAT_TTL
-    assert f'class="hb hb-ok" data-age="7" data-ttl="{ttl}">7s ago<' in html
+    assert f'class="hb hb-ok" data-age="7.2" data-ttl="{ttl}">7s ago<' in html
+    html = live.pulses([stopped.pk])
     assert 'class="hb hb-off">' in html  # a stopped agent's age stands still
 
 

@@ -141,7 +141,7 @@
   }
 
   function tick() {
-    const now = performance.now();
+    const now = Date.now(); // (it counts while the computer sleeps; performance.now may not)
     for (const el of document.querySelectorAll(".hb[data-age]")) {
       if (!el.dataset.since) el.dataset.since = String(now);
       const age = Number(el.dataset.age) + (now - Number(el.dataset.since)) / 1000;
