@@ -46,11 +46,29 @@ class Story:
         if "still connecting" in c.last:  # the CLI's prompt came before its MCP server
             blocks = [tool("WaitForMcpServers")]
         elif c.answered == "WaitForMcpServers":
-            blocks = [fleet("work_next")]
+            blocks = [self.retry(c)]
         else:
             blocks = self.reviewer(c) if who == "rex" else self.builder(c, whole)
         self.served.append((time.time(), who, json.dumps(blocks)[:200]))
         return blocks
+
+    @staticmethod
+    def retry(c: Conversation) -> dict:
+        """The call that found the MCP server still connecting, again (a session's
+        opening work_next, or what a nudge asked for: a CLI restarted under a busy
+        machine may take a while to connect)."""
+        calls = [
+            block
+            for message in c.messages
+            if message.get("role") == "assistant" and isinstance(message.get("content"), list)
+            for block in message["content"]
+            if block.get("type") == "tool_use"
+        ]
+        waited = max(i for i, call in enumerate(calls) if call["name"] == "WaitForMcpServers")
+        before = calls[waited - 1] if waited else None
+        if before is None or not before["name"].startswith("mcp__fleet__"):
+            return fleet("work_next")
+        return tool(before["name"], **before.get("input", {}))
 
     def builder(self, c: Conversation, whole: str) -> list[dict]:
         last = c.last
